@@ -1,0 +1,218 @@
+"""Train a checkpoint series (one run per combination of the listed hyperparameters)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from grokscope.cli.output import Output
+from grokscope.errors import GrokscopeError
+
+EPILOG = """\
+Examples:
+
+  grokscope train --out runs/                      # the seed experiment: (a+b) mod 97, wd 0.1
+
+  grokscope train --weight-decay 0.1,2 --seed 0-2 --out runs/   # 6 runs, one directory each
+
+  grokscope train --alpha 8 --fix-norm --zero-last --weight-decay 0 --out runs/   # Liu et al.
+
+  grokscope train --task digits --train-size 1000 --steps 2000 --out runs/
+
+Every hyperparameter option takes a list ("0.1,2,10") and integer ones a range ("0-4").
+Each run directory is printed on stdout as it finishes.
+"""
+
+SWEEPABLE = "Takes a list: 'a,b,c' (integers also 'lo-hi')."
+
+
+def train(
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives one run directory per combination."),
+    name: Optional[str] = typer.Option(None, "--name", help="Base name of the run directories (default: task and p)."),
+    task: str = typer.Option("add", "--task", help=f"add, sub, mul, div, sq_sum (a²+b²), poly (a²+ab+b²), digits, npz. {SWEEPABLE}"),
+    p: str = typer.Option("97", "--p", help=f"Modulus of the arithmetic tasks. {SWEEPABLE}"),
+    train_fraction: str = typer.Option("0.4", "--train-fraction", help=f"Share of samples used for training. {SWEEPABLE}"),
+    train_size: Optional[str] = typer.Option(None, "--train-size", help=f"Number of training samples (overrides --train-fraction). {SWEEPABLE}"),
+    split_seed: Optional[str] = typer.Option(None, "--split-seed", help=f"Seed of the train/test split (default: --seed). {SWEEPABLE}"),
+    data: Optional[Path] = typer.Option(None, "--data", help="An .npz file with X, y (and optionally split) for --task npz."),
+    steps: str = typer.Option("4000", "--steps", help=f"Optimizer steps. {SWEEPABLE}"),
+    width: str = typer.Option("250", "--width", help=f"Hidden units per layer. {SWEEPABLE}"),
+    depth: str = typer.Option("1", "--depth", help=f"Hidden layers. {SWEEPABLE}"),
+    alpha: str = typer.Option("1", "--alpha", help=f"Initialisation scale: every weight times alpha. {SWEEPABLE}"),
+    zero_last: bool = typer.Option(False, "--zero-last/--no-zero-last", help="Zero-initialise the output layer."),
+    fix_norm: bool = typer.Option(False, "--fix-norm/--no-fix-norm", help="Hold the global weight norm at its initial value after every step."),
+    optimizer: str = typer.Option("adamw", "--optimizer", help=f"adamw or sgd. {SWEEPABLE}"),
+    lr: str = typer.Option("0.03", "--lr", help=f"Learning rate. {SWEEPABLE}"),
+    weight_decay: str = typer.Option("0.1", "--weight-decay", "--wd", help=f"Weight decay (decoupled for AdamW). {SWEEPABLE}"),
+    beta1: float = typer.Option(0.9, "--beta1", help="AdamW beta1."),
+    beta2: float = typer.Option(0.98, "--beta2", help="AdamW beta2."),
+    eps: float = typer.Option(1e-8, "--eps", help="AdamW epsilon."),
+    momentum: float = typer.Option(0.0, "--momentum", help="SGD momentum."),
+    loss: str = typer.Option("ce", "--loss", help=f"ce (cross-entropy) or mse (on one-hot targets). {SWEEPABLE}"),
+    reduction: str = typer.Option("mean", "--reduction", help="mse only: mean over all outputs, or sum over classes."),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help=f"Minibatch size (default: full batch). {SWEEPABLE}"),
+    seed: str = typer.Option("0", "--seed", help=f"Seed of the initialisation (and of the split unless --split-seed). {SWEEPABLE}"),
+    save_every: int = typer.Option(40, "--save-every", help="Checkpoint every N steps (0: off)."),
+    save_log: int = typer.Option(100, "--save-log", help="Also checkpoint at N log-spaced steps (0: off)."),
+    eval_every: int = typer.Option(10, "--eval-every", help="Evaluate train/test loss and accuracy every N steps (and at each checkpoint)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs from their last checkpoint; finished runs are skipped."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr; only paths on stdout."),
+) -> None:
+    """Train grokking runs and write a safetensors checkpoint series for each."""
+    from grokscope import sweep
+
+    output = Output(quiet=quiet)
+    axes = {
+        "task": sweep.parse_values("--task", task, str),
+        "p": sweep.parse_values("--p", p, int),
+        "train_fraction": sweep.parse_values("--train-fraction", train_fraction, float),
+        "train_size": sweep.parse_values("--train-size", train_size, int) if train_size else [None],
+        "split_seed": sweep.parse_values("--split-seed", split_seed, int) if split_seed else [None],
+        "steps": sweep.parse_values("--steps", steps, int),
+        "width": sweep.parse_values("--width", width, int),
+        "depth": sweep.parse_values("--depth", depth, int),
+        "alpha": sweep.parse_values("--alpha", alpha, float),
+        "optimizer": sweep.parse_values("--optimizer", optimizer, str),
+        "lr": sweep.parse_values("--lr", lr, float),
+        "weight_decay": sweep.parse_values("--weight-decay", weight_decay, float),
+        "loss": sweep.parse_values("--loss", loss, str),
+        "batch_size": sweep.parse_values("--batch-size", batch_size, int) if batch_size else [None],
+        "seed": sweep.parse_values("--seed", seed, int),
+    }
+    grid = sweep.expand_grid(axes)
+    configs = [_config(point, data, zero_last, fix_norm, beta1, beta2, eps, momentum, reduction,
+                       save_every, save_log, eval_every) for point in grid]
+    for config in configs:
+        config.validate()
+    base = name or _default_base(configs[0])
+    names = sweep.run_names(base, grid)
+    configs = [dataclasses.replace(c, name=n) for c, n in zip(configs, names)]
+    run_dirs = [_prepare_out(out) / n for n in names]
+    plans = [_plan(run_dir, config, resume) for run_dir, config in zip(run_dirs, configs)]
+
+    import torch
+
+    from grokscope.training import resolve_device
+
+    torch_device = resolve_device(device)
+    for run_dir, config, plan in zip(run_dirs, configs, plans):
+        if plan == "done":
+            output.info(f"{run_dir}: already complete, skipped")
+        else:
+            _train_one(run_dir, config, plan, torch_device, output)
+        output.result(run_dir)
+
+
+def _config(point, data, zero_last, fix_norm, beta1, beta2, eps, momentum, reduction,
+            save_every, save_log, eval_every):
+    from grokscope.config import ModelConfig, OptimConfig, RunConfig, ScheduleConfig, TaskConfig
+
+    return RunConfig(
+        seed=point["seed"],
+        task=TaskConfig(
+            name=point["task"], p=point["p"], train_fraction=point["train_fraction"],
+            train_size=point["train_size"], split_seed=point["split_seed"],
+            path=str(data) if data else None,
+        ),
+        model=ModelConfig(depth=point["depth"], width=point["width"], alpha=point["alpha"], zero_last=zero_last),
+        optim=OptimConfig(
+            name=point["optimizer"], lr=point["lr"], beta1=beta1, beta2=beta2, eps=eps,
+            weight_decay=point["weight_decay"], momentum=momentum, loss=point["loss"],
+            reduction=reduction, batch_size=point["batch_size"], fix_norm=fix_norm,
+        ),
+        schedule=ScheduleConfig(steps=point["steps"], save_every=save_every, save_log=save_log, eval_every=eval_every),
+    ).resolved()
+
+
+def _default_base(config) -> str:
+    from grokscope.config import MODULAR_OPS
+
+    return f"{config.task.name}-p{config.task.p}" if config.task.name in MODULAR_OPS else config.task.name
+
+
+def _prepare_out(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".grokscope-write-test-{id(out)}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise GrokscopeError(f"--out: cannot write to {out} ({exc.strerror or exc})") from None
+    return out
+
+
+def _plan(run_dir: Path, config, resume: bool) -> str:
+    """'new', 'resume' or 'done', after checking that an existing directory may be touched."""
+    from grokscope import store
+    from grokscope.config import RunConfig
+
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return "new"
+    if not resume:
+        raise GrokscopeError(
+            f"{run_dir}: already exists and is not empty; pass --resume to continue it, or choose another --out or --name"
+        )
+    stored = store.read_run_config(run_dir)
+    mismatched = _config_differences(RunConfig.from_dict(_config_part(stored)).to_dict(), config.to_dict())
+    if mismatched:
+        raise GrokscopeError(
+            f"{run_dir}: --resume with different settings than run.json ({', '.join(mismatched)})"
+        )
+    checkpoints = store.list_checkpoints(run_dir)
+    if checkpoints and checkpoints[-1][0] >= config.schedule.steps:
+        return "done"
+    return "resume"
+
+
+def _config_part(document: dict) -> dict:
+    return {k: document[k] for k in ("name", "seed", "task", "model", "optim", "schedule")}
+
+
+def _config_differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
+    differences = []
+    for key in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differences += _config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            differences.append(f"{prefix}{key}: {a!r} in run.json, {b!r} now")
+    return differences
+
+
+def _train_one(run_dir: Path, config, plan: str, device, output: Output) -> None:
+    from grokscope import store
+    from grokscope.training import Trainer, first_step_reaching
+
+    started = time.perf_counter()
+    trainer = Trainer(config, run_dir, device)
+    digest = trainer.data.split_digest()
+    if plan == "resume":
+        stored = store.read_run_config(run_dir)
+        if stored.get("split_sha256") != digest:
+            raise GrokscopeError(f"{run_dir}: the task's train/test split no longer matches run.json")
+        trainer.restore()
+    else:
+        (run_dir / store.CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
+        store.write_run_config(run_dir, {**config.to_dict(), "split_sha256": digest,
+                                         "n_samples": len(trainer.data.y), "n_classes": trainer.data.n_classes})
+    with output.progress("{task.fields[stats]}") as bar:
+        task_id = bar.add_task(config.name, total=config.schedule.steps, completed=trainer.step, stats="")
+
+        def on_eval(e):
+            bar.update(task_id, completed=e.step, stats=(
+                f"loss {e.train_loss:.3g}/{e.test_loss:.3g}  acc {e.train_acc:.3f}/{e.test_acc:.3f}"
+            ))
+
+        trainer.run(on_eval)
+    history = store.read_history(run_dir)
+    train_step = first_step_reaching(history, "train_acc")
+    test_step = first_step_reaching(history, "test_acc")
+    output.info(
+        f"{run_dir}: {config.schedule.steps} steps in {time.perf_counter() - started:.1f}s; "
+        f"99% train acc at step {train_step}, 99% test acc at step {test_step}"
+    )

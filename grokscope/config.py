@@ -1,0 +1,212 @@
+"""The full, typed configuration of one training run.
+
+Every default carries the reason it was chosen; together they are the seed experiment of the
+grokking papers (modular addition, p = 97, 40% of pairs for training, a 250-unit ReLU MLP trained
+full-batch with AdamW). The resolved config is written to ``run.json`` and is enough to rebuild
+the model and the exact train/test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from grokscope.errors import GrokscopeError
+
+MODULAR_OPS = ("add", "sub", "mul", "div", "sq_sum", "poly")
+TASKS = MODULAR_OPS + ("digits", "npz")
+OPTIMIZERS = ("adamw", "sgd")
+LOSSES = ("ce", "mse")
+REDUCTIONS = ("mean", "sum")
+
+
+@dataclass
+class TaskConfig:
+    # add: (a+b) mod p, the task of Power et al. 2022 and of every seed paper.
+    name: str = "add"
+    # 97 is the prime of the seed papers: p^2 = 9409 pairs, small enough for 2 CPU cores.
+    p: int = 97
+    # 40% of all pairs for training: the fraction at which weight decay 0.1 groks slowly.
+    train_fraction: float = 0.4
+    # digits / npz: an absolute number of training samples instead of a fraction.
+    train_size: int | None = None
+    # None resolves to the run's seed, so a seed sweep also varies the split.
+    split_seed: int | None = None
+    # npz: the user's file with arrays X and y (and optionally split: 0 train, 1 test).
+    path: str | None = None
+
+    def validate(self) -> None:
+        if self.name not in TASKS:
+            raise GrokscopeError(f"--task: unknown task {self.name!r}; known: {', '.join(TASKS)}")
+        if self.name in MODULAR_OPS and self.p < 2:
+            raise GrokscopeError(f"--p: must be at least 2, got {self.p}")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise GrokscopeError(
+                f"--train-fraction: must lie strictly between 0 and 1, got {self.train_fraction}"
+            )
+        if self.train_size is not None and self.train_size < 1:
+            raise GrokscopeError(f"--train-size: must be positive, got {self.train_size}")
+        if self.name == "npz" and not self.path:
+            raise GrokscopeError("--data: the npz task needs a file (--data FILE.npz)")
+
+
+@dataclass
+class ModelConfig:
+    # One hidden layer: the seed experiment's 2p -> 250 -> p MLP.
+    depth: int = 1
+    # 250 hidden units, as in Liu et al. (Omnigrok) and Clauw et al.
+    width: int = 250
+    # Liu et al.'s grokking-by-large-initialisation multiplies every weight by alpha; 1 = PyTorch's
+    # default initialisation.
+    alpha: float = 1.0
+    # A zero last layer makes the initial output 0 whatever alpha is (Liu et al.'s alpha setup).
+    zero_last: bool = False
+    # The seed MLP has no output bias: the logits are a pure readout of the penultimate layer,
+    # which is what neural-collapse measures (NC3, NC4) assume.
+    output_bias: bool = False
+
+    def validate(self) -> None:
+        if self.depth < 1:
+            raise GrokscopeError(f"--depth: need at least one hidden layer, got {self.depth}")
+        if self.width < 1:
+            raise GrokscopeError(f"--width: must be positive, got {self.width}")
+        if not self.alpha > 0:
+            raise GrokscopeError(f"--alpha: must be positive, got {self.alpha}")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    # lr 0.03 / betas (0.9, 0.98): the seed papers' AdamW settings for full-batch modular addition.
+    lr: float = 0.03
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-8
+    # 0.1 gives delayed generalisation (grokking); 2.0 generalises quickly.
+    weight_decay: float = 0.1
+    momentum: float = 0.0
+    loss: str = "ce"
+    # mse only: mean over all logits (PyTorch's default) or sum over classes, mean over samples.
+    reduction: str = "mean"
+    # None = full batch, as in the seed papers: no minibatch noise, so grokking is deterministic.
+    batch_size: int | None = None
+    # Hold the global weight norm at its initial value after every step (Liu et al.'s alpha runs).
+    fix_norm: bool = False
+    # Room for later regularisers; 0 disables them.
+    weight_noise: float = 0.0
+    spectral_entropy: float = 0.0
+
+    def validate(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise GrokscopeError(f"--optimizer: unknown {self.name!r}; known: {', '.join(OPTIMIZERS)}")
+        if self.loss not in LOSSES:
+            raise GrokscopeError(f"--loss: unknown {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.reduction not in REDUCTIONS:
+            raise GrokscopeError(
+                f"--reduction: unknown {self.reduction!r}; known: {', '.join(REDUCTIONS)}"
+            )
+        if not self.lr > 0:
+            raise GrokscopeError(f"--lr: must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise GrokscopeError(f"--weight-decay: must be non-negative, got {self.weight_decay}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise GrokscopeError(f"--batch-size: must be positive, got {self.batch_size}")
+        if self.weight_noise or self.spectral_entropy:
+            raise GrokscopeError("weight noise and the spectral-entropy penalty are not implemented yet")
+
+
+@dataclass
+class ScheduleConfig:
+    # 4000 full-batch steps: enough for weight decay 0.1 to grok on p = 97.
+    steps: int = 4000
+    # Every 40 steps plus 100 log-spaced steps: ~200 checkpoints, dense where early dynamics are
+    # fast (log) and even where grokking happens late (linear).
+    save_every: int = 40
+    save_log: int = 100
+    # Evaluate train/test loss and accuracy every 10 steps (and at every checkpoint).
+    eval_every: int = 10
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise GrokscopeError(f"--steps: must be positive, got {self.steps}")
+        if self.save_every < 0 or self.save_log < 0 or self.eval_every < 0:
+            raise GrokscopeError("--save-every, --save-log and --eval-every must be non-negative")
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps that get a checkpoint: 0, the last step, every ``save_every``, ``save_log`` log-spaced."""
+        import numpy as np
+
+        steps = {0, self.steps}
+        if self.save_every:
+            steps.update(range(0, self.steps + 1, self.save_every))
+        if self.save_log:
+            steps.update(int(s) for s in np.unique(np.round(np.geomspace(1, self.steps, self.save_log))))
+        return sorted(steps)
+
+    def eval_steps(self) -> list[int]:
+        steps = set(self.checkpoint_steps())
+        if self.eval_every:
+            steps.update(range(0, self.steps + 1, self.eval_every))
+        return sorted(steps)
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def validate(self) -> None:
+        self.task.validate()
+        self.model.validate()
+        self.optim.validate()
+        self.schedule.validate()
+
+    def resolved(self) -> "RunConfig":
+        """A copy with every 'None means derive it' field filled in, as stored in run.json."""
+        task = dataclasses.replace(
+            self.task, split_seed=self.seed if self.task.split_seed is None else self.task.split_seed
+        )
+        return dataclasses.replace(self, task=task)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        def build(kind, values):
+            known = {f.name for f in dataclasses.fields(kind)}
+            unknown = set(values) - known
+            if unknown:
+                raise GrokscopeError(f"run.json: unknown {kind.__name__} field(s) {sorted(unknown)}")
+            return kind(**values)
+
+        return cls(
+            name=data["name"],
+            seed=data["seed"],
+            task=build(TaskConfig, data["task"]),
+            model=build(ModelConfig, data["model"]),
+            optim=build(OptimConfig, data["optim"]),
+            schedule=build(ScheduleConfig, data["schedule"]),
+        )
+
+
+def hyperparameters(config: RunConfig) -> dict:
+    """The run's hyperparameters as flat columns, so measure tables can be faceted without joins."""
+    task, model, optim = config.task, config.model, config.optim
+    return {
+        "task": task.name,
+        "p": task.p if task.name in MODULAR_OPS else None,
+        "train_fraction": task.train_fraction,
+        "seed": config.seed,
+        "width": model.width,
+        "depth": model.depth,
+        "alpha": model.alpha,
+        "optimizer": optim.name,
+        "lr": optim.lr,
+        "weight_decay": optim.weight_decay,
+        "loss": optim.loss,
+    }
