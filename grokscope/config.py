@@ -119,10 +119,10 @@ class OptimConfig:
 class ScheduleConfig:
     # 4000 full-batch steps: enough for weight decay 0.1 to grok on p = 97.
     steps: int = 4000
-    # Every 40 steps plus 100 log-spaced steps: ~200 checkpoints, dense where early dynamics are
+    # Every 40 steps plus 140 log-spaced steps: ~200 checkpoints, dense where early dynamics are
     # fast (log) and even where grokking happens late (linear).
     save_every: int = 40
-    save_log: int = 100
+    save_log: int = 140
     # Evaluate train/test loss and accuracy every 10 steps (and at every checkpoint).
     eval_every: int = 10
 

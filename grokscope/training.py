@@ -69,6 +69,12 @@ class Trainer:
     """Owns the model, data and optimizer of one run; ``run`` trains it to the last step."""
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device):
+        if device.type == "cpu":
+            # With weight decay the weights of dead units and Adam's moments decay through the
+            # subnormal range, where x86 arithmetic is ~10x slower (a wd 2.0 run took 13x the
+            # time of wd 0.1). Flushing them to zero changes nothing measurable and keeps runs
+            # deterministic.
+            torch.set_flush_denormal(True)
         self.config = config
         self.run_dir = Path(run_dir)
         self.device = device

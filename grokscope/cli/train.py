@@ -57,7 +57,7 @@ def train(
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help=f"Minibatch size (default: full batch). {SWEEPABLE}"),
     seed: str = typer.Option("0", "--seed", help=f"Seed of the initialisation (and of the split unless --split-seed). {SWEEPABLE}"),
     save_every: int = typer.Option(40, "--save-every", help="Checkpoint every N steps (0: off)."),
-    save_log: int = typer.Option(100, "--save-log", help="Also checkpoint at N log-spaced steps (0: off)."),
+    save_log: int = typer.Option(140, "--save-log", help="Also checkpoint at N log-spaced steps (0: off)."),
     eval_every: int = typer.Option(10, "--eval-every", help="Evaluate train/test loss and accuracy every N steps (and at each checkpoint)."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs from their last checkpoint; finished runs are skipped."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
