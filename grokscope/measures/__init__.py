@@ -1,0 +1,26 @@
+"""The measures of grokscope as pure functions on arrays.
+
+Each module is one family, and each public function carries its formula and source in its
+docstring: neural collapse (:mod:`.collapse`), the nHSIC information plane (:mod:`.hsic`),
+weight-matrix measures (:mod:`.weights`), O-information (:mod:`.oinfo`, :mod:`.multiplets`) and
+the grokking summary of a training history (:mod:`.grokking`).
+"""
+
+from grokscope.measures.collapse import collapse_measures, nc1, rnc1, rnc1_sup
+from grokscope.measures.grokking import grokking_rows, grokking_summary
+from grokscope.measures.hsic import cka, hsic, hsic_measures, nhsic
+from grokscope.measures.weights import weight_measures
+
+__all__ = [
+    "cka",
+    "collapse_measures",
+    "grokking_rows",
+    "grokking_summary",
+    "hsic",
+    "hsic_measures",
+    "nc1",
+    "nhsic",
+    "rnc1",
+    "rnc1_sup",
+    "weight_measures",
+]

@@ -1,0 +1,424 @@
+r"""Kernel dependence measures: normalised HSIC (NOCCO), plain HSIC and CKA.
+
+All of them are estimated the way Sakamoto & Sato estimate the nHSIC information plane: on
+minibatches of ``batch_size`` samples, averaged over the minibatches. Their code
+(github.com/keitaroskmt/E2E-info ``src/nhsic/nhsic.py``, reused in
+github.com/keitaroskmt/collapse-dynamics ``src/information_plane/nhsic.py`` and ``train.py``)
+runs over the *test* loader, built with ``shuffle=False`` and ``drop_last=False``: the batches
+are the samples in their stored order, the last, smaller batch is kept, and the batch values
+are averaged unweighted. Its ``num_iter=10`` passes over the unshuffled loader see the same
+batches every time and so do not change the mean. Here ``seed=None`` reproduces that order and
+an integer ``seed`` shuffles the samples first. Which split to pass is the caller's choice (the
+authors use the test split).
+
+Kernels, on a minibatch :math:`z_1, \dots, z_m` of ``d``-dimensional vectors:
+
+.. math::
+
+    k_{\text{gauss}}(a, b) = \exp\!\left(-\frac{\lVert a - b \rVert^2}{2 \sigma^2 d}\right),
+    \qquad k_{\text{lin}}(a, b) = a^\top b,
+    \qquad \tilde K = H K H, \quad H = I_m - \tfrac{1}{m} \mathbf{1}\mathbf{1}^\top
+
+Integer labels become one-hot codes, whose linear kernel is :math:`[y_i = y_j]`.
+
+Deliberate differences from the authors' code: every kernel is centred on both sides
+(:math:`HKH`, Fukumizu et al.'s definition; their Gaussian kernel is centred on one side only,
+:math:`KH`, and their linear label kernel not at all); everything is computed in float64; a
+final batch of a single sample (whose centred kernel is zero) is dropped. On synthetic data of the
+default run's shape, their exact formulas (in float64) and these agree to 1e-12 for
+nHSIC(T; X) and to 3e-6 relative for nHSIC(T; Y).
+
+All batches of equal size are computed together as ``(B, m, m)`` tensors: one batched matmul
+for the distances, one batched Cholesky factorisation per variable, no Python loop per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+
+from grokscope.errors import GrokscopeError
+
+KERNELS = ("gaussian", "linear")
+BANDWIDTHS = ("fixed", "median")
+
+Variables = dict[str, tuple[torch.Tensor, str]]  # name -> ((n, d) float64 samples, kernel)
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def _as_variable(a, name: str) -> tuple[torch.Tensor, bool]:
+    """``(n, d)`` float64 samples, and whether they were integer labels (then one-hot)."""
+    a = torch.as_tensor(a)
+    if a.is_complex() or a.dtype == torch.bool:
+        raise GrokscopeError(f"{name}: expected real features or integer labels, got dtype {a.dtype}")
+    if a.ndim == 0:
+        raise GrokscopeError(f"{name}: expected one row per sample, got a scalar")
+    if a.ndim == 1 and not a.is_floating_point():
+        # Codes 0..K-1 from the distinct values, so any label values work.
+        _, codes = torch.unique(a, return_inverse=True)  # (n,)
+        return torch.nn.functional.one_hot(codes).to(torch.float64), True
+    return a.reshape(a.shape[0], -1).to(torch.float64), False
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_positive(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _check_options(sigma, batch_size, bandwidth, seed, eps=1e-5) -> None:
+    if not _is_positive(sigma):
+        raise GrokscopeError(f"sigma: must be a positive number, got {sigma!r}")
+    if not _is_positive(eps):
+        raise GrokscopeError(f"eps: must be a positive number, got {eps!r}")
+    if batch_size is not None and not (_is_integer(batch_size) and batch_size >= 2):
+        raise GrokscopeError(f"batch_size: must be an integer >= 2 or None, got {batch_size!r}")
+    if bandwidth not in BANDWIDTHS:
+        raise GrokscopeError(f"bandwidth: unknown {bandwidth!r}; choose one of {', '.join(BANDWIDTHS)}")
+    if seed is not None and not _is_integer(seed):
+        raise GrokscopeError(f"seed: must be an integer or None, got {seed!r}")
+
+
+def _resolve_kernel(kernel: str | None, is_labels: bool, name: str) -> str:
+    if kernel is None:
+        return "linear" if is_labels else "gaussian"
+    if kernel not in KERNELS:
+        raise GrokscopeError(f"{name}: unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    return kernel
+
+
+def _variables(named: dict[str, object], kernels: dict[str, str | None]) -> Variables:
+    """Validated ``(n, d)`` tensors on the first variable's device, each with its kernel."""
+    out: Variables = {}
+    device = None
+    for name, value in named.items():
+        z, is_labels = _as_variable(value, name)
+        device = z.device if device is None else device
+        out[name] = (z.to(device), _resolve_kernel(kernels[name], is_labels, f"kernel_{name}"))
+    n = out["t"][0].shape[0]
+    for name, (z, _) in out.items():
+        if z.shape[0] != n:
+            raise GrokscopeError(f"{name}: has {z.shape[0]} samples but t has {n}")
+    if n < 2:
+        raise GrokscopeError(f"t: needs at least 2 samples, got {n}")
+    return out
+
+
+def _batch_views(z: torch.Tensor, batch_size: int | None) -> list[torch.Tensor]:
+    """Consecutive batches of ``z`` ``(n, d)``: a ``(B, m, d)`` view of the full batches, then a
+    ``(1, r, d)`` remainder if it has at least two samples. No copy."""
+    n = z.shape[0]
+    if batch_size is None or batch_size >= n:
+        return [z[None]]
+    full = n - n % batch_size
+    views = [z[:full].reshape(-1, int(batch_size), z.shape[1])]
+    if n - full >= 2:
+        views.append(z[None, full:])
+    return views
+
+
+def _shuffled(variables: Variables, seed: int | None) -> Variables:
+    if seed is None:
+        return variables
+    n = variables["t"][0].shape[0]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    order = order.to(variables["t"][0].device)
+    return {name: (z[order], kernel) for name, (z, kernel) in variables.items()}
+
+
+# --- kernels -----------------------------------------------------------------------------------
+
+
+def _two_width_squared(sq_dist: torch.Tensor, d: int, sigma: float, bandwidth: str) -> torch.Tensor:
+    r"""The Gaussian kernel's denominator :math:`2 \sigma^2 d` for each batch, ``(B, 1, 1)``."""
+    fixed = sq_dist.new_full((sq_dist.shape[0], 1, 1), 2.0 * sigma * sigma * d)
+    if bandwidth == "fixed":
+        return fixed
+    m = sq_dist.shape[1]
+    rows, cols = torch.triu_indices(m, m, offset=1, device=sq_dist.device)
+    median = sq_dist[:, rows, cols].median(dim=1).values[:, None, None]  # (B, 1, 1)
+    # Median heuristic: sigma^2 d := the median squared distance between distinct samples of
+    # the batch. A batch whose median is 0 (mostly identical points) keeps the fixed width.
+    return torch.where(median > 0, 2.0 * median, fixed)
+
+
+def _centred_gram(z: torch.Tensor, kernel: str, sigma: float, bandwidth: str) -> torch.Tensor:
+    r""":math:`HKH` for each batch of ``z`` ``(B, m, d)``, as ``(B, m, m)``."""
+    if kernel == "linear":
+        gram = z @ z.transpose(1, 2)  # (B, m, m)
+    else:
+        # ||a||^2 + ||b||^2 - 2 a.b from one batched matmul (the broadcast difference a - b
+        # would materialise a (B, m, m, d) tensor); taking the norms from the same product's
+        # diagonal makes every self-distance exactly 0.
+        inner = z @ z.transpose(1, 2)  # (B, m, m)
+        sq_norms = inner.diagonal(dim1=1, dim2=2)  # (B, m)
+        sq_dist = (sq_norms[:, :, None] + sq_norms[:, None, :]).sub_(inner, alpha=2.0).clamp_(min=0.0)
+        width = _two_width_squared(sq_dist, z.shape[2], sigma, bandwidth)  # (B, 1, 1)
+        gram = sq_dist.div_(width).neg_().exp_()  # (B, m, m)
+    # HKH = K - column means - row means + grand mean, in place.
+    column_means = gram.mean(dim=1, keepdim=True)  # (B, 1, m)
+    row_means = gram.mean(dim=2, keepdim=True)  # (B, m, 1)
+    grand_mean = row_means.mean(dim=1, keepdim=True)  # (B, 1, 1)
+    return gram.sub_(column_means).sub_(row_means).add_(grand_mean)  # (B, m, m)
+
+
+def _grams(z: torch.Tensor, kernel: str, batch_size, sigma: float, bandwidth: str) -> list[torch.Tensor]:
+    return [_centred_gram(batch, kernel, sigma, bandwidth) for batch in _batch_views(z, batch_size)]
+
+
+def _nocco_operator(centred: torch.Tensor, eps: float) -> torch.Tensor:
+    r""":math:`R = \tilde K (\tilde K + m\epsilon I)^{-1}` for each batch, ``(B, m, m)``.
+
+    Computed as :math:`R = I - m\epsilon\,(\tilde K + m\epsilon I)^{-1}`: the matrix inverted is
+    symmetric with eigenvalues at least :math:`m\epsilon`, so its Cholesky factorisation is
+    stable, and the subtracted term has eigenvalues in (0, 1], so nothing cancels badly.
+    """
+    ridge = centred.shape[-1] * eps
+    shifted = centred.clone()
+    shifted.diagonal(dim1=-2, dim2=-1).add_(ridge)
+    factor, info = torch.linalg.cholesky_ex(shifted)  # (B, m, m)
+    if bool((info != 0).any()):
+        raise GrokscopeError(
+            f"eps: {eps:g} is too small for these kernels (the regularised kernel matrix is not "
+            "numerically positive definite); use a larger eps"
+        )
+    operator = torch.cholesky_inverse(factor).mul_(-ridge)
+    operator.diagonal(dim1=-2, dim2=-1).add_(1.0)
+    return operator  # (B, m, m), symmetric
+
+
+def _batch_nocco(operators_a: list[torch.Tensor], operators_b: list[torch.Tensor]) -> torch.Tensor:
+    # tr(R_A R_B) = sum_ij (R_A)_ij (R_B)_ij since R_B is symmetric.
+    return torch.cat([(a * b).sum(dim=(1, 2)) for a, b in zip(operators_a, operators_b)])  # (batches,)
+
+
+def _batch_hsic(grams_a: list[torch.Tensor], grams_b: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(
+        [(a * b).sum(dim=(1, 2)) / (a.shape[-1] - 1) ** 2 for a, b in zip(grams_a, grams_b)]
+    )  # (batches,)
+
+
+def _finite(variables: Variables) -> bool:
+    # A sum is nan or inf whenever a term is: one reduction instead of a boolean copy.
+    return all(bool(torch.isfinite(z.sum())) for z, _ in variables.values())
+
+
+def _centred_grams(variables, sigma, batch_size, bandwidth, seed) -> dict[str, list[torch.Tensor]]:
+    return {
+        name: _grams(z, kernel, batch_size, sigma, bandwidth)
+        for name, (z, kernel) in _shuffled(variables, seed).items()
+    }
+
+
+# --- public functions --------------------------------------------------------------------------
+
+
+def nhsic(
+    t,
+    x,
+    *,
+    kernel_t: str = "gaussian",
+    kernel_x: str | None = None,
+    sigma: float = 5.0,
+    eps: float = 1e-5,
+    batch_size: int | None = 100,
+    bandwidth: str = "fixed",
+    seed: int | None = None,
+) -> float:
+    r"""Normalised HSIC (NOCCO) between a representation and an input or the labels.
+
+    .. math::
+
+        \mathrm{nHSIC}(T; X) = \operatorname{tr}(R_T R_X), \qquad
+        R = \tilde K (\tilde K + m \epsilon I_m)^{-1}
+
+    on each minibatch of ``m`` samples, averaged over the minibatches (see the module
+    docstring for the batching and the kernels). Each :math:`R` is symmetric with eigenvalues
+    in [0, 1), so a batch's value lies in [0, min(rank R_T, rank R_X)) and grows with the
+    dependence between the two variables.
+
+    Sources: Fukumizu, Gretton, Sun & Schoelkopf (2008), "Kernel measures of conditional
+    dependence", NeurIPS (NOCCO); Sakamoto & Sato (2024), "End-to-end training induces
+    information bottleneck through layer-role differentiation", TMLR (sigma = 5, eps = 1e-5,
+    minibatches of 100, the information plane nHSIC(T; X) vs nHSIC(T; Y)).
+
+    Parameters
+    ----------
+    t : array_like, shape (n, ...)
+        The representation; rows are samples, trailing axes are flattened.
+    x : array_like, shape (n, ...), or (n,) of int
+        Features, or integer labels (one-hot codes; any label values).
+    kernel_t, kernel_x : {"gaussian", "linear"}
+        Kernels; ``kernel_x=None`` picks ``"linear"`` for integer labels, ``"gaussian"`` for
+        features.
+    sigma : float
+        Gaussian width relative to the square root of the dimension.
+    eps : float
+        Regulariser; the ridge on a batch of ``m`` samples is ``m * eps``.
+    batch_size : int or None
+        Minibatch size; ``None`` uses all samples at once (memory grows as ``n**2``).
+    bandwidth : {"fixed", "median"}
+        ``"median"`` replaces ``sigma**2 * d`` by each batch's median squared distance.
+    seed : int or None
+        ``None`` batches the samples in the order given (as the authors); an integer shuffles
+        them first with that seed.
+
+    Returns
+    -------
+    float
+        ``nan`` if ``t`` or ``x`` holds a non-finite value.
+
+    Raises
+    ------
+    GrokscopeError
+        Mismatched sample counts, fewer than two samples, an invalid option, or an ``eps`` too
+        small to regularise the kernels.
+    """
+    return hsic_measures(
+        t, x, None, kernel_t=kernel_t, kernel_x=kernel_x, sigma=sigma, eps=eps,
+        batch_size=batch_size, bandwidth=bandwidth, seed=seed,
+    )["nhsic_x"]
+
+
+@torch.no_grad()
+def hsic_measures(
+    t,
+    x,
+    y,
+    *,
+    kernel_t: str = "gaussian",
+    kernel_x: str | None = None,
+    sigma: float = 5.0,
+    eps: float = 1e-5,
+    batch_size: int | None = 100,
+    bandwidth: str = "fixed",
+    seed: int | None = None,
+) -> dict[str, float]:
+    r"""The nHSIC information plane: :math:`\mathrm{nHSIC}(T; X)` and :math:`\mathrm{nHSIC}(T; Y)`.
+
+    Both use the same minibatches and share :math:`R_T`, computed once. ``y`` always uses the
+    linear kernel on one-hot labels; everything else is as in :func:`nhsic`.
+
+    Parameters
+    ----------
+    t : array_like, shape (n, ...)
+        The representation.
+    x : array_like, shape (n, ...)
+        The network's input.
+    y : array_like of int, shape (n,), or None
+        Labels; ``None`` leaves ``nhsic_y`` out.
+    kernel_t, kernel_x, sigma, eps, batch_size, bandwidth, seed
+        As in :func:`nhsic`.
+
+    Returns
+    -------
+    dict[str, float]
+        ``{"nhsic_x": ..., "nhsic_y": ...}``; ``nan`` values if any input is non-finite.
+
+    Raises
+    ------
+    GrokscopeError
+        As :func:`nhsic`, and if ``y`` is not a 1-D integer array.
+    """
+    _check_options(sigma, batch_size, bandwidth, seed, eps)
+    named = {"t": t, "x": x}
+    kernels = {"t": kernel_t, "x": kernel_x}
+    if y is not None:
+        y_tensor = torch.as_tensor(y)
+        if y_tensor.ndim != 1 or y_tensor.is_floating_point() or y_tensor.is_complex():
+            raise GrokscopeError(
+                f"y: expected 1-D integer labels, got shape {tuple(y_tensor.shape)} of {y_tensor.dtype}"
+            )
+        named["y"], kernels["y"] = y, "linear"
+    variables = _variables(named, kernels)
+    keys = [f"nhsic_{name}" for name in variables if name != "t"]
+    if not _finite(variables):
+        return dict.fromkeys(keys, math.nan)
+    grams = _centred_grams(variables, sigma, batch_size, bandwidth, seed)
+    operators = {name: [_nocco_operator(g, eps) for g in gs] for name, gs in grams.items()}
+    return {
+        f"nhsic_{name}": float(_batch_nocco(operators["t"], operators[name]).mean())
+        for name in variables
+        if name != "t"
+    }
+
+
+@torch.no_grad()
+def hsic(
+    t,
+    x,
+    *,
+    kernel_t: str = "gaussian",
+    kernel_x: str | None = None,
+    sigma: float = 5.0,
+    batch_size: int | None = 100,
+    bandwidth: str = "fixed",
+    seed: int | None = None,
+) -> float:
+    r"""The biased HSIC estimator, averaged over minibatches.
+
+    .. math::
+
+        \mathrm{HSIC}(T, X) = \frac{1}{(m-1)^2} \operatorname{tr}(\tilde K_T \tilde K_X)
+
+    Source: Gretton, Bousquet, Smola & Schoelkopf (2005), "Measuring statistical dependence
+    with Hilbert-Schmidt norms", ALT. Kernels, batching and options as in :func:`nhsic`.
+
+    Returns
+    -------
+    float
+        ``nan`` if ``t`` or ``x`` holds a non-finite value.
+    """
+    _check_options(sigma, batch_size, bandwidth, seed)
+    variables = _variables({"t": t, "x": x}, {"t": kernel_t, "x": kernel_x})
+    if not _finite(variables):
+        return math.nan
+    grams = _centred_grams(variables, sigma, batch_size, bandwidth, seed)
+    return float(_batch_hsic(grams["t"], grams["x"]).mean())
+
+
+@torch.no_grad()
+def cka(
+    t,
+    x,
+    *,
+    kernel_t: str = "gaussian",
+    kernel_x: str | None = None,
+    sigma: float = 5.0,
+    batch_size: int | None = 100,
+    bandwidth: str = "fixed",
+    seed: int | None = None,
+) -> float:
+    r"""Centred kernel alignment, in [0, 1].
+
+    .. math::
+
+        \mathrm{CKA}(T, X) = \frac{\overline{\mathrm{HSIC}}(T, X)}
+            {\sqrt{\overline{\mathrm{HSIC}}(T, T)\, \overline{\mathrm{HSIC}}(X, X)}}
+
+    with :math:`\overline{\mathrm{HSIC}}` the biased HSIC averaged over the same minibatches
+    (the minibatch CKA of Nguyen, Raghu & Kornblith 2021, with the biased estimator; with
+    ``batch_size=None`` it is the CKA of Kornblith, Norouzi, Lee & Hinton 2019). Invariant to
+    isotropic scaling with linear kernels or the median bandwidth, not with a fixed Gaussian
+    width. Options as in :func:`nhsic`.
+
+    Returns
+    -------
+    float
+        ``nan`` if ``t`` or ``x`` holds a non-finite value or either kernel is constant.
+    """
+    _check_options(sigma, batch_size, bandwidth, seed)
+    variables = _variables({"t": t, "x": x}, {"t": kernel_t, "x": kernel_x})
+    if not _finite(variables):
+        return math.nan
+    grams = _centred_grams(variables, sigma, batch_size, bandwidth, seed)
+    cross = _batch_hsic(grams["t"], grams["x"]).mean()
+    self_t = _batch_hsic(grams["t"], grams["t"]).mean()
+    self_x = _batch_hsic(grams["x"], grams["x"]).mean()
+    return float(cross / torch.sqrt(self_t * self_x))

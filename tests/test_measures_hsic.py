@@ -1,0 +1,215 @@
+"""nHSIC, HSIC and CKA against a direct NumPy transcription of the formulas."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from grokscope.errors import GrokscopeError
+from grokscope.measures.hsic import cka, hsic, hsic_measures, nhsic
+
+
+# --- the reference: kernel matrices, centring matrix, explicit inverses, one batch at a time ----
+
+
+def gaussian_kernel(z, sigma=5.0, bandwidth="fixed"):
+    d = z.shape[1]
+    sq_dist = np.sum((z[:, None, :] - z[None, :, :]) ** 2, axis=2)
+    width = sigma**2 * d
+    if bandwidth == "median":
+        upper = sq_dist[np.triu_indices(len(z), k=1)]
+        width = np.sort(upper)[(len(upper) - 1) // 2]  # lower median, like torch.median
+    return np.exp(-sq_dist / (2 * width))
+
+
+def kernel(z, name, bandwidth="fixed"):
+    if z.ndim == 1:  # integer labels: linear kernel of one-hot codes
+        return np.equal.outer(z, z).astype(float)
+    return z @ z.T if name == "linear" else gaussian_kernel(z, bandwidth=bandwidth)
+
+
+def centred(k):
+    m = len(k)
+    h = np.eye(m) - np.ones((m, m)) / m
+    return h @ k @ h
+
+
+def batches(n, batch_size):
+    size = n if batch_size is None else batch_size
+    return [np.arange(s, min(s + size, n)) for s in range(0, n, size) if min(s + size, n) - s >= 2]
+
+
+def reference_nhsic(
+    t, x, kernel_t="gaussian", kernel_x="gaussian", batch_size=100, eps=1e-5, bandwidth="fixed"
+):
+    values = []
+    for idx in batches(len(t), batch_size):
+        m = len(idx)
+        r = []
+        for z, name in ((t[idx], kernel_t), (x[idx], kernel_x)):
+            k = centred(kernel(z, name, bandwidth))
+            r.append(k @ np.linalg.inv(k + m * eps * np.eye(m)))
+        values.append(np.trace(r[0] @ r[1]))
+    return float(np.mean(values))
+
+
+def reference_hsic(t, x, kernel_t="gaussian", kernel_x="gaussian", batch_size=100):
+    values = []
+    for idx in batches(len(t), batch_size):
+        m = len(idx)
+        kt, kx = centred(kernel(t[idx], kernel_t)), centred(kernel(x[idx], kernel_x))
+        values.append(np.trace(kt @ kx) / (m - 1) ** 2)
+    return float(np.mean(values))
+
+
+def dependent_pair(seed=0, n=250, dt=6, dx=4):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dx))
+    t = np.tanh(x @ rng.normal(size=(dx, dt))) * 4 + 0.3 * rng.normal(size=(n, dt))
+    return t, x
+
+
+# --- agreement with the reference ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [100, 64, None])
+def test_nhsic_matches_explicit_inverse_gaussian(batch_size):
+    t, x = dependent_pair()
+    got = nhsic(t, x, batch_size=batch_size)
+    want = reference_nhsic(t, x, batch_size=batch_size)
+    assert got == pytest.approx(want, abs=1e-6)
+    assert got == pytest.approx(want, rel=1e-8)
+
+
+def test_nhsic_matches_reference_with_labels_linear_t_and_median_bandwidth():
+    t, x = dependent_pair(seed=1)
+    labels = (x[:, 0] > 0).astype(np.int64) * 3 + (x[:, 1] > 0) - 5  # 4 classes, odd values
+    assert nhsic(t, labels) == pytest.approx(reference_nhsic(t, labels), rel=1e-8)
+    assert nhsic(t, x, kernel_t="linear", kernel_x="linear") == pytest.approx(
+        reference_nhsic(t, x, kernel_t="linear", kernel_x="linear"), rel=1e-8
+    )
+    assert nhsic(t, x, bandwidth="median") == pytest.approx(
+        reference_nhsic(t, x, bandwidth="median"), rel=1e-8
+    )
+
+
+def test_hsic_matches_reference():
+    t, x = dependent_pair(seed=2)
+    for batch_size in (100, None):
+        assert hsic(t, x, batch_size=batch_size) == pytest.approx(
+            reference_hsic(t, x, batch_size=batch_size), rel=1e-10
+        )
+    assert hsic(t, x, kernel_t="linear", kernel_x="linear") == pytest.approx(
+        reference_hsic(t, x, kernel_t="linear", kernel_x="linear"), rel=1e-10
+    )
+
+
+def test_hsic_measures_share_batches_with_nhsic():
+    t, x = dependent_pair(seed=3)
+    y = (x[:, 0] > 0.5).astype(np.int64)
+    got = hsic_measures(t, x, y)
+    assert got["nhsic_x"] == pytest.approx(nhsic(t, x), rel=1e-12)
+    assert got["nhsic_y"] == pytest.approx(reference_nhsic(t, y), rel=1e-8)
+    assert set(hsic_measures(t, x, None)) == {"nhsic_x"}
+
+
+def test_single_sample_remainder_batch_is_dropped():
+    t, x = dependent_pair(seed=4, n=201)
+    assert nhsic(t, x) == pytest.approx(reference_nhsic(t[:200], x[:200]), rel=1e-8)
+
+
+def test_torch_float32_input_matches_numpy():
+    t, x = dependent_pair(seed=5)
+    got = nhsic(torch.tensor(t, dtype=torch.float32), torch.tensor(x, dtype=torch.float32))
+    assert got == pytest.approx(nhsic(t.astype(np.float32), x.astype(np.float32)), rel=1e-12)
+    assert got == pytest.approx(nhsic(t, x), rel=1e-4)
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+
+def test_nhsic_with_itself_beats_nhsic_with_independent_noise():
+    t, _ = dependent_pair(seed=6)
+    noise = np.random.default_rng(7).normal(size=t.shape)
+    with_itself = nhsic(t, t)
+    with_noise = nhsic(t, noise)
+    assert with_itself > 2 * with_noise > 0
+    assert with_itself < 100  # tr(R^2) < rank <= m
+
+
+def test_nhsic_of_labels_ignores_label_values():
+    t, x = dependent_pair(seed=8)
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0)
+    relabelled = np.array([7, -1, 30, 2])[y]
+    assert nhsic(t, relabelled) == pytest.approx(nhsic(t, y), rel=1e-12)
+
+
+def test_seed_shuffles_batches_and_full_sample_ignores_order():
+    t, x = dependent_pair(seed=9)
+    ordered, shuffled = nhsic(t, x), nhsic(t, x, seed=1)
+    assert shuffled == nhsic(t, x, seed=1)  # deterministic
+    assert shuffled != pytest.approx(ordered, rel=1e-6)  # different batches
+    assert nhsic(t, x, batch_size=None, seed=1) == pytest.approx(nhsic(t, x, batch_size=None), rel=1e-10)
+
+
+def test_cka_of_itself_is_one_and_invariant_to_isotropic_scaling():
+    t, x = dependent_pair(seed=10)
+    assert cka(t, t) == pytest.approx(1.0, rel=1e-12)
+    linear = {"kernel_t": "linear", "kernel_x": "linear"}
+    assert cka(t * 13.0, x * 0.02, **linear) == pytest.approx(cka(t, x, **linear), rel=1e-10)
+    assert cka(t * 13.0, x, bandwidth="median") == pytest.approx(cka(t, x, bandwidth="median"), rel=1e-10)
+    assert 0.0 < cka(t, x) < 1.0
+
+
+def test_cka_full_sample_matches_reference():
+    t, x = dependent_pair(seed=11, n=120)
+    kt, kx = centred(kernel(t, "linear")), centred(kernel(x, "linear"))
+    want = np.sum(kt * kx) / math.sqrt(np.sum(kt * kt) * np.sum(kx * kx))
+    assert cka(t, x, kernel_t="linear", kernel_x="linear", batch_size=None) == pytest.approx(want, rel=1e-10)
+
+
+def test_independent_data_has_small_hsic():
+    t, x = dependent_pair(seed=12)
+    noise = np.random.default_rng(13).normal(size=x.shape)
+    assert hsic(t, noise) < 0.2 * hsic(t, x)
+    assert cka(t, noise) < 0.2 * cka(t, x)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_input_gives_nan(bad):
+    t, x = dependent_pair(seed=14)
+    t[5, 1] = bad
+    y = np.arange(len(t)) % 3
+    assert math.isnan(nhsic(t, x))
+    assert math.isnan(hsic(t, x))
+    assert math.isnan(cka(x, t))
+    assert all(math.isnan(v) for v in hsic_measures(t, x, y).values())
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda t, x: nhsic(t, x[:-1]), "x: has 249 samples but t has 250"),
+        (lambda t, x: nhsic(t, x, kernel_t="rbf"), "kernel_t: unknown kernel 'rbf'"),
+        (lambda t, x: nhsic(t, x, batch_size=1), "batch_size"),
+        (lambda t, x: nhsic(t, x, eps=0.0), "eps"),
+        (lambda t, x: nhsic(t, x, sigma=-1.0), "sigma"),
+        (lambda t, x: nhsic(t, x, bandwidth="silverman"), "bandwidth"),
+        (lambda t, x: hsic_measures(t, x, x[:, 0]), "y: expected 1-D integer labels"),
+        (lambda t, x: cka(t[:1], x[:1]), "at least 2 samples"),
+    ],
+)
+def test_user_mistakes_raise_grokscope_error(call, match):
+    t, x = dependent_pair(seed=15)
+    with pytest.raises(GrokscopeError, match=match):
+        call(t, x)
+
+
+def test_integer_feature_matrix_and_numpy_integer_options_are_accepted():
+    t, _ = dependent_pair(seed=16)
+    codes = np.random.default_rng(17).integers(0, 5, len(t))
+    one_hot = np.eye(5, dtype=np.uint8)[codes]  # 2-D integers: features, not labels
+    assert nhsic(t, one_hot, batch_size=np.int64(50)) == pytest.approx(
+        reference_nhsic(t, one_hot.astype(float), batch_size=50), rel=1e-8
+    )
