@@ -1,0 +1,86 @@
+"""One summary row per run: hyperparameters, grokking steps and phase, synergy minimum, final RNC1."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from grokscope.errors import GrokscopeError
+
+EPILOG = """\
+Examples:
+
+  grokscope report runs/                          # a table of every run below runs/
+
+  grokscope report runs/ --format csv > summary.csv
+
+  grokscope report runs/ --where "weight_decay >= 1" --format json | jq .phase
+
+Columns: run, the hyperparameters, memorization_step and generalization_step (first evaluated
+step with train / test accuracy >= --threshold), grokking_gap (their difference), phase
+(Liu et al. 2022: comprehension, grokking, memorization, confusion; grokking when the gap is at
+least --delay steps), synergy_min / _step / _size (the lowest O-information of the run, when an
+oinfo table exists) and rnc1_train / rnc1_test (RNC1 at the last measured step, when a collapse
+table exists). Cells are empty where a run has no such table or never reached the threshold.
+"""
+
+FORMATS = ("table", "csv", "json")
+
+
+def report(
+    inputs: List[str] = typer.Argument(..., help="Runs, folders of runs, Parquet tables, or - for paths on stdin."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table (aligned, for reading), csv or json (one object per line)."),
+    where: Optional[str] = typer.Option(None, "--where", help="Keep rows matching this pandas query, e.g. \"seed == 0\"."),
+    threshold: float = typer.Option(0.99, "--threshold", help="Accuracy that counts as memorised (train) / generalised (test)."),
+    delay: int = typer.Option(1000, "--delay", help="Gap in steps from which a run counts as grokking rather than comprehension."),
+) -> None:
+    """Summarise runs: when each memorised and generalised, its phase, synergy minimum and final RNC1."""
+    from grokscope.cli.output import Output
+    from grokscope.plotting.data import load
+    from grokscope.plotting.summary import run_summaries
+
+    if fmt not in FORMATS:
+        raise GrokscopeError(f"--format: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    summaries = run_summaries(load(inputs).where(where), threshold=threshold, delay=delay)
+    if summaries.empty:
+        raise GrokscopeError("nothing to report: no runs (after --where, if given)")
+    output = Output()
+    if fmt == "table":
+        output.result(render_table(summaries))
+    else:
+        # Missing cells as JSON null, not NaN (which JSON does not have).
+        output.rows(summaries.astype(object).where(summaries.notna(), None), fmt)
+
+
+def render_table(summaries) -> str:
+    """The summaries as an aligned text table (rich), empty cells where a value is missing."""
+    import io
+    import shutil
+    import sys
+
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in summaries.columns:
+        numeric = pd.api.types.is_numeric_dtype(summaries[column])
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+    for row in summaries.itertuples(index=False):
+        table.add_row(*(_cell(value) for value in row))
+    buffer = io.StringIO()
+    width = max(shutil.get_terminal_size().columns, 80)
+    Console(file=buffer, width=width if sys.stdout.isatty() else 10_000, force_terminal=False,
+            color_system=None).print(table)
+    return buffer.getvalue().rstrip("\n")
+
+
+def _cell(value) -> str:
+    import pandas as pd
+
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

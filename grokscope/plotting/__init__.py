@@ -1,0 +1,39 @@
+"""Figures from grokscope's tables (plotnine), one module per family of figure.
+
+``draw(kind, tables, options, metric=None)`` builds the ggplot for one kind; ``style.save``
+writes it. Kinds: see :data:`KINDS`.
+"""
+
+from __future__ import annotations
+
+from grokscope.errors import GrokscopeError
+
+KINDS = {
+    "curves": "train/test accuracy and loss against step (log), one line per run",
+    "phases": "synergy and redundancy (normalised, smoothed) with test loss/accuracy and the grokking steps",
+    "pareto": "synergy against redundancy, points coloured by step",
+    "info-plane": "nHSIC(T;X) against nHSIC(T;Y) per layer, coloured by step",
+    "collapse": "RNC1 on train and test splits beside test accuracy",
+    "sweep": "phase diagram over two hyperparameters (--x, --y)",
+    "metric": "any measured quantity against step (metric NAME)",
+}
+
+
+def draw(kind: str, tables, options, metric: str | None = None):
+    from grokscope.plotting import info_plane, lines, oinfo, sweep
+
+    builders = {
+        "curves": lines.curves,
+        "phases": oinfo.phases,
+        "pareto": oinfo.pareto,
+        "info-plane": info_plane.info_plane,
+        "collapse": lines.collapse,
+        "sweep": sweep.sweep,
+    }
+    if kind == "metric":
+        if not metric:
+            raise GrokscopeError("metric: name the quantity to plot (grokscope plot metric NAME INPUTS...)")
+        return lines.metric(tables, options, metric)
+    if kind not in builders:
+        raise GrokscopeError(f"KIND: unknown figure {kind!r}; known: {', '.join(KINDS)}")
+    return builders[kind](tables, options)

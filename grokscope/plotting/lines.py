@@ -1,0 +1,112 @@
+"""Quantities against step, one line per run: ``curves``, ``collapse`` and ``metric NAME``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from grokscope.errors import GrokscopeError
+from grokscope.plotting import style
+from grokscope.plotting.data import Tables
+from grokscope.plotting.summary import overall_oinfo
+
+HISTORY_CURVES = {
+    "train_acc": ("accuracy", "train"),
+    "test_acc": ("accuracy", "test"),
+    "train_loss": ("loss", "train"),
+    "test_loss": ("loss", "test"),
+}
+OINFO_METRICS = ("synergy", "redundancy")
+
+
+def curves(tables: Tables, options: style.FigureOptions):
+    """Train and test accuracy and loss against step (log), one line per run, split by line type."""
+    history = tables.history
+    style.require_rows(history, "history (train/test accuracy and loss)")
+    style.require_columns(history, HISTORY_CURVES, "curves")
+    style.require_option_columns(history, options)
+    keep = [c for c in history.columns if c not in HISTORY_CURVES]
+    long = history.melt(id_vars=keep, value_vars=list(HISTORY_CURVES), var_name="column", value_name="value")
+    long["quantity"] = long["column"].map(lambda c: HISTORY_CURVES[c][0])
+    long["split"] = long["column"].map(lambda c: HISTORY_CURVES[c][1])
+    return _lines(long, options, panel="quantity", y_label=None, linetype="split")
+
+
+def collapse(tables: Tables, options: style.FigureOptions):
+    """RNC1 on the train and test splits (log10) beside test accuracy, against step."""
+    rnc1 = tables.metric("rnc1")
+    style.require_rows(rnc1, "rows with metric 'rnc1' (a collapse table)")
+    style.require_columns(rnc1, ["split"], "collapse")
+    style.require_option_columns(rnc1, options)
+    rnc1 = rnc1[rnc1["value"] > 0].assign(value=lambda f: np.log10(f["value"]), quantity="RNC1 (log10)")
+    panels = [rnc1]
+    if not tables.history.empty:
+        accuracy = tables.history.assign(value=tables.history["test_acc"], split="test",
+                                         quantity="test accuracy")
+        panels.append(accuracy[[c for c in accuracy.columns if c in set(rnc1.columns) | {"quantity"}]])
+    long = pd.concat(panels, ignore_index=True)
+    long["quantity"] = pd.Categorical(long["quantity"], categories=["RNC1 (log10)", "test accuracy"])
+    return _lines(long, options, panel="quantity", y_label=None, linetype="split")
+
+
+def metric(tables: Tables, options: style.FigureOptions, name: str):
+    """Any measured quantity against step: a measure table's metric, or a history column."""
+    rows = overall_oinfo(tables, name) if name in OINFO_METRICS else tables.metric(name)
+    if rows.empty and name in tables.history.columns and name != "step":
+        rows = tables.history.assign(value=tables.history[name])
+    if rows.empty:
+        raise GrokscopeError(
+            f"metric: no rows with metric {name!r} and no history column of that name (after --where, if given)"
+        )
+    style.require_option_columns(rows, options)
+    linetype = "split" if _varies(rows, "split") else None
+    panel = "layer" if _varies(rows, "layer") and options.facet is None else None
+    return _lines(rows, options, panel=panel, y_label=name, linetype=linetype)
+
+
+def _lines(long: pd.DataFrame, options: style.FigureOptions, panel: str | None, y_label: str | None,
+           linetype: str | None):
+    import plotnine as p9
+
+    long = style.positive_steps(long.dropna(subset=["value"]))
+    style.require_rows(long, "rows at steps > 0 (the step axis is logarithmic)")
+    colour = options.color or "run"
+    long = style.as_levels(long, colour)
+    long = long.assign(line=_line_ids(long, ["split", "layer"]))
+    mapping = p9.aes("step", "value", color=colour, group="line")
+    if linetype:
+        mapping = p9.aes("step", "value", color=colour, group="line", linetype=linetype)
+    plot = p9.ggplot(long, mapping) + p9.geom_line(size=0.6, alpha=0.9)
+    return style.add(
+        plot,
+        style.log_step_axis(),
+        style.colour_scale(long, colour),
+        p9.labs(y=y_label or "", color=colour, linetype=linetype or ""),
+        _panels(options, panel),
+        style.theme(options),
+    )
+
+
+def _panels(options: style.FigureOptions, panel: str | None):
+    import plotnine as p9
+
+    if panel and options.facet:
+        return p9.facet_grid(f"{panel} ~ {options.facet}", scales="free_y",
+                             labeller=p9.labeller(cols="label_both"))
+    if panel:
+        return p9.facet_wrap(panel, scales="free_y")
+    return style.facet(options)
+
+
+def _line_ids(frame: pd.DataFrame, extra: list[str]) -> pd.Series:
+    """One id per drawn line: the run, plus whichever of split/layer tell its lines apart."""
+    ids = frame["run"].astype(str)
+    for column in extra:
+        if column in frame.columns:
+            # Missing values (a history has no layer) must still join into a string, not NaN.
+            ids = ids + "|" + frame[column].astype(object).fillna("").astype(str)
+    return ids
+
+
+def _varies(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame.columns and frame[column].nunique(dropna=True) > 1
