@@ -39,10 +39,10 @@ class Output:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message)
+            self.console.print(message, soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {message}")
+        self.console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
     def error(self, message: str) -> None:
         self.console.print(f"[red]error:[/red] {message}", soft_wrap=True)

@@ -9,10 +9,25 @@ the grokking summary of a training history (:mod:`.grokking`).
 from grokscope.measures.collapse import collapse_measures, nc1, rnc1, rnc1_sup
 from grokscope.measures.grokking import grokking_rows, grokking_summary
 from grokscope.measures.hsic import cka, hsic, hsic_measures, nhsic
+from grokscope.measures.multiplets import cluster_neurons, oinfo_search
+from grokscope.measures.oinfo import (
+    copnorm,
+    gaussian_entropy,
+    oinfo_multiplets,
+    oinfo_multiplets_from_cov,
+    oinfo_of_sets,
+)
 from grokscope.measures.weights import weight_measures
 
 __all__ = [
     "cka",
+    "cluster_neurons",
+    "copnorm",
+    "gaussian_entropy",
+    "oinfo_multiplets",
+    "oinfo_multiplets_from_cov",
+    "oinfo_of_sets",
+    "oinfo_search",
     "collapse_measures",
     "grokking_rows",
     "grokking_summary",

@@ -1,0 +1,339 @@
+r"""Most synergistic and most redundant multiplets of a layer's neurons (Clauw et al. 2024).
+
+For one checkpoint: the hidden neurons (columns of the features, post-activation values on the
+training samples) are clustered into ``n_bins`` bins by Ward agglomerative clustering; every
+combination of bins (a *multiplet*) gets an O-information :math:`\Omega` (see
+:mod:`grokscope.measures.oinfo`); synergy is the lowest :math:`\Omega` found, redundancy the
+highest.
+
+Two ways to turn a multiplet of bins into variables:
+
+* ``variables="neurons"`` (the authors' code): the union of the neurons of its bins, each neuron
+  one variable. The copula covariance of all neurons is taken once; each multiplet is a
+  principal sub-matrix of it.
+* ``variables="bins"`` (the paper's text): each bin is one variable, the mean of its neurons'
+  activations; the bin means are copula-normalised and every multiplet of bins is evaluated on
+  the lattice of :func:`grokscope.measures.oinfo.oinfo_values_from_cov`.
+
+Degenerate data: constant (dead) neurons are dropped before clustering (their entropy is
+:math:`-\infty`) and counted in ``n_excluded``; bins left with no live neuron (possible only with
+given ``labels``) are left out of the search, and ``n_bins`` says how many bins took part; a
+singular neuron covariance (duplicated neurons) raises :class:`GrokscopeError` unless
+``ridge > 0``.
+
+References
+----------
+Clauw, K., Stramaglia, S., & Marinazzo, D. (2024). Information-theoretic progress measures reveal
+grokking is an emergent phase transition. ICML 2024 Workshop on Mechanistic Interpretability.
+
+Rosas, F. E., Mediano, P. A. M., Gastpar, M., & Jensen, H. J. (2019). Phys. Rev. E 100, 032305.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from grokscope.errors import GrokscopeError
+from grokscope.measures.oinfo import (
+    LATTICE_MAX_VARIABLES,
+    _all_multiplets,
+    _as_tensor,
+    _check_positive_definite,
+    _check_samples_matrix,
+    _check_units,
+    _copnorm_tensor,
+    _covariance,
+    _direct_values_chunked,
+    _unit_scale,
+    oinfo_values_from_cov,
+)
+
+#: Largest number of bins searched exhaustively by ``search="auto"`` in neurons mode (each
+#: multiplet there is a factorisation of up to all the neurons; 2^12 multiplets stays fast).
+AUTO_EXHAUSTIVE_NEURON_BINS = 12
+
+_VARIABLES = ("neurons", "bins")
+_SEARCHES = ("auto", "exhaustive", "greedy", "annealing")
+
+Evaluate = Callable[[Sequence[tuple[int, ...]]], np.ndarray]
+
+
+def cluster_neurons(features, n_bins: int = 10) -> np.ndarray:
+    """Ward clustering of the neurons (columns) into ``n_bins`` bins.
+
+    Each neuron is described by its activations over the samples (its column of ``features``)
+    and clustered with ``sklearn.cluster.AgglomerativeClustering(linkage="ward")`` (Euclidean),
+    as in the reference code of Clauw et al. Bins are numbered in order of their first neuron,
+    so bin 0 holds neuron 0 and the numbering does not depend on sklearn's internal labels.
+
+    Parameters
+    ----------
+    features : array_like or torch.Tensor, shape (n_samples, n_neurons)
+    n_bins : int
+        Number of bins, 1 <= n_bins <= n_neurons.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n_neurons,)
+        The bin of each neuron.
+    """
+    from sklearn.cluster import AgglomerativeClustering
+
+    x = _as_tensor(features, name="features")
+    if x.ndim != 2:
+        raise GrokscopeError(f"features: expected a 2-D array (samples, neurons), got shape "
+                             f"{tuple(x.shape)}")
+    n_neurons = x.shape[1]
+    if not 1 <= n_bins <= n_neurons:
+        raise GrokscopeError(f"n_bins: must be between 1 and the number of neurons "
+                             f"({n_neurons}), got {n_bins}")
+    if n_bins == n_neurons:
+        return np.arange(n_neurons, dtype=np.int64)
+    raw = AgglomerativeClustering(n_clusters=n_bins, linkage="ward").fit_predict(
+        x.cpu().numpy().T)
+    _, first = np.unique(raw, return_index=True)
+    renumber = np.empty(n_bins, dtype=np.int64)
+    renumber[raw[np.sort(first)]] = np.arange(n_bins)
+    return renumber[raw]
+
+
+# --------------------------------------------------------------------------------------------
+# searches over multiplets of bins; each returns {size: (multiplet, value)} for the objective,
+# with values to be minimised (the caller negates for redundancy)
+
+
+def _best_per_size(multiplets: Sequence[tuple[int, ...]], values: np.ndarray
+                   ) -> dict[int, tuple[tuple[int, ...], float]]:
+    best: dict[int, tuple[tuple[int, ...], float]] = {}
+    for m, v in zip(multiplets, values.tolist()):
+        if len(m) not in best or v < best[len(m)][1]:  # first in lexicographic order on ties
+            best[len(m)] = (m, v)
+    return best
+
+
+def _greedy(evaluate: Evaluate, n_bins: int, min_size: int, max_size: int
+            ) -> dict[int, tuple[tuple[int, ...], float]]:
+    """Exhaustive up to size 3 (pairs of bins are all 0 in bins mode), then grow the best
+    multiplet one bin at a time, keeping the best extension at each size."""
+    seed_size = min(max(min_size, 3), max_size)
+    start = _all_multiplets(n_bins, min_size, seed_size)
+    best = _best_per_size(start, evaluate(start))
+    current = best[seed_size][0]
+    for size in range(seed_size + 1, max_size + 1):
+        candidates = [tuple(sorted(current + (b,))) for b in range(n_bins) if b not in current]
+        best.update(_best_per_size(candidates, evaluate(candidates)))
+        current = best[size][0]
+    return best
+
+
+def _annealing(evaluate: Evaluate, n_bins: int, min_size: int, max_size: int, seed: int,
+               n_steps: int, n_chains: int = 16) -> dict[int, tuple[tuple[int, ...], float]]:
+    """Simulated annealing over multiplets of any size in [min_size, max_size].
+
+    ``n_chains`` chains move together (their proposals are one batched evaluation); a move adds,
+    removes or swaps one bin; temperatures fall geometrically from the spread of the starting
+    values to a thousandth of it. The best multiplet seen of each size is kept.
+    """
+    rng = np.random.default_rng(seed)
+    seen: dict[tuple[int, ...], float] = {}
+
+    def values_of(multiplets: list[tuple[int, ...]]) -> list[float]:
+        new = sorted({m for m in multiplets if m not in seen})
+        if new:
+            seen.update(zip(new, evaluate(new).tolist()))
+        return [seen[m] for m in multiplets]
+
+    chains = [tuple(sorted(rng.choice(n_bins, size=rng.integers(min_size, max_size + 1),
+                                      replace=False).tolist())) for _ in range(n_chains)]
+    energy = values_of(chains)
+    start_temperature = float(np.std(energy)) + 1e-12
+    for step in range(n_steps):
+        temperature = start_temperature * 1e-3 ** (step / max(1, n_steps - 1))
+        proposals = []
+        for chain in chains:
+            outside = [b for b in range(n_bins) if b not in chain]
+            moves = (["add"] if len(chain) < max_size and outside else []) + \
+                    (["remove"] if len(chain) > min_size else []) + (["swap"] if outside else [])
+            move = moves[rng.integers(len(moves))] if moves else "stay"
+            members = list(chain)
+            if move in ("remove", "swap"):
+                members.pop(rng.integers(len(members)))
+            if move in ("add", "swap"):
+                members.append(outside[rng.integers(len(outside))])
+            proposals.append(tuple(sorted(members)))
+        proposed = values_of(proposals)
+        for c in range(n_chains):
+            delta = proposed[c] - energy[c]
+            if delta <= 0 or rng.random() < math.exp(-delta / temperature):
+                chains[c], energy[c] = proposals[c], proposed[c]
+    multiplets = list(seen)
+    return _best_per_size(multiplets, np.array([seen[m] for m in multiplets]))
+
+
+# --------------------------------------------------------------------------------------------
+# the per-checkpoint entry point
+
+
+def _rows(best_low, best_high, bin_neurons, scale, common, per_size) -> list[dict]:
+    def row(metric, scope, multiplet, value):
+        return {"metric": metric, "scope": scope, "value": value * scale,
+                "size": len(multiplet), "bins": ",".join(str(b) for b in multiplet),
+                "n_neurons": int(sum(len(bin_neurons[b]) for b in multiplet)), **common}
+
+    low = min(best_low.values(), key=lambda mv: mv[1])
+    high = max(best_high.values(), key=lambda mv: mv[1])
+    rows = [row("synergy", "overall", *low), row("redundancy", "overall", *high)]
+    if per_size:
+        for size in sorted(best_low):
+            rows.append(row("synergy", "size", *best_low[size]))
+            rows.append(row("redundancy", "size", *best_high[size]))
+    return rows
+
+
+def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_size: int = 2,
+                 max_size: int | None = None, search: str = "auto", per_size: bool = False,
+                 ties: str = "random", seed: int = 0, units: str = "bits",
+                 bias_correction: bool = True, device=None, labels=None, ridge: float = 0.0,
+                 annealing_steps: int = 300) -> list[dict]:
+    r"""Most synergistic and most redundant multiplet of bins of neurons, for one checkpoint.
+
+    .. math::
+
+        \text{synergy} = \min_{M} \Omega(M), \qquad \text{redundancy} = \max_{M} \Omega(M)
+
+    over the multiplets :math:`M` of bins with ``min_size`` to ``max_size`` bins, where
+    :math:`\Omega` is the O-information of the multiplet's variables (Rosas et al. 2019) by the
+    Gaussian copula (Ince et al. 2017): the union of its bins' neurons (``variables="neurons"``,
+    the reference code of Clauw et al. 2024) or one mean activation per bin (``"bins"``, the
+    paper's text). In bins mode every pair of bins has :math:`\Omega = 0` exactly; pass
+    ``min_size=3`` to leave pairs out.
+
+    Parameters
+    ----------
+    features : array_like or torch.Tensor, shape (n_samples, n_neurons)
+        Post-activation values of a layer on the training samples.
+    n_bins : int
+        Number of Ward clusters (ignored when ``labels`` are given).
+    variables : {"neurons", "bins"}
+    min_size, max_size : int
+        Multiplet sizes in bins, inclusive (``max_size`` defaults to all bins).
+    search : {"auto", "exhaustive", "greedy", "annealing"}
+        ``"auto"`` is exhaustive up to 12 bins (neurons mode) or 22 bins (bins mode), greedy past
+        that. Greedy: exhaustive up to size 3, then the best multiplet grows one bin at a time.
+        Annealing: 16 chains of ``annealing_steps`` add/remove/swap moves, seeded by ``seed``.
+    per_size : bool
+        Also return the best multiplet of each size.
+    ties, seed
+        Tie-breaking of the copula ranks (:func:`grokscope.measures.oinfo.copnorm`); ``seed``
+        also seeds the annealing.
+    units : {"bits", "nats"}
+    bias_correction : bool
+        Ince's bias correction of every entropy (default true; the reference code has none).
+    device : str or torch.device, optional
+        Where to compute (default: ``features``' device).
+    labels : array_like of int, shape (n_neurons,), optional
+        Bin of each neuron, instead of clustering (e.g. to keep bins fixed across checkpoints).
+    ridge : float
+        Added to the covariance diagonal; a singular covariance (duplicated neurons) raises
+        unless ``ridge > 0``.
+    annealing_steps : int
+        Steps per annealing chain.
+
+    Returns
+    -------
+    list of dict
+        One row per result with keys ``metric`` ("synergy" | "redundancy"), ``scope``
+        ("overall": the extreme over all sizes; "size": the extreme among multiplets of that
+        size), ``value`` (in ``units``), ``size`` (bins in the multiplet), ``bins`` (its sorted
+        bin ids, "0,3,7"), ``n_neurons`` (live neurons in those bins), ``n_bins`` (bins that took
+        part), ``n_excluded`` (constant neurons dropped), ``variables``, ``search`` (the method
+        that produced the row). Overall rows come first, then per-size rows by size.
+    """
+    _check_units(units)
+    if variables not in _VARIABLES:
+        raise GrokscopeError(f"variables: expected one of {', '.join(_VARIABLES)}, got "
+                             f"{variables!r}")
+    if search not in _SEARCHES:
+        raise GrokscopeError(f"search: expected one of {', '.join(_SEARCHES)}, got {search!r}")
+    x = _as_tensor(features, device, name="features")
+    _check_samples_matrix(x, name="features")
+    n_samples = x.shape[0]
+
+    alive = x.amax(dim=0) != x.amin(dim=0)  # (n_neurons,)
+    alive_np = alive.cpu().numpy()
+    n_excluded = int((~alive_np).sum())
+    x = x[:, alive]  # (n_samples, n_alive)
+    if labels is None:
+        if x.shape[1] < 2:
+            raise GrokscopeError(f"features: {x.shape[1]} non-constant neuron(s), need at least 2")
+        bin_of = cluster_neurons(x, min(n_bins, x.shape[1]))
+    else:
+        given = np.asarray(labels)
+        if given.shape != (len(alive_np),) or not np.issubdtype(given.dtype, np.integer) \
+                or given.min() < 0:
+            raise GrokscopeError(f"labels: expected {len(alive_np)} non-negative integer bin ids, "
+                                 f"one per neuron")
+        bin_of = given[alive_np]
+    # bins with no live neuron are not searched; ids stay those of the labels
+    bin_ids = np.unique(bin_of)
+    bin_neurons = {int(b): np.flatnonzero(bin_of == b) for b in bin_ids}
+    n_used = len(bin_ids)
+    max_size = n_used if max_size is None else int(max_size)
+    if min_size < 2 or max_size < min_size or max_size > n_used:
+        raise GrokscopeError(f"min_size/max_size: need 2 <= min_size <= max_size <= {n_used} "
+                             f"(bins with live neurons), got {min_size} and {max_size}")
+
+    if variables == "neurons":
+        cov = _check_positive_definite(_covariance(_copnorm_tensor(x, ties, seed)), ridge)
+        local_sets = [bin_neurons[int(b)] for b in bin_ids]
+
+        def evaluate(multiplets):
+            sets = [np.concatenate([local_sets[i] for i in m]).tolist() for m in multiplets]
+            return _direct_values_chunked(cov, sets, n_samples, bias_correction).cpu().numpy()
+    else:
+        index = torch.as_tensor(bin_of, device=x.device)
+        member = (index.unsqueeze(0) == torch.as_tensor(bin_ids, device=x.device).unsqueeze(1))
+        means = x @ member.T.to(x.dtype) / member.sum(1).to(x.dtype)  # (n_samples, n_used)
+        cov = _check_positive_definite(_covariance(_copnorm_tensor(means, ties, seed)), ridge)
+
+        def evaluate(multiplets):
+            return _direct_values_chunked(cov, list(multiplets), n_samples,
+                                          bias_correction).cpu().numpy()
+
+    if search == "auto":
+        limit = AUTO_EXHAUSTIVE_NEURON_BINS if variables == "neurons" else LATTICE_MAX_VARIABLES
+        search = "exhaustive" if n_used <= limit else "greedy"
+    if search == "exhaustive":
+        multiplets = _all_multiplets(n_used, min_size, max_size)
+        if variables == "bins":
+            values = oinfo_values_from_cov(cov, n_samples, min_size, max_size,
+                                           bias_correction=bias_correction).cpu().numpy()
+        else:
+            values = evaluate(multiplets)
+        if not np.isfinite(values).all():
+            raise GrokscopeError("features: O-information is not finite; the covariance is "
+                                 "numerically singular (pass ridge > 0)")
+        best_low, best_high = _best_per_size(multiplets, values), _best_per_size(multiplets,
+                                                                                  -values)
+    elif search == "greedy":
+        best_low = _greedy(evaluate, n_used, min_size, max_size)
+        best_high = _greedy(lambda ms: -evaluate(ms), n_used, min_size, max_size)
+    else:
+        best_low = _annealing(evaluate, n_used, min_size, max_size, seed, annealing_steps)
+        best_high = _annealing(lambda ms: -evaluate(ms), n_used, min_size, max_size, seed,
+                               annealing_steps)
+    best_high = {k: (m, -v) for k, (m, v) in best_high.items()}
+
+    # positions in bin_ids -> the bins' own ids
+    def relabel(best):
+        return {k: (tuple(int(bin_ids[i]) for i in m), v) for k, (m, v) in best.items()}
+
+    neurons_of_bin = {int(b): bin_neurons[int(b)] for b in bin_ids}
+    common = {"n_bins": n_used, "n_excluded": n_excluded, "variables": variables,
+              "search": search}
+    return _rows(relabel(best_low), relabel(best_high), neurons_of_bin, _unit_scale(units),
+                 common, per_size)

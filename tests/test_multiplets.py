@@ -1,0 +1,140 @@
+"""Neuron binning and the synergy / redundancy search against brute force over bin multiplets."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from grokscope.errors import GrokscopeError
+from grokscope.measures.multiplets import cluster_neurons, oinfo_search
+from grokscope.measures.oinfo import copnorm, oinfo_of_sets
+
+
+def relu_features(n_samples=600, n_neurons=24, seed=0):
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n_samples, 5))
+    pre = latent @ rng.standard_normal((5, n_neurons)) + 0.5 * rng.standard_normal(
+        (n_samples, n_neurons))
+    return np.maximum(pre, 0.0)
+
+
+def brute_search(features, labels, variables, min_size=2):
+    """Every multiplet of bins, evaluated one by one; (min, argmin, max, argmax) over them."""
+    bins = sorted(set(labels))
+    results = {}
+    if variables == "neurons":
+        z = copnorm(features, ties="index")
+        cov = np.cov(z, rowvar=False)
+        for k in range(min_size, len(bins) + 1):
+            for m in itertools.combinations(bins, k):
+                neurons = [i for i in range(len(labels)) if labels[i] in m]
+                results[m] = oinfo_of_sets(cov, [neurons], len(features))[0]
+    else:
+        means = np.column_stack([features[:, labels == b].mean(1) for b in bins])
+        cov = np.cov(copnorm(means, ties="index"), rowvar=False)
+        for k in range(min_size, len(bins) + 1):
+            for m in itertools.combinations(bins, k):
+                results[m] = oinfo_of_sets(cov, [list(m)], len(features))[0]
+    low = min(results, key=results.get)
+    high = max(results, key=results.get)
+    return results[low], low, results[high], high
+
+
+def bins_text(m):
+    return ",".join(str(b) for b in m)
+
+
+def test_cluster_neurons_groups_copies_and_numbers_bins_by_first_neuron():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((200, 3)) * 5
+    # neurons 0, 3, 4 follow source 0; 1, 5 source 1; 2 source 2
+    features = base[:, [0, 1, 2, 0, 0, 1]] + 0.01 * rng.standard_normal((200, 6))
+    labels = cluster_neurons(features, n_bins=3)
+    np.testing.assert_array_equal(labels, [0, 1, 2, 0, 0, 1])
+
+
+def test_cluster_neurons_rejects_too_many_bins():
+    with pytest.raises(GrokscopeError, match="n_bins"):
+        cluster_neurons(np.ones((10, 3)), n_bins=4)
+
+
+@pytest.mark.parametrize("variables", ["neurons", "bins"])
+def test_exhaustive_search_finds_the_brute_force_extremes(variables):
+    features = relu_features()
+    labels = cluster_neurons(features, n_bins=6)
+    rows = oinfo_search(features, n_bins=6, variables=variables, ties="index", per_size=True)
+    low, low_m, high, high_m = brute_search(features, labels, variables)
+    overall = {r["metric"]: r for r in rows if r["scope"] == "overall"}
+    assert overall["synergy"]["value"] == pytest.approx(low, abs=1e-10)
+    assert overall["synergy"]["bins"] == bins_text(low_m)
+    assert overall["redundancy"]["value"] == pytest.approx(high, abs=1e-10)
+    assert overall["redundancy"]["bins"] == bins_text(high_m)
+    assert overall["synergy"]["n_neurons"] == int(np.isin(labels, low_m).sum())
+    sizes = sorted({r["size"] for r in rows if r["scope"] == "size"})
+    assert sizes == [2, 3, 4, 5, 6]
+    assert all(r["search"] == "exhaustive" and r["n_bins"] == 6 for r in rows)
+
+
+def test_bins_and_neurons_modes_agree_when_each_bin_holds_one_neuron():
+    features = relu_features(n_neurons=6, seed=2)
+    common = dict(n_bins=6, ties="index", per_size=True, min_size=3)
+    neurons = oinfo_search(features, variables="neurons", **common)
+    bins = oinfo_search(features, variables="bins", **common)
+    for a, b in zip(neurons, bins):
+        assert (a["metric"], a["scope"], a["size"], a["bins"]) == \
+            (b["metric"], b["scope"], b["size"], b["bins"])
+        assert a["value"] == pytest.approx(b["value"], abs=1e-10)
+
+
+def test_dead_neurons_are_excluded_and_counted():
+    features = relu_features(n_neurons=12, seed=3)
+    with_dead = np.insert(features, [2, 7], 0.0, axis=1)  # two all-zero neurons
+    rows = oinfo_search(with_dead, n_bins=4, ties="index")
+    reference = oinfo_search(features, n_bins=4, ties="index")
+    assert all(r["n_excluded"] == 2 for r in rows)
+    assert [r["value"] for r in rows] == pytest.approx([r["value"] for r in reference], abs=1e-12)
+
+
+def test_given_labels_with_an_empty_bin_leave_it_out():
+    features = relu_features(n_neurons=8, seed=4)
+    features[:, 7] = 0.0  # the only neuron of bin 9 is dead
+    labels = np.array([0, 0, 3, 3, 5, 5, 5, 9])
+    rows = oinfo_search(features, labels=labels, ties="index", per_size=True)
+    assert all(r["n_bins"] == 3 and r["n_excluded"] == 1 for r in rows)
+    assert {b for r in rows for b in r["bins"].split(",")} <= {"0", "3", "5"}
+
+
+def test_greedy_and_annealing_match_exhaustive_on_a_small_problem():
+    features = relu_features(n_neurons=16, seed=5)
+    exhaustive = oinfo_search(features, n_bins=5, ties="index")
+    for search in ("greedy", "annealing"):
+        rows = oinfo_search(features, n_bins=5, ties="index", search=search)
+        assert all(r["search"] == search for r in rows)
+        found = {r["metric"]: r["value"] for r in rows}
+        best = {r["metric"]: r["value"] for r in exhaustive}
+        # a heuristic never beats the true extremes
+        assert found["synergy"] >= best["synergy"] - 1e-12
+        assert found["redundancy"] <= best["redundancy"] + 1e-12
+    # with 5 bins and 2 x 300 steps x 16 chains, annealing visits every one of the 26 multiplets
+    annealed = oinfo_search(features, n_bins=5, ties="index", search="annealing")
+    assert [r["value"] for r in annealed] == pytest.approx([r["value"] for r in exhaustive])
+
+
+def test_duplicated_neurons_raise_unless_ridge():
+    features = relu_features(n_neurons=6, seed=6)
+    features = np.column_stack([features, features[:, 0]])
+    with pytest.raises(GrokscopeError, match="duplicates"):
+        oinfo_search(features, n_bins=3, ties="index")
+    rows = oinfo_search(features, n_bins=3, ties="index", ridge=1e-6)
+    assert all(np.isfinite(r["value"]) for r in rows)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"variables": "layers"}, "variables"),
+    ({"search": "random"}, "search"),
+    ({"min_size": 5}, "min_size"),
+    ({"labels": [0, 1]}, "labels"),
+])
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(GrokscopeError, match=message):
+        oinfo_search(relu_features(n_neurons=6), n_bins=3, **kwargs)

@@ -1,0 +1,204 @@
+"""O-information numerics against an explicit brute-force formula and planted structure."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import digamma, ndtri
+from scipy.stats import rankdata
+
+from grokscope.errors import GrokscopeError
+from grokscope.measures.oinfo import (
+    copnorm,
+    gaussian_entropy,
+    oinfo_multiplets,
+    oinfo_multiplets_from_cov,
+    oinfo_of_sets,
+)
+
+
+def brute_entropy(cov, subset, n_samples, bias=True):
+    """Gaussian entropy in nats of cov[subset, subset], Ince's ent_g written out."""
+    k = len(subset)
+    if k == 0:
+        return 0.0
+    sub = cov[np.ix_(subset, subset)]
+    h = 0.5 * (k * math.log(2 * math.pi * math.e) + np.linalg.slogdet(sub)[1])
+    if bias:
+        h -= k * (math.log(2) - math.log(n_samples - 1)) / 2
+        h -= sum(digamma((n_samples - i) / 2) / 2 for i in range(1, k + 1))
+    return h
+
+
+def brute_oinfo(cov, subset, n_samples, bias=True):
+    subset = list(subset)
+    k = len(subset)
+    total = (k - 2) * brute_entropy(cov, subset, n_samples, bias)
+    for j in subset:
+        rest = [v for v in subset if v != j]
+        total += brute_entropy(cov, [j], n_samples, bias) - brute_entropy(cov, rest, n_samples, bias)
+    return total
+
+
+def brute_copnorm(x):
+    """Copula normalisation with ties in row order, via scipy's ordinal ranks."""
+    return np.column_stack([ndtri(rankdata(c, method="ordinal") / (len(c) + 1)) for c in x.T])
+
+
+def correlated(n_samples, n_vars, seed):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n_samples, n_vars)) @ rng.standard_normal((n_vars, n_vars))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_all_multiplets_match_brute_force(bias):
+    x = correlated(400, 7, seed=0)
+    multiplets, values = oinfo_multiplets(x, units="nats", bias_correction=bias, ties="index")
+    z = brute_copnorm(x)
+    cov = np.cov(z, rowvar=False)
+    expected = [c for k in range(2, 8) for c in itertools.combinations(range(7), k)]
+    assert multiplets == expected
+    reference = np.array([brute_oinfo(cov, m, 400, bias) for m in multiplets])
+    np.testing.assert_allclose(values, reference, rtol=0, atol=1e-10)
+
+
+def test_lattice_and_direct_routes_agree_with_brute_force_on_a_size_range():
+    cov = np.cov(correlated(300, 9, seed=1), rowvar=False)
+    multiplets, lattice = oinfo_multiplets_from_cov(cov, 300, min_size=3, max_size=5,
+                                                    units="nats")
+    assert {len(m) for m in multiplets} == {3, 4, 5}
+    direct = oinfo_of_sets(cov, multiplets, 300, units="nats")
+    reference = np.array([brute_oinfo(cov, m, 300) for m in multiplets])
+    np.testing.assert_allclose(lattice, reference, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(direct, reference, rtol=0, atol=1e-10)
+
+
+def test_direct_route_takes_sets_of_mixed_sizes_in_any_order():
+    cov = np.cov(correlated(300, 8, seed=2), rowvar=False)
+    sets = [(7, 1, 3), (0, 1, 2, 3, 4, 5, 6, 7), (2, 5), (6, 0, 4, 1)]
+    values = oinfo_of_sets(cov, sets, 300, units="nats")
+    reference = [brute_oinfo(cov, s, 300) for s in sets]
+    np.testing.assert_allclose(values, reference, rtol=0, atol=1e-10)
+
+
+def test_bits_are_nats_over_log_2():
+    x = correlated(200, 5, seed=3)
+    _, nats = oinfo_multiplets(x, units="nats")
+    _, bits = oinfo_multiplets(x, units="bits")
+    np.testing.assert_allclose(bits, nats / math.log(2), rtol=1e-13, atol=1e-15)
+
+
+def test_size_two_values_are_exactly_zero_on_both_routes():
+    cov = np.cov(correlated(200, 6, seed=4), rowvar=False)
+    multiplets, values = oinfo_multiplets_from_cov(cov, 200, max_size=3)
+    pairs = np.array([len(m) == 2 for m in multiplets])
+    assert np.all(values[pairs] == 0.0)
+    assert np.all(oinfo_of_sets(cov, [m for m in multiplets if len(m) == 2], 200) == 0.0)
+
+
+def test_copies_of_one_variable_are_redundant_and_a_sum_is_synergistic():
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal(3000)
+    copies = np.column_stack([z + 0.1 * rng.standard_normal(3000) for _ in range(3)])
+    _, redundant = oinfo_multiplets(copies, min_size=3)
+    assert redundant[0] > 0.5
+
+    z1, z2 = rng.standard_normal(3000), rng.standard_normal(3000)
+    xor_like = np.column_stack([z1, z2, z1 + z2 + 0.1 * rng.standard_normal(3000)])
+    _, synergistic = oinfo_multiplets(xor_like, min_size=3)
+    assert synergistic[0] < -0.5
+
+
+def test_invariant_to_monotone_transforms_of_each_variable():
+    x = correlated(500, 5, seed=6)
+    warped = np.column_stack([np.exp(x[:, 0]), x[:, 1] ** 3, np.tanh(x[:, 2] / 3), x[:, 3],
+                              -1.0 / (1.0 + np.exp(-x[:, 4]))])
+    warped[:, 4] *= -1  # keep it increasing
+    _, base = oinfo_multiplets(x)
+    _, after = oinfo_multiplets(warped)
+    np.testing.assert_allclose(after, base, rtol=0, atol=1e-12)
+
+
+def test_invariant_to_the_order_of_variables():
+    x = correlated(500, 6, seed=7)
+    perm = np.array([3, 0, 5, 1, 4, 2])
+    multiplets, base = oinfo_multiplets(x, ties="index")
+    permuted_multiplets, permuted = oinfo_multiplets(x[:, perm], ties="index")
+    by_set = {frozenset(int(perm[i]) for i in m): v for m, v in zip(permuted_multiplets, permuted)}
+    mapped = np.array([by_set[frozenset(m)] for m in multiplets])
+    np.testing.assert_allclose(mapped, base, rtol=0, atol=1e-11)
+
+
+def test_copnorm_index_ties_follow_row_order_and_random_ties_are_seeded():
+    x = np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 0.0], [1.0, 3.0], [0.0, 2.0]])
+    np.testing.assert_allclose(copnorm(x, ties="index"), brute_copnorm(x))
+    a, b = copnorm(x, seed=1), copnorm(x, seed=1)
+    np.testing.assert_array_equal(a, b)
+    # ranks are a permutation in each column, whatever the tie order
+    for col in copnorm(x, seed=3).T:
+        np.testing.assert_allclose(np.sort(col), ndtri(np.arange(1, 6) / 6))
+    # untied entries keep their exact rank
+    assert copnorm(x, seed=2)[1, 0] == pytest.approx(ndtri(5 / 6), abs=1e-15)
+
+
+def test_copnorm_returns_a_tensor_for_a_tensor():
+    x = torch.tensor(correlated(50, 3, seed=8))
+    out = copnorm(x)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), copnorm(x.numpy()))
+
+
+def test_gaussian_entropy_matches_closed_form_and_batches():
+    cov = np.array([[2.0, 0.3], [0.3, 1.0]])
+    expected = brute_entropy(cov, [0, 1], 100) / math.log(2)
+    assert gaussian_entropy(cov, 100) == pytest.approx(expected, abs=1e-12)
+    plain = 0.5 * math.log(np.linalg.det(2 * math.pi * math.e * cov))
+    assert gaussian_entropy(cov, 100, bias_correction=False, units="nats") == pytest.approx(plain)
+    batch = gaussian_entropy(np.stack([cov, np.eye(2)]), 100, units="nats")
+    assert batch.shape == (2,) and batch[1] == pytest.approx(brute_entropy(np.eye(2), [0, 1], 100))
+
+
+def test_constant_column_raises():
+    x = correlated(100, 4, seed=9)
+    x[:, 2] = 1.5
+    with pytest.raises(GrokscopeError, match="column 2 is constant"):
+        oinfo_multiplets(x)
+
+
+def test_duplicated_columns_raise_unless_a_ridge_is_given():
+    x = correlated(300, 4, seed=10)
+    x = np.column_stack([x, 2.0 * x[:, 1] + 1.0])  # a monotone copy of column 1
+    with pytest.raises(GrokscopeError, match="columns 1 and 4 are duplicates"):
+        oinfo_multiplets(x)
+    multiplets, values = oinfo_multiplets(x, ridge=1e-6)
+    assert np.isfinite(values).all()
+    with_both = [v for m, v in zip(multiplets, values) if {1, 4} <= set(m) and len(m) == 3]
+    without = [v for m, v in zip(multiplets, values) if not {1, 4} <= set(m) and len(m) == 3]
+    assert min(with_both) > max(without)  # a duplicated pair is maximally redundant
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"min_size": 1}, "min_size"),
+    ({"max_size": 9}, "max_size"),
+    ({"units": "dits"}, "units"),
+    ({"ties": "average"}, "ties"),
+])
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(GrokscopeError, match=message):
+        oinfo_multiplets(correlated(50, 4, seed=11), **kwargs)
+
+
+def test_wrong_shape_raises():
+    with pytest.raises(GrokscopeError, match="2-D"):
+        oinfo_multiplets(np.zeros(10))
+
+
+def test_accepts_a_tensor_and_the_copnormed_flag():
+    x = correlated(200, 5, seed=12)
+    _, values = oinfo_multiplets(x, ties="index")
+    _, from_tensor = oinfo_multiplets(torch.tensor(x), ties="index")
+    _, from_normal = oinfo_multiplets(brute_copnorm(x), copnormed=True)
+    np.testing.assert_allclose(from_tensor, values, atol=1e-13)
+    np.testing.assert_allclose(from_normal, values, atol=1e-12)
