@@ -22,17 +22,20 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(hidden + [output])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, input_dim) -> (B, K)
-        for layer in self.layers[:-1]:
-            x = torch.relu(layer(x))
-        return self.layers[-1](x)
+        # Index, don't slice: slicing a ModuleList builds a new module on every call.
+        *hidden, output = self.layers
+        for layer in hidden:
+            x = torch.relu(layer(x))  # (B, width)
+        return output(x)
 
     def hidden_features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Post-ReLU output of every hidden layer, keyed ``layers.i``, and the logits."""
+        *hidden, output = self.layers
         features = {}
-        for i, layer in enumerate(self.layers[:-1]):
+        for i, layer in enumerate(hidden):
             x = torch.relu(layer(x))  # (B, width)
             features[f"layers.{i}"] = x
-        return features, self.layers[-1](x)
+        return features, output(x)
 
 
 def feature_keys(config: ModelConfig) -> list[str]:

@@ -224,6 +224,51 @@ def list_features(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def save_samples(path: Path, labels, split, index) -> None:
+    """features/samples.safetensors: labels int64, split uint8 (0 train, 1 test), index int64."""
+    import torch
+
+    tensors = {
+        "labels": torch.as_tensor(labels, dtype=torch.int64),
+        "split": torch.as_tensor(split, dtype=torch.uint8),
+        "index": torch.as_tensor(index, dtype=torch.int64),
+    }
+    save_tensors(path, tensors, {"format": "pt", "grokscope.schema": FORMAT_SCHEMA})
+
+
+def load_samples_file(path: Path) -> dict:
+    """labels, split and index of a samples.safetensors file, as numpy arrays."""
+    tensors, _ = load_tensors(path, ["labels", "split", "index"])
+    return {key: value.numpy() for key, value in tensors.items()}
+
+
+def save_features(path: Path, step: int, layers: dict, penultimate: str, extra: dict | None = None) -> None:
+    """A features file: one float32 matrix per layer (insertion order = input to output)."""
+    import torch
+
+    metadata = {
+        "format": "pt",
+        "grokscope.schema": FORMAT_SCHEMA,
+        "grokscope.step": str(step),
+        "grokscope.layers": json.dumps(list(layers)),
+        "grokscope.penultimate": penultimate,
+        **(extra or {}),
+    }
+    save_tensors(path, {k: v.to(torch.float32) for k, v in layers.items()}, metadata)
+
+
+def features_header(path: Path) -> tuple[int, list[str], str]:
+    """(step, layer keys input to output, penultimate key) of a features file, without its data."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+        return int(metadata["grokscope.step"]), json.loads(metadata["grokscope.layers"]), metadata["grokscope.penultimate"]
+    except Exception as exc:  # noqa: BLE001 - corrupt or foreign files are the user's data
+        raise GrokscopeError(f"{path}: not a readable grokscope features file ({type(exc).__name__})") from None
+
+
 # --- measures ------------------------------------------------------------------------------
 
 
@@ -265,8 +310,9 @@ def find_runs(paths: Iterable[str]) -> list[Path]:
     """Run directories named by ``paths``: runs themselves, or folders searched recursively."""
     runs: list[Path] = []
     for path in expand_inputs(paths):
-        if is_run_dir(path):
-            runs.append(path)
+        owner = _owning_run(path)
+        if owner is not None:
+            runs.append(owner)
         elif path.is_dir():
             found = sorted(p.parent for p in path.rglob(RUN_FILE))
             if not found:
@@ -276,6 +322,19 @@ def find_runs(paths: Iterable[str]) -> list[Path]:
             raise GrokscopeError(f"{path}: not a run directory")
     unique = list(dict.fromkeys(p.resolve() for p in runs))
     return [Path(os.path.relpath(p)) if _is_below_cwd(p) else p for p in unique]
+
+
+def _owning_run(path: Path) -> Path | None:
+    """The run a path belongs to: the run itself, or a run's file that an earlier command printed
+    (checkpoints/..., features/..., measures/...), so ``probe - | measure -`` works."""
+    if is_run_dir(path):
+        return path
+    if path.is_file() and path.parent.name in (CHECKPOINTS_DIR, FEATURES_DIR, MEASURES_DIR):
+        if is_run_dir(path.parent.parent):
+            return path.parent.parent
+    if path.is_file() and is_run_dir(path.parent):  # run.json, history.parquet
+        return path.parent
+    return None
 
 
 def _is_below_cwd(path: Path) -> bool:

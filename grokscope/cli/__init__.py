@@ -65,10 +65,17 @@ def _root(
     pass
 
 
-def _register() -> None:
-    from grokscope.cli import train
+COMMANDS = ("train", "probe", "measure", "plot", "report", "demo")
 
-    app.command("train", help=train.__doc__, epilog=train.EPILOG)(reports_user_errors(train.train))
+
+def _register() -> None:
+    """One module per command, each exposing a function of the same name, its docstring and EPILOG."""
+    import importlib
+
+    for name in COMMANDS:
+        module = importlib.import_module(f"grokscope.cli.{name}")
+        command = getattr(module, name)
+        app.command(name, help=module.__doc__, epilog=module.EPILOG)(reports_user_errors(command))
 
 
 _register()
