@@ -38,7 +38,7 @@ FIGURES = (
 
 def demo(
     folder: Path = typer.Argument(Path("grokscope-demo"), help="Where the runs, figures and report go."),
-    quick: bool = typer.Option(False, "--quick", help="p = 23 and 1500 steps: seconds, not minutes (no grokking expected)."),
+    quick: bool = typer.Option(False, "--quick", help="p = 23, 64 units, 600 steps: a smoke test in seconds (no grokking expected)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr; only paths on stdout."),
 ) -> None:
@@ -52,7 +52,7 @@ def demo(
     flags = ["-q"] if quiet else []
     # A coarser checkpoint cadence than train's default (~70 instead of ~200 per run) keeps the
     # whole demo within a few minutes on 2 CPU cores; the curves keep their shape.
-    size = ["--p", "23", "--steps", "1500"] if quick else []
+    size = ["--p", "23", "--width", "64", "--steps", "600"] if quick else []
     _step(output, ["train", "--weight-decay", "0.1,2", "--save-every", "100", "--save-log", "30", *size,
                    "--resume", "--device", device, "--out", str(runs), *flags])
     # Stored features are 9 MB a checkpoint here; measure computes the rest in memory.
