@@ -140,17 +140,28 @@ def collapse_rows(features, labels: torch.Tensor, split: torch.Tensor, layers: l
     return rows
 
 
-def hsic_rows(features, inputs: torch.Tensor, labels: torch.Tensor, split: torch.Tensor, layers: list[str],
-              options: MeasureOptions) -> list[dict]:
+def hsic_references(inputs: torch.Tensor, labels: torch.Tensor, split: torch.Tensor,
+                    options: MeasureOptions) -> dict[int, object]:
+    """Split code -> the nHSIC reference of its samples (inputs and labels), built once per run:
+    they do not change between checkpoints, so each checkpoint computes only its own kernel."""
+    from grokscope.measures.hsic import hsic_reference
+
+    references = {}
+    for code in SPLITS[options.hsic_split]:
+        mask = split == code
+        references[code] = hsic_reference(inputs[mask], labels[mask], sigma=options.hsic_sigma,
+                                          batch_size=options.hsic_batch_size, bandwidth=options.hsic_bandwidth)
+    return references
+
+
+def hsic_rows(features, references: dict[int, object], split: torch.Tensor, layers: list[str]) -> list[dict]:
     from grokscope.measures.hsic import hsic_measures
 
     rows = []
-    for code in SPLITS[options.hsic_split]:
+    for code, reference in references.items():
         mask = split == code
         for layer in layers:
-            values = hsic_measures(features[layer][mask], inputs[mask], labels[mask],
-                                   sigma=options.hsic_sigma, batch_size=options.hsic_batch_size,
-                                   bandwidth=options.hsic_bandwidth)
+            values = hsic_measures(features[layer][mask], reference)
             rows += [{"metric": k, "value": v, "split": SPLIT_NAMES[code], "layer": layer} for k, v in values.items()]
     return rows
 
@@ -190,7 +201,7 @@ def measure_steps(run_dir: Path, steps: dict[str, list[int]], options: MeasureOp
     ``steps`` maps a family to the steps it still needs. Runs in a worker process with
     ``--workers``, so it takes and returns plain data only.
     """
-    from grokscope.features import iter_run_features, load_samples, run_layer_keys
+    from grokscope.features import iter_run_features, load_samples, resolve_device, run_layer_keys
 
     if threads:
         torch.set_num_threads(threads)
@@ -203,15 +214,15 @@ def measure_steps(run_dir: Path, steps: dict[str, list[int]], options: MeasureOp
     keys, penultimate = run_layer_keys(run_dir, options.layers)
     layers = list(options.layers) if options.layers else [penultimate]
     samples = load_samples(run_dir)
-    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                ("cpu" if device == "auto" else device))
+    torch_device = resolve_device(device)
     labels = torch.from_numpy(samples.labels).to(torch_device)
     split = torch.from_numpy(samples.split).to(torch_device)
-    inputs = None
+    references = None
     if "hsic" in steps:
         from grokscope.tasks import load_task
 
         inputs = torch.from_numpy(load_task(context.config.task).x[samples.index]).to(torch_device)
+        references = hsic_references(inputs, labels, split, options)
 
     def on_error(step, error):
         problems.append(("error", str(error)))
@@ -235,7 +246,7 @@ def measure_steps(run_dir: Path, steps: dict[str, list[int]], options: MeasureOp
                 weight = item.state.get(context.output_weight_key)
                 new = collapse_rows(item.layers, labels, split, layers, weight, item.penultimate, options)
             elif family == "hsic":
-                new = hsic_rows(item.layers, inputs, labels, split, layers, options)
+                new = hsic_rows(item.layers, references, split, layers)
             else:
                 new = oinfo_rows(item.layers, split, layers, options)
             rows[family] += [{"step": item.step, **row} for row in new]

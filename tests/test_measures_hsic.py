@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from grokscope.errors import GrokscopeError
-from grokscope.measures.hsic import cka, hsic, hsic_measures, nhsic
+from grokscope.measures.hsic import HsicReference, cka, hsic, hsic_measures, hsic_reference, nhsic
 
 
 # --- the reference: kernel matrices, centring matrix, explicit inverses, one batch at a time ----
@@ -126,6 +126,97 @@ def test_torch_float32_input_matches_numpy():
     assert got == pytest.approx(nhsic(t, x), rel=1e-4)
 
 
+# --- a reference: the input and label side computed once for many representations -------------
+
+
+def drifting_series(x, n_checkpoints=3, dt=6, seed=20):
+    """Representations of the same samples at a few checkpoints, each a little different."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(x.shape[1], dt))
+    series = []
+    for _ in range(n_checkpoints):
+        w = w + 0.3 * rng.normal(size=w.shape)
+        series.append(np.tanh(x @ w) * 4 + 0.3 * rng.normal(size=(len(x), dt)))
+    return series
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"batch_size": 64, "seed": 3}, {"bandwidth": "median", "sigma": 2.0}, {"kernel_x": "linear", "eps": 1e-3}],
+)
+def test_reference_gives_the_values_of_a_direct_call_at_every_checkpoint(options):
+    _, x = dependent_pair(seed=21, n=230)
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0.5)
+    reference = hsic_reference(x, y, **options)
+    for t in drifting_series(x):
+        got = hsic_measures(t, reference)
+        want = hsic_measures(t, x, y, **options)
+        assert got.keys() == want.keys() == {"nhsic_x", "nhsic_y"}
+        for key in want:
+            assert got[key] == pytest.approx(want[key], rel=1e-12)
+
+
+def test_reference_matches_the_explicit_inverse_formula_and_depends_on_t():
+    _, x = dependent_pair(seed=22)
+    y = (x[:, 2] > 0).astype(np.int64)
+    reference = hsic_reference(x, y)
+    values = []
+    for t in drifting_series(x, seed=23):
+        got = hsic_measures(t, reference)
+        assert got["nhsic_x"] == pytest.approx(reference_nhsic(t, x), rel=1e-8)
+        assert got["nhsic_y"] == pytest.approx(reference_nhsic(t, y), rel=1e-8)
+        values.append(got["nhsic_x"])
+    assert len(set(values)) == len(values)  # nothing of an earlier t is reused
+
+
+def test_reference_of_labels_only_and_through_nhsic():
+    t, x = dependent_pair(seed=24)
+    labels = (x[:, 0] > 0).astype(np.int64) * 3 + (x[:, 1] > 0)
+    reference = hsic_reference(labels)  # integer x: one-hot codes, linear kernel
+    assert reference.kernel_x == "linear" and reference.names == ("x",)
+    assert nhsic(t, reference) == pytest.approx(reference_nhsic(t, labels), rel=1e-8)
+    assert set(hsic_measures(t, hsic_reference(x))) == {"nhsic_x"}
+
+
+def test_reference_records_its_options_and_stays_on_the_input_device():
+    _, x = dependent_pair(seed=25, n=130)
+    reference = hsic_reference(torch.tensor(x), np.arange(130) % 4, batch_size=np.int64(50), seed=2)
+    assert isinstance(reference, HsicReference)
+    assert (reference.n_samples, reference.batch_size, reference.seed) == (130, 50, 2)
+    assert reference.kernel_x == "gaussian" and reference.finite
+    # two full batches of 50 and the remainder of 30, for x and for y
+    assert [r.shape for r in reference.operators["y"]] == [(2, 50, 50), (1, 30, 30)]
+    assert all(r.dtype == torch.float64 and r.device == torch.device("cpu") for r in reference.operators["x"])
+
+
+def test_non_finite_reference_or_representation_gives_nan():
+    t, x = dependent_pair(seed=26)
+    y = np.arange(len(t)) % 3
+    bad_x = x.copy()
+    bad_x[3, 0] = np.nan
+    broken = hsic_reference(bad_x, y)
+    assert not broken.finite
+    assert all(math.isnan(v) for v in hsic_measures(t, broken).values())
+    bad_t = t.copy()
+    bad_t[0, 0] = np.inf
+    assert all(math.isnan(v) for v in hsic_measures(bad_t, hsic_reference(x, y)).values())
+
+
+def test_options_beside_a_reference_must_match_it():
+    t, x = dependent_pair(seed=27)
+    reference = hsic_reference(x, sigma=2.0, batch_size=50)
+    same = hsic_measures(t, reference, sigma=2.0, batch_size=50)  # repeating them is allowed
+    assert same == hsic_measures(t, reference)
+    with pytest.raises(GrokscopeError, match="sigma: the reference was built with sigma=2.0"):
+        hsic_measures(t, reference, sigma=3.0)
+    with pytest.raises(GrokscopeError, match="seed"):
+        hsic_measures(t, reference, seed=1)
+    with pytest.raises(GrokscopeError, match="y: the reference already fixes the labels"):
+        hsic_measures(t, reference, np.arange(len(t)) % 2)
+    with pytest.raises(GrokscopeError, match="t: has 249 samples but the reference has 250"):
+        hsic_measures(t[:-1], reference)
+
+
 # --- properties ---------------------------------------------------------------------------------
 
 
@@ -198,6 +289,9 @@ def test_non_finite_input_gives_nan(bad):
         (lambda t, x: nhsic(t, x, bandwidth="silverman"), "bandwidth"),
         (lambda t, x: hsic_measures(t, x, x[:, 0]), "y: expected 1-D integer labels"),
         (lambda t, x: cka(t[:1], x[:1]), "at least 2 samples"),
+        (lambda t, x: hsic_reference(x, x[:, 0]), "y: expected 1-D integer labels"),
+        (lambda t, x: hsic_reference(x, np.arange(10)), "y: has 10 samples but x has 250"),
+        (lambda t, x: hsic_reference(x, batch_size=1), "batch_size"),
     ],
 )
 def test_user_mistakes_raise_grokscope_error(call, match):

@@ -271,3 +271,27 @@ def test_help_is_fast_and_shows_examples():
     assert completed.returncode == 0 and "Examples" in completed.stdout
     imported = {line.split("|")[-1].strip() for line in completed.stderr.splitlines()}
     assert "torch" not in imported and "pandas" not in imported
+
+
+@pytest.mark.parametrize(("reduction", "scale"), [("mean", 1 / 5), ("sum", 1.0)])
+def test_mse_loss_on_one_hot_targets(reduction, scale):
+    from grokscope.training import loss_fn
+
+    config = RunConfig().resolved()
+    config.optim.loss, config.optim.reduction = "mse", reduction
+    logits = torch.tensor([[0.5, -1.0, 2.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    y = torch.tensor([2, 0])
+    # Brute force: squared error against the one-hot row, summed over classes, averaged over
+    # samples; "mean" also averages over the 5 classes.
+    expected = 0.0
+    for row, label in zip(logits.tolist(), y.tolist()):
+        expected += sum((v - (1.0 if k == label else 0.0)) ** 2 for k, v in enumerate(row)) / 2
+    assert loss_fn(logits, y, config).item() == pytest.approx(expected * scale)
+
+
+def test_sgd_and_mse_train_end_to_end(tmp_path):
+    result = invoke("train", *TINY, "--steps", "5", "--optimizer", "sgd", "--lr", "0.5", "--loss", "mse",
+                    "--reduction", "sum", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    history = store.read_history(tmp_path / "add-p7")
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]

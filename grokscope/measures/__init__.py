@@ -8,7 +8,7 @@ the grokking summary of a training history (:mod:`.grokking`).
 
 from grokscope.measures.collapse import collapse_measures, nc1, rnc1, rnc1_sup
 from grokscope.measures.grokking import grokking_rows, grokking_summary
-from grokscope.measures.hsic import cka, hsic, hsic_measures, nhsic
+from grokscope.measures.hsic import HsicReference, cka, hsic, hsic_measures, hsic_reference, nhsic
 from grokscope.measures.multiplets import cluster_neurons, oinfo_search
 from grokscope.measures.oinfo import (
     copnorm,
@@ -20,6 +20,7 @@ from grokscope.measures.oinfo import (
 from grokscope.measures.weights import weight_measures
 
 __all__ = [
+    "HsicReference",
     "cka",
     "cluster_neurons",
     "copnorm",
@@ -33,6 +34,7 @@ __all__ = [
     "grokking_summary",
     "hsic",
     "hsic_measures",
+    "hsic_reference",
     "nc1",
     "nhsic",
     "rnc1",

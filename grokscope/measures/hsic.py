@@ -30,11 +30,15 @@ nHSIC(T; X) and to 3e-6 relative for nHSIC(T; Y).
 
 All batches of equal size are computed together as ``(B, m, m)`` tensors: one batched matmul
 for the distances, one batched Cholesky factorisation per variable, no Python loop per batch.
+Over a checkpoint series only the representation changes: :func:`hsic_reference` computes the
+input and label operators once and :func:`hsic_measures` accepts it in place of ``x``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 
 import torch
@@ -101,13 +105,22 @@ def _variables(named: dict[str, object], kernels: dict[str, str | None]) -> Vari
         z, is_labels = _as_variable(value, name)
         device = z.device if device is None else device
         out[name] = (z.to(device), _resolve_kernel(kernels[name], is_labels, f"kernel_{name}"))
-    n = out["t"][0].shape[0]
+    first = next(iter(out))
+    n = out[first][0].shape[0]
     for name, (z, _) in out.items():
         if z.shape[0] != n:
-            raise GrokscopeError(f"{name}: has {z.shape[0]} samples but t has {n}")
+            raise GrokscopeError(f"{name}: has {z.shape[0]} samples but {first} has {n}")
     if n < 2:
-        raise GrokscopeError(f"t: needs at least 2 samples, got {n}")
+        raise GrokscopeError(f"{first}: needs at least 2 samples, got {n}")
     return out
+
+
+def _check_labels(y) -> None:
+    y_tensor = torch.as_tensor(y)
+    if y_tensor.ndim != 1 or y_tensor.is_floating_point() or y_tensor.is_complex():
+        raise GrokscopeError(
+            f"y: expected 1-D integer labels, got shape {tuple(y_tensor.shape)} of {y_tensor.dtype}"
+        )
 
 
 def _batch_views(z: torch.Tensor, batch_size: int | None) -> list[torch.Tensor]:
@@ -123,12 +136,19 @@ def _batch_views(z: torch.Tensor, batch_size: int | None) -> list[torch.Tensor]:
     return views
 
 
-def _shuffled(variables: Variables, seed: int | None) -> Variables:
+def _order(n: int, seed: int | None, device: torch.device) -> torch.Tensor | None:
+    """The permutation that ``seed`` applies to the samples, or ``None`` to keep their order.
+    Drawn on the CPU so a reference and a later representation get the same one anywhere."""
     if seed is None:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).to(device)
+
+
+def _shuffled(variables: Variables, seed: int | None) -> Variables:
+    z = next(iter(variables.values()))[0]
+    order = _order(z.shape[0], seed, z.device)
+    if order is None:
         return variables
-    n = variables["t"][0].shape[0]
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
-    order = order.to(variables["t"][0].device)
     return {name: (z[order], kernel) for name, (z, kernel) in variables.items()}
 
 
@@ -286,11 +306,144 @@ def nhsic(
     )["nhsic_x"]
 
 
+@dataclass(frozen=True, eq=False)
+class HsicReference:
+    r"""The input and label side of the nHSIC information plane, computed once.
+
+    Over a checkpoint series the samples, and so :math:`X` and :math:`Y`, stay the same: only
+    the representation :math:`T` changes. A reference holds the NOCCO operators :math:`R_X`
+    (and :math:`R_Y`) of every minibatch together with the options that defined them, so that
+    :func:`hsic_measures` ``(t, reference)`` computes only :math:`R_T` per checkpoint. Build it
+    with :func:`hsic_reference`; the values are the same as without it.
+
+    Attributes
+    ----------
+    n_samples : int
+        Samples (rows) a representation must have.
+    names : tuple of str
+        ``("x",)`` or ``("x", "y")``: the keys ``nhsic_x``, ``nhsic_y`` of the results.
+    kernel_x : str
+        The kernel of ``x`` after resolving ``None``.
+    sigma, eps, batch_size, bandwidth, seed
+        As in :func:`nhsic`; they apply to the representation's kernel too.
+    finite : bool
+        False if ``x`` or ``y`` held a non-finite value: every result is then ``nan``.
+    operators : dict[str, tuple of torch.Tensor]
+        Name -> one float64 ``(B, m, m)`` tensor of :math:`R` per group of equal-size
+        minibatches (empty when not finite).
+    """
+
+    n_samples: int
+    names: tuple[str, ...]
+    kernel_x: str
+    sigma: float
+    eps: float
+    batch_size: int | None
+    bandwidth: str
+    seed: int | None
+    finite: bool
+    operators: dict[str, tuple[torch.Tensor, ...]] = field(repr=False)
+
+
+def _reference_variables(x, y, kernel_x) -> tuple[dict[str, object], dict[str, str | None]]:
+    named, kernels = {"x": x}, {"x": kernel_x}
+    if y is not None:
+        _check_labels(y)
+        named["y"], kernels["y"] = y, "linear"
+    return named, kernels
+
+
+def _build_reference(variables: Variables, sigma, eps, batch_size, bandwidth, seed) -> HsicReference:
+    """The operators of the validated ``x`` (and ``y``) variables, batched as ``t`` will be."""
+    finite = _finite(variables)
+    operators = {}
+    if finite:
+        grams = _centred_grams(variables, sigma, batch_size, bandwidth, seed)
+        operators = {name: tuple(_nocco_operator(g, eps) for g in gs) for name, gs in grams.items()}
+    x, kernel_x = variables["x"]
+    return HsicReference(
+        n_samples=x.shape[0], names=tuple(variables), kernel_x=kernel_x, sigma=float(sigma),
+        eps=float(eps), batch_size=None if batch_size is None else int(batch_size),
+        bandwidth=bandwidth, seed=None if seed is None else int(seed), finite=finite,
+        operators=operators,
+    )
+
+
+def _check_reference_options(reference: HsicReference, given: dict[str, object]) -> None:
+    """Options given beside a reference must be left at their defaults or match it."""
+    defaults = inspect.signature(hsic_measures).parameters
+    for name, value in given.items():
+        if value != defaults[name].default and value != getattr(reference, name):
+            raise GrokscopeError(
+                f"{name}: the reference was built with {name}={getattr(reference, name)!r}, not "
+                f"{value!r}; set it in hsic_reference"
+            )
+
+
+def _measures_against(reference: HsicReference, t: torch.Tensor, kernel_t: str) -> dict[str, float]:
+    r""":math:`\operatorname{tr}(R_T R_V)` averaged over the minibatches, for each ``V`` of the
+    reference; ``t`` is a validated ``(n, d)`` tensor."""
+    if not (reference.finite and _finite({"t": (t, kernel_t)})):
+        return dict.fromkeys((f"nhsic_{name}" for name in reference.names), math.nan)
+    order = _order(t.shape[0], reference.seed, t.device)
+    if order is not None:
+        t = t[order]
+    grams_t = _grams(t, kernel_t, reference.batch_size, reference.sigma, reference.bandwidth)
+    operators_t = [_nocco_operator(g, reference.eps) for g in grams_t]  # (B, m, m) per batch size
+    return {
+        f"nhsic_{name}": float(_batch_nocco(operators_t, [r.to(t.device) for r in operators]).mean())
+        for name, operators in reference.operators.items()
+    }
+
+
+@torch.no_grad()
+def hsic_reference(
+    x,
+    y=None,
+    *,
+    kernel_x: str | None = None,
+    sigma: float = 5.0,
+    eps: float = 1e-5,
+    batch_size: int | None = 100,
+    bandwidth: str = "fixed",
+    seed: int | None = None,
+) -> HsicReference:
+    r"""Precompute the input (and label) side of :func:`hsic_measures` for many representations.
+
+    Computes, on every minibatch, :math:`R_X = \tilde K_X (\tilde K_X + m\epsilon I_m)^{-1}`
+    (and :math:`R_Y`) once; ``hsic_measures(t, reference)`` then costs one :math:`R_T` per
+    call instead of three. Use it when the same samples are measured at many checkpoints.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, ...), or (n,) of int
+        The network's input (or labels), as in :func:`hsic_measures`.
+    y : array_like of int, shape (n,), or None
+        Labels; ``None`` leaves ``nhsic_y`` out.
+    kernel_x, sigma, eps, batch_size, bandwidth, seed
+        As in :func:`nhsic`; ``sigma``, ``bandwidth``, ``batch_size`` and ``seed`` also apply
+        to every representation measured against this reference.
+
+    Returns
+    -------
+    HsicReference
+        On the device of ``x``.
+
+    Raises
+    ------
+    GrokscopeError
+        As :func:`hsic_measures`.
+    """
+    _check_options(sigma, batch_size, bandwidth, seed, eps)
+    named, kernels = _reference_variables(x, y, kernel_x)
+    return _build_reference(_variables(named, kernels), sigma, eps, batch_size, bandwidth, seed)
+
+
 @torch.no_grad()
 def hsic_measures(
     t,
     x,
-    y,
+    y=None,
     *,
     kernel_t: str = "gaussian",
     kernel_x: str | None = None,
@@ -303,14 +456,17 @@ def hsic_measures(
     r"""The nHSIC information plane: :math:`\mathrm{nHSIC}(T; X)` and :math:`\mathrm{nHSIC}(T; Y)`.
 
     Both use the same minibatches and share :math:`R_T`, computed once. ``y`` always uses the
-    linear kernel on one-hot labels; everything else is as in :func:`nhsic`.
+    linear kernel on one-hot labels; everything else is as in :func:`nhsic`. Over a series of
+    representations of the same samples, pass ``x`` as an :class:`HsicReference` (from
+    :func:`hsic_reference`) so that :math:`R_X` and :math:`R_Y` are not recomputed each time.
 
     Parameters
     ----------
     t : array_like, shape (n, ...)
         The representation.
-    x : array_like, shape (n, ...)
-        The network's input.
+    x : array_like, shape (n, ...), or HsicReference
+        The network's input, or a reference built from it (then leave ``y`` out and the other
+        options at their defaults: they are the reference's).
     y : array_like of int, shape (n,), or None
         Labels; ``None`` leaves ``nhsic_y`` out.
     kernel_t, kernel_x, sigma, eps, batch_size, bandwidth, seed
@@ -324,29 +480,26 @@ def hsic_measures(
     Raises
     ------
     GrokscopeError
-        As :func:`nhsic`, and if ``y`` is not a 1-D integer array.
+        As :func:`nhsic`; if ``y`` is not a 1-D integer array; with a reference, if ``y`` is
+        given, ``t`` has another number of samples, or an option contradicts the reference.
     """
+    if isinstance(x, HsicReference):
+        if y is not None:
+            raise GrokscopeError("y: the reference already fixes the labels; pass y=None with a reference")
+        _check_reference_options(x, {"kernel_x": kernel_x, "sigma": sigma, "eps": eps,
+                                     "batch_size": batch_size, "bandwidth": bandwidth, "seed": seed})
+        t_variable = _variables({"t": t}, {"t": kernel_t})["t"]
+        if t_variable[0].shape[0] != x.n_samples:
+            raise GrokscopeError(f"t: has {t_variable[0].shape[0]} samples but the reference has {x.n_samples}")
+        return _measures_against(x, *t_variable)
     _check_options(sigma, batch_size, bandwidth, seed, eps)
-    named = {"t": t, "x": x}
-    kernels = {"t": kernel_t, "x": kernel_x}
-    if y is not None:
-        y_tensor = torch.as_tensor(y)
-        if y_tensor.ndim != 1 or y_tensor.is_floating_point() or y_tensor.is_complex():
-            raise GrokscopeError(
-                f"y: expected 1-D integer labels, got shape {tuple(y_tensor.shape)} of {y_tensor.dtype}"
-            )
-        named["y"], kernels["y"] = y, "linear"
-    variables = _variables(named, kernels)
-    keys = [f"nhsic_{name}" for name in variables if name != "t"]
-    if not _finite(variables):
-        return dict.fromkeys(keys, math.nan)
-    grams = _centred_grams(variables, sigma, batch_size, bandwidth, seed)
-    operators = {name: [_nocco_operator(g, eps) for g in gs] for name, gs in grams.items()}
-    return {
-        f"nhsic_{name}": float(_batch_nocco(operators["t"], operators[name]).mean())
-        for name in variables
-        if name != "t"
-    }
+    named, kernels = _reference_variables(x, y, kernel_x)
+    variables = _variables({"t": t, **named}, {"t": kernel_t, **kernels})
+    t_variable = variables.pop("t")
+    if not _finite({"t": t_variable}):  # no operators to compute for a diverged checkpoint
+        return dict.fromkeys((f"nhsic_{name}" for name in variables), math.nan)
+    reference = _build_reference(variables, sigma, eps, batch_size, bandwidth, seed)
+    return _measures_against(reference, *t_variable)
 
 
 @torch.no_grad()
