@@ -297,3 +297,13 @@ def test_sgd_and_mse_train_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     history = store.read_history(tmp_path / "add-p7")
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+
+
+def test_no_color_is_respected():
+    command = [sys.executable, "-m", "grokscope", "train", "--p", "1"]
+    forced = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "FORCE_COLOR": "1"})
+    plain = subprocess.run(command, capture_output=True, text=True,
+                           env={**os.environ, "FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert "\x1b[" in forced.stderr  # colour is on when forced, so the next check means something
+    assert "\x1b[" not in plain.stderr and plain.stderr.startswith("error: --p")
+    assert forced.returncode == plain.returncode == 2
