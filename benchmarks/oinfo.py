@@ -1,20 +1,29 @@
 """O-information speed, side by side with baselines, on the same data in one process.
 
-    .venv/bin/python benchmarks/oinfo.py [--device cuda] [--threads N] [--numpy-sample 2000]
+    .venv/bin/python benchmarks/oinfo.py [--threads 1,2] [--repeats 5] [--skip-thoi]
+                                         [--device cuda] [--numpy-sample 2000] 2>/dev/null
+
+For each torch thread count in ``--threads`` (default: 1 and torch's default), both parts run
+with that same setting for every method, so ratios compare like with like:
 
 (1) all multiplets of sizes 3..20 of 20 variables (1,048,365 multiplets), 3763 samples of
     correlated, non-linearly warped data: grokscope (lattice) vs thoi 0.2.42 (if installed:
     `.venv/bin/pip install thoi==0.2.42`) vs a direct per-multiplet NumPy implementation (a
-    random sample of multiplets timed and extrapolated). All three start from the same copula
+    random sample of multiplets timed and extrapolated). All start from the same copula
     covariance, in float64, with the same (Ince) bias correction, in nats.
 (2) one checkpoint in neurons mode: 250 ReLU-like neurons x 3763 samples, 10 Ward bins, 1013
-    multiplets, including clustering and copula normalisation; and the same in bins mode.
+    multiplets. Step by step and whole (`oinfo_search`, clustering and copula normalisation
+    included), against the previous implementation rebuilt here from its parts: sklearn's
+    AgglomerativeClustering, copula ranks by two argsorts (random keys, then a stable argsort of
+    the values), and one batched Cholesky per multiplet (the direct route). Bins mode too.
+
+Timings are medians of ``--repeats`` runs (thoi: of 1 run, it is slow); the machine's load
+average is printed before and after, since other jobs share it.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import os
 import time
@@ -23,8 +32,17 @@ import numpy as np
 import torch
 from scipy.special import digamma
 
-from grokscope.measures.multiplets import oinfo_search
-from grokscope.measures.oinfo import copnorm, oinfo_multiplets, oinfo_values_from_cov
+from grokscope.measures.multiplets import cluster_neurons, oinfo_search
+from grokscope.measures.oinfo import (
+    _all_multiplets,
+    _copnorm_tensor,
+    _covariance,
+    _direct_values_chunked,
+    _union_values,
+    copnorm,
+    oinfo_multiplets,
+    oinfo_values_from_cov,
+)
 
 N_SAMPLES = 3763
 os.environ.setdefault("TQDM_DISABLE", "1")  # thoi's progress bars would garble the table
@@ -57,18 +75,59 @@ def numpy_oinfo(cov: np.ndarray, subset: tuple[int, ...], bias: np.ndarray) -> f
     return total
 
 
-def timed(fn, repeats: int = 1):
-    best, out = float("inf"), None
+def timed(fn, repeats: int):
+    """Median wall time of ``repeats`` calls, and the last result."""
+    times, out = [], None
     for _ in range(repeats):
         start = time.perf_counter()
         out = fn()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), out
 
 
-def all_multiplets_table(device: str, numpy_sample: int) -> list[tuple]:
+# --------------------------------------------------------------------------------------------
+# the previous implementation of part (2), rebuilt from its parts as the baseline
+
+
+def previous_cluster(features: np.ndarray, n_bins: int) -> np.ndarray:
+    from sklearn.cluster import AgglomerativeClustering
+
+    return AgglomerativeClustering(n_clusters=n_bins, linkage="ward").fit_predict(features.T)
+
+
+def previous_copnorm(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    n, m = x.shape
+    gen = torch.Generator().manual_seed(seed)
+    keys = torch.rand((n, m), generator=gen, dtype=torch.float64).to(x.device)
+    shuffle = torch.argsort(keys, dim=0)
+    within = torch.argsort(torch.gather(x, 0, shuffle), dim=0, stable=True)
+    order = torch.gather(shuffle, 0, within)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(0, order, torch.arange(n, device=x.device).unsqueeze(1).expand(n, m))
+    return torch.special.ndtri((ranks.to(torch.float64) + 1.0) / (n + 1.0))
+
+
+def union_sets(labels: np.ndarray) -> tuple[list[np.ndarray], list[list[int]]]:
+    groups = [np.flatnonzero(labels == b) for b in np.unique(labels)]
+    sets = [np.concatenate([groups[i] for i in m]).tolist()
+            for m in _all_multiplets(len(groups), 2, len(groups))]
+    return groups, sets
+
+
+def previous_search(features: torch.Tensor) -> np.ndarray:
+    labels = previous_cluster(features.cpu().numpy(), 10)
+    cov = _covariance(previous_copnorm(features))
+    _, sets = union_sets(labels)
+    return _direct_values_chunked(cov, sets, N_SAMPLES, True)
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+
+
+def all_multiplets_table(device: str, numpy_sample: int, repeats: int, thoi: bool):
     x = warped_data(20)
     z = copnorm(x)
     cov = np.cov(z, rowvar=False)
@@ -76,30 +135,32 @@ def all_multiplets_table(device: str, numpy_sample: int) -> list[tuple]:
     rows = []
 
     seconds, ours = timed(lambda: oinfo_values_from_cov(cov_t, N_SAMPLES, 3, 20).cpu().numpy(),
-                          repeats=3)
-    multiplets = [m for k in range(3, 21) for m in itertools.combinations(range(20), k)]
+                          repeats)
+    ours = ours.copy()
+    multiplets = _all_multiplets(20, 3, 20)
     rows.append(("grokscope lattice (cov -> values)", seconds, 1.0, 0.0))
     full, _ = timed(lambda: oinfo_multiplets(torch.tensor(x, device=device), 3, 20,
-                                             units="nats"))
+                                             units="nats"), 1)
     rows.append(("grokscope oinfo_multiplets (x -> tuples, values)", full, full / seconds, None))
 
-    try:
-        from thoi.measures.gaussian_copula import multi_order_measures
-    except ImportError:
-        print("thoi not installed: skipping it (.venv/bin/pip install thoi==0.2.42)")
-    else:
-        def run_thoi():
-            return multi_order_measures(cov_t, 3, 20, covmat_precomputed=True, T=N_SAMPLES,
-                                        device=torch.device(device),
-                                        batch_aggregation=lambda items: items)
-        thoi_seconds, batches = timed(run_thoi)
-        position = {m: i for i, m in enumerate(multiplets)}
-        diff = 0.0
-        for nplets, result in batches:
-            idx = [position[tuple(sorted(r))] for r in nplets.cpu().tolist()]
-            diff = max(diff, float(np.abs(result[:, 0, 2].cpu().numpy() - ours[idx]).max()))
-        rows.append(("thoi 0.2.42 multi_order_measures (cov -> values)", thoi_seconds,
-                     thoi_seconds / seconds, diff))
+    if thoi:
+        try:
+            from thoi.measures.gaussian_copula import multi_order_measures
+        except ImportError:
+            print("thoi not installed: skipping it (.venv/bin/pip install thoi==0.2.42)")
+        else:
+            def run_thoi():
+                return multi_order_measures(cov_t, 3, 20, covmat_precomputed=True, T=N_SAMPLES,
+                                            device=torch.device(device),
+                                            batch_aggregation=lambda items: items)
+            thoi_seconds, batches = timed(run_thoi, 1)
+            position = {m: i for i, m in enumerate(multiplets)}
+            diff = 0.0
+            for nplets, result in batches:
+                idx = [position[tuple(sorted(r))] for r in nplets.cpu().tolist()]
+                diff = max(diff, float(np.abs(result[:, 0, 2].cpu().numpy() - ours[idx]).max()))
+            rows.append(("thoi 0.2.42 multi_order_measures (cov -> values)", thoi_seconds,
+                         thoi_seconds / seconds, diff))
 
     rng = np.random.default_rng(0)
     sample = rng.choice(len(multiplets), size=min(numpy_sample, len(multiplets)), replace=False)
@@ -115,37 +176,95 @@ def all_multiplets_table(device: str, numpy_sample: int) -> list[tuple]:
     return rows
 
 
-def checkpoint_table(device: str) -> list[tuple]:
+def checkpoint_table(device: str, repeats: int):
+    """Rows (step, ours s, previous s, max |diff| nats or None)."""
     features = torch.tensor(relu_features(), device=device)
+    x = features.to(torch.float64)
+    labels = cluster_neurons(x, 10)
+    groups, sets = union_sets(labels)
+    cov = _covariance(_copnorm_tensor(x, "random", 0))
     rows = []
-    for variables in ("neurons", "bins"):
-        seconds, out = timed(lambda: oinfo_search(features, variables=variables, per_size=True),
-                             repeats=3)
-        rows.append((f"oinfo_search variables={variables} (cluster + copnorm + 1013 multiplets)",
-                     seconds, out[0]["value"], out[1]["value"]))
-    return rows
+
+    ours, new_labels = timed(lambda: cluster_neurons(x, 10), repeats)
+    before, old_labels = timed(lambda: previous_cluster(x.cpu().numpy(), 10), repeats)
+    same = len(set(zip(new_labels.tolist(), old_labels.tolist()))) == 10
+    rows.append(("Ward clustering (Gram + scipy / sklearn)", ours, before,
+                 "same bins" if same else "DIFFERENT bins"))
+
+    ours, _ = timed(lambda: _copnorm_tensor(x, "random", 0), repeats)
+    before, _ = timed(lambda: previous_copnorm(x), repeats)
+    rows.append(("copula normalisation, random ties", ours, before, None))
+
+    ours, fast = timed(lambda: _union_values(cov, groups, N_SAMPLES, 2, 10, True), repeats)
+    before, slow = timed(lambda: _direct_values_chunked(cov, sets, N_SAMPLES, True), repeats)
+    rows.append(("O-information of 1013 unions (block lattice / direct)", ours, before,
+                 float((fast - slow).abs().max())))
+
+    ours, out = timed(lambda: oinfo_search(features, variables="neurons", per_size=True),
+                      repeats)
+    before, _ = timed(lambda: previous_search(features), repeats)
+    rows.append(("whole checkpoint, neurons mode (oinfo_search)", ours, before, None))
+    ours, _ = timed(lambda: oinfo_search(features, variables="bins", per_size=True), repeats)
+    rows.append(("whole checkpoint, bins mode (oinfo_search)", ours, None, None))
+    return rows, out[0]["value"], out[1]["value"]
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", default=None,
+                        help="comma-separated torch thread counts (default: 1 and torch's)")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--numpy-sample", type=int, default=2000)
+    parser.add_argument("--skip-thoi", action="store_true")
+    parser.add_argument("--part", choices=("1", "2", "both"), default="both")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads\n")
+    default_threads = torch.get_num_threads()
+    threads = ([int(t) for t in args.threads.split(",")] if args.threads
+               else sorted({1, default_threads}))
+    print(f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, "
+          f"torch default {default_threads} threads; {load()}")
 
-    print("(1) all 1,048,365 multiplets of sizes 3..20 of 20 variables, 3763 samples, nats")
-    print(f"{'method':58s} {'seconds':>9s} {'x ours':>8s} {'max |diff|':>11s}")
-    for name, seconds, ratio, diff in all_multiplets_table(args.device, args.numpy_sample):
-        diff_text = "-" if diff is None else f"{diff:.1e}"
-        print(f"{name:58s} {seconds:9.3f} {ratio:8.1f} {diff_text:>11s}")
-
-    print("\n(2) one checkpoint: 250 ReLU neurons x 3763 samples, 10 bins, bits")
-    print(f"{'entry point':72s} {'seconds':>8s} {'synergy':>9s} {'redund.':>9s}")
-    for name, seconds, low, high in checkpoint_table(args.device):
-        print(f"{name:72s} {seconds:8.3f} {low:9.4f} {high:9.4f}")
+    best: dict[str, tuple[float, int]] = {}  # method -> (seconds, threads) of its best run
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        if args.part in ("1", "both"):
+            print(f"\n(1) all 1,048,365 multiplets of sizes 3..20 of 20 variables, 3763 samples, "
+                  f"nats; {n_threads} thread(s), every method")
+            print(f"{'method':58s} {'seconds':>9s} {'x ours':>8s} {'max |diff|':>11s}")
+            for name, seconds, ratio, diff in all_multiplets_table(
+                    args.device, args.numpy_sample, args.repeats, not args.skip_thoi):
+                diff_text = "-" if diff is None else f"{diff:.1e}"
+                print(f"{name:58s} {seconds:9.3f} {ratio:8.1f} {diff_text:>11s}")
+                if name not in best or seconds < best[name][0]:
+                    best[name] = (seconds, n_threads)
+            print(f"  [{load()}]")
+        if args.part in ("2", "both"):
+            print(f"\n(2) one checkpoint: 250 ReLU neurons x 3763 samples, 10 bins; "
+                  f"{n_threads} thread(s); median of {args.repeats}")
+            print(f"{'step':56s} {'ours s':>8s} {'previous s':>11s} {'speed-up':>9s} "
+                  f"{'check':>15s}")
+            rows, low, high = checkpoint_table(args.device, args.repeats)
+            for name, ours, before, check in rows:
+                before_text = "-" if before is None else f"{before:11.3f}"
+                ratio_text = "-" if before is None else f"{before / ours:8.1f}x"
+                check_text = ("-" if check is None else check if isinstance(check, str)
+                              else f"|diff| {check:.0e}")
+                print(f"{name:56s} {ours:8.3f} {before_text:>11s} {ratio_text:>9s} "
+                      f"{check_text:>15s}")
+            print(f"  neurons mode: synergy {low:.4f} bits, redundancy {high:.4f} bits; "
+                  f"[{load()}]")
+    ours_name = "grokscope lattice (cov -> values)"
+    if len(threads) > 1 and ours_name in best:
+        print("\n(1) each method at its best thread count")
+        ours_seconds = best[ours_name][0]
+        for name, (seconds, n_threads) in best.items():
+            print(f"{name:58s} {seconds:9.3f} {seconds / ours_seconds:8.1f}   "
+                  f"({n_threads} thread(s))")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
+from scipy.special import digamma
 
 from grokscope.errors import GrokscopeError
 from grokscope.measures.multiplets import cluster_neurons, oinfo_search
-from grokscope.measures.oinfo import copnorm, oinfo_of_sets
+from grokscope.measures.oinfo import _union_values, copnorm, oinfo_of_sets
 
 
 def relu_features(n_samples=600, n_neurons=24, seed=0):
@@ -138,3 +140,73 @@ def test_duplicated_neurons_raise_unless_ridge():
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(GrokscopeError, match=message):
         oinfo_search(relu_features(n_neurons=6), n_bins=3, **kwargs)
+
+
+def planted_groups(seed=7):
+    """Groups of unequal sizes (1 to 9 neurons): copies of one source (redundant), a sum of
+    two sources with its parts (synergistic), independent noise."""
+    rng = np.random.default_rng(seed)
+    n = 800
+    s1, s2, s3 = rng.standard_normal((3, n))
+    columns, groups = [], []
+
+    def add(cols):
+        groups.append(list(range(len(columns), len(columns) + len(cols))))
+        columns.extend(cols)
+
+    add([s1 + 0.3 * rng.standard_normal(n) for _ in range(3)])
+    add([s1 + 0.3 * rng.standard_normal(n)])
+    add([s2 + 0.5 * rng.standard_normal(n) for _ in range(2)])
+    add([s3 + 0.5 * rng.standard_normal(n) for _ in range(5)])
+    add([s2 + s3 + 0.2 * rng.standard_normal(n)] + list(rng.standard_normal((8, n))))
+    add(list(rng.standard_normal((4, n))))
+    x = np.column_stack(columns)
+    return np.cov(copnorm(x), rowvar=False), groups, n
+
+
+def brute_oinfo(cov, subset, n_samples):
+    """Definition written out: slogdet of every sub-covariance, Ince's bias, nats."""
+    def h(s):
+        k = len(s)
+        bias = 0.5 * (k * np.log(2 / (n_samples - 1))
+                      + sum(digamma((n_samples - i) / 2) for i in range(1, k + 1)))
+        return 0.5 * (k * np.log(2 * np.pi * np.e)
+                      + np.linalg.slogdet(cov[np.ix_(s, s)])[1]) - bias
+    k = len(subset)
+    return (k - 2) * h(subset) + sum(h([j]) - h([v for v in subset if v != j]) for j in subset)
+
+
+@pytest.mark.parametrize("min_size, max_size", [(2, 6), (3, 4), (6, 6), (5, 6)])
+def test_block_lattice_matches_the_direct_route_and_brute_force(min_size, max_size):
+    cov, groups, n = planted_groups()
+    multiplets = [m for k in range(min_size, max_size + 1)
+                  for m in itertools.combinations(range(len(groups)), k)]
+    unions = [[v for g in m for v in groups[g]] for m in multiplets]
+    fast = _union_values(torch.tensor(cov), groups, n, min_size, max_size, True).numpy()
+    direct = oinfo_of_sets(cov, unions, n, units="nats")
+    np.testing.assert_allclose(fast, direct, rtol=0, atol=1e-10)
+    for i in range(0, len(unions), 7):
+        assert fast[i] == pytest.approx(brute_oinfo(cov, unions[i], n), abs=1e-10)
+    if (0, 1) in multiplets:  # the four copies of s1: redundancy
+        assert fast[multiplets.index((0, 1))] > 0.5
+
+
+def test_search_in_neurons_mode_uses_groups_of_one_neuron_as_exact_pairs():
+    features = relu_features(n_neurons=4, seed=8)
+    rows = oinfo_search(features, n_bins=4, ties="index", per_size=True)
+    pairs = [r for r in rows if r["scope"] == "size" and r["size"] == 2]
+    assert pairs and all(r["value"] == 0.0 for r in pairs)
+
+
+def test_cluster_neurons_matches_sklearn_ward():
+    from sklearn.cluster import AgglomerativeClustering
+
+    for seed in range(3):
+        features = relu_features(n_samples=300, n_neurons=40, seed=seed)
+        for n_bins in (2, 7):
+            ours = cluster_neurons(features, n_bins=n_bins)
+            theirs = AgglomerativeClustering(n_clusters=n_bins, linkage="ward").fit_predict(
+                features.T)
+            # same partition: each of our bins is exactly one of theirs
+            pairs = set(zip(ours.tolist(), theirs.tolist()))
+            assert len(pairs) == n_bins == len(set(ours.tolist()))

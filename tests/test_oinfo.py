@@ -202,3 +202,25 @@ def test_accepts_a_tensor_and_the_copnormed_flag():
     _, from_normal = oinfo_multiplets(brute_copnorm(x), copnormed=True)
     np.testing.assert_allclose(from_tensor, values, atol=1e-13)
     np.testing.assert_allclose(from_normal, values, atol=1e-12)
+
+
+def test_float32_and_float64_inputs_rank_the_same_with_ties_and_signed_zeros():
+    # exact float32 values take the bit-key route, a monotone rescaling of them the argsort one
+    rng = np.random.default_rng(13)
+    x = np.maximum(rng.standard_normal((600, 5)), 0.0).astype(np.float32).astype(np.float64)
+    x[:, 1] *= -1.0  # ties at the top, negative values
+    x[::5, 2] = -0.0  # -0.0 and 0.0 are equal values
+    scaled = x * (1.0 + 2.0 ** -30)
+    for ties, seed in [("index", 0), ("random", 0), ("random", 4)]:
+        np.testing.assert_array_equal(copnorm(x, ties=ties, seed=seed),
+                                      copnorm(scaled, ties=ties, seed=seed))
+    np.testing.assert_allclose(copnorm(x, ties="index"), brute_copnorm(x), rtol=0, atol=1e-15)
+
+
+def test_random_ties_do_not_follow_row_order():
+    # a column that is all ties: its ranks are a seeded shuffle, different across columns
+    x = np.zeros((200, 3))
+    x[:, 0] = np.arange(200)  # keep one column untied so the matrix is not constant
+    z = copnorm(x, seed=5)
+    assert not np.array_equal(z[:, 1], z[:, 2])
+    assert abs(np.corrcoef(z[:, 1], np.arange(200))[0, 1]) < 0.3
