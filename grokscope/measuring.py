@@ -25,7 +25,7 @@ from grokscope.errors import GrokscopeError
 FAMILY_METRICS = {
     "collapse": ("within_var", "between_var", "nc1", "rnc1", "rnc1_sup", "nc1_papyan", "nc2_equinorm",
                  "nc2_equiangularity", "nc2_cond", "nc3", "nc4"),
-    "hsic": ("nhsic_x", "nhsic_y"),
+    "hsic": ("nhsic_x", "nhsic_y", "hsic_x", "hsic_y", "cka_x", "cka_y"),
     "weights": ("weight_norm", "param_norm", "balancedness", "spectral_entropy", "effective_rank", "stable_rank"),
     "grokking": ("memorization_step", "generalization_step", "grokking_gap"),
     "oinfo": ("synergy", "redundancy"),
@@ -48,6 +48,9 @@ class MeasureOptions:
     hsic_batch_size: int | None = 100
     hsic_sigma: float = 5.0
     hsic_bandwidth: str = "fixed"
+    # nocco is the seed paper's normalised HSIC; hsic (biased, Gretton et al.) and cka are the
+    # other estimators readers compare it with.
+    hsic_estimator: str = "nocco"
     # oinfo: Clauw et al.'s 10 Ward bins of the training activations, neurons as variables.
     bins: int = 10
     variables: str = "neurons"
@@ -66,7 +69,7 @@ class MeasureOptions:
         """The options that shape a family's values, as the JSON stored beside them."""
         fields = {
             "collapse": ("split", "layers"),
-            "hsic": ("hsic_split", "hsic_batch_size", "hsic_sigma", "hsic_bandwidth", "layers"),
+            "hsic": ("hsic_split", "hsic_batch_size", "hsic_sigma", "hsic_bandwidth", "hsic_estimator", "layers"),
             "oinfo": ("bins", "variables", "min_size", "max_size", "search", "per_size", "ties", "seed",
                       "units", "bias_correction", "layers"),
             "weights": (),
@@ -149,19 +152,32 @@ def hsic_references(inputs: torch.Tensor, labels: torch.Tensor, split: torch.Ten
     references = {}
     for code in SPLITS[options.hsic_split]:
         mask = split == code
+        if options.hsic_estimator != "nocco":
+            references[code] = None  # the plain estimators have no reusable operators
+            continue
         references[code] = hsic_reference(inputs[mask], labels[mask], sigma=options.hsic_sigma,
                                           batch_size=options.hsic_batch_size, bandwidth=options.hsic_bandwidth)
     return references
 
 
-def hsic_rows(features, references: dict[int, object], split: torch.Tensor, layers: list[str]) -> list[dict]:
-    from grokscope.measures.hsic import hsic_measures
+def hsic_rows(features, references: dict[int, object], split: torch.Tensor, layers: list[str],
+              options: MeasureOptions, inputs: torch.Tensor, labels: torch.Tensor) -> list[dict]:
+    from grokscope.measures.hsic import cka, hsic, hsic_measures
 
+    plain = {"hsic": hsic, "cka": cka}
     rows = []
     for code, reference in references.items():
         mask = split == code
         for layer in layers:
-            values = hsic_measures(features[layer][mask], reference)
+            t = features[layer][mask]
+            if options.hsic_estimator == "nocco":
+                values = hsic_measures(t, reference)
+            else:
+                estimate = plain[options.hsic_estimator]
+                kwargs = dict(sigma=options.hsic_sigma, batch_size=options.hsic_batch_size,
+                              bandwidth=options.hsic_bandwidth)
+                values = {f"{options.hsic_estimator}_x": estimate(t, inputs[mask], **kwargs),
+                          f"{options.hsic_estimator}_y": estimate(t, labels[mask], **kwargs)}
             rows += [{"metric": k, "value": v, "split": SPLIT_NAMES[code], "layer": layer} for k, v in values.items()]
     return rows
 
@@ -184,8 +200,10 @@ def oinfo_rows(features, split: torch.Tensor, layers: list[str], options: Measur
 def nan_rows(family: str, layers: list[str], options: MeasureOptions) -> list[dict]:
     """Placeholder rows for a diverged checkpoint: NaN values rather than no rows or a crash."""
     splits = {"collapse": options.split, "hsic": options.hsic_split, "oinfo": "train"}[family]
-    metrics = {"collapse": FAMILY_METRICS["collapse"], "hsic": FAMILY_METRICS["hsic"],
-               "oinfo": FAMILY_METRICS["oinfo"]}[family]
+    metrics = FAMILY_METRICS[family]
+    if family == "hsic":
+        prefix = "nhsic" if options.hsic_estimator == "nocco" else options.hsic_estimator
+        metrics = (f"{prefix}_x", f"{prefix}_y")
     return [{"metric": m, "value": math.nan, "split": SPLIT_NAMES[code], "layer": layer}
             for layer in layers for code in SPLITS[splits] for m in metrics]
 
@@ -217,7 +235,7 @@ def measure_steps(run_dir: Path, steps: dict[str, list[int]], options: MeasureOp
     torch_device = resolve_device(device)
     labels = torch.from_numpy(samples.labels).to(torch_device)
     split = torch.from_numpy(samples.split).to(torch_device)
-    references = None
+    references, inputs = None, None
     if "hsic" in steps:
         from grokscope.tasks import load_task
 
@@ -246,7 +264,7 @@ def measure_steps(run_dir: Path, steps: dict[str, list[int]], options: MeasureOp
                 weight = item.state.get(context.output_weight_key)
                 new = collapse_rows(item.layers, labels, split, layers, weight, item.penultimate, options)
             elif family == "hsic":
-                new = hsic_rows(item.layers, references, split, layers)
+                new = hsic_rows(item.layers, references, split, layers, options, inputs, labels)
             else:
                 new = oinfo_rows(item.layers, split, layers, options)
             rows[family] += [{"step": item.step, **row} for row in new]

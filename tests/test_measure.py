@@ -201,3 +201,24 @@ def test_corrupt_checkpoint_is_reported_and_the_rest_measured(run_dir, tmp_path)
     table = pd.read_parquet(store.measures_path(run, "collapse"))
     assert sorted(table["step"].unique()) == [0, 20, 30]
     assert torch.isfinite(torch.tensor(table["value"].to_numpy())).any()
+
+
+def test_cka_and_plain_hsic_estimators(run_dir, tmp_path):
+    from grokscope.measures.hsic import cka
+
+    run = copy_run(run_dir, tmp_path)
+    result = invoke("measure", str(run), "--metric", "cka_x,cka_y", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(__import__("io").StringIO(result.stdout))
+    assert set(rows["metric"]) == {"cka_x", "cka_y"} and rows["value"].between(0, 1).all()
+    # Same value as the function on an independent forward pass of the test split.
+    state = store.load_checkpoint(store.checkpoint_path(run, 30))
+    data = load_task(TaskConfig(p=11, split_seed=0))
+    h = np.maximum(data.x @ state["layers.0.weight"].numpy().T + state["layers.0.bias"].numpy(), 0)
+    test = data.split == 1
+    expected = cka(h[test], data.x[test])
+    assert rows.loc[(rows.step == 30) & (rows.metric == "cka_x"), "value"].item() == pytest.approx(expected, rel=1e-5)
+
+    result = invoke("measure", str(run), "--metric", "hsic", "--hsic-estimator", "hsic", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert set(pd.read_csv(__import__("io").StringIO(result.stdout))["metric"]) == {"hsic_x", "hsic_y"}

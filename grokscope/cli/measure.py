@@ -22,7 +22,7 @@ Examples:
   grokscope measure runs/add-p97 --metric rnc1 --format csv | head
 
 Families: collapse (within_var, between_var, nc1, rnc1, rnc1_sup, nc1_papyan, nc2_*, nc3, nc4),
-hsic (nhsic_x, nhsic_y), o-info (synergy, redundancy), weights (weight_norm, param_norm,
+hsic (nhsic_x, nhsic_y; hsic_* or cka_* with --hsic-estimator), o-info (synergy, redundancy), weights (weight_norm, param_norm,
 balancedness, spectral_entropy, effective_rank, stable_rank), grokking (memorization_step,
 generalization_step, grokking_gap), or all. A metric name computes its family and reports that
 metric. Runs that were never probed get their features computed in memory. Checkpoints already
@@ -42,6 +42,7 @@ def measure(
     hsic_batch_size: int = typer.Option(100, "--hsic-batch-size", help="hsic: minibatch size; 0 for the full sample."),
     hsic_sigma: float = typer.Option(5.0, "--hsic-sigma", help="hsic: Gaussian kernel width (scaled by the feature dimension)."),
     hsic_bandwidth: str = typer.Option("fixed", "--hsic-bandwidth", help="hsic: fixed (sigma) or median heuristic."),
+    hsic_estimator: str = typer.Option("nocco", "--hsic-estimator", help="hsic: nocco (normalised HSIC, nhsic_*), hsic (biased HSIC, hsic_*) or cka (cka_*)."),
     bins: int = typer.Option(10, "--bins", help="o-info: Ward clusters of neurons."),
     variables: str = typer.Option("neurons", "--variables", help="o-info: neurons (authors' code) or bins (paper's text)."),
     min_size: int = typer.Option(2, "--min-size", help="o-info: smallest multiplet, in bins."),
@@ -68,13 +69,21 @@ def measure(
     if workers < 1:
         raise GrokscopeError(f"--workers: must be at least 1, got {workers}")
     for option, value, allowed in (("--split", split, ("train", "test", "both")),
-                                   ("--hsic-split", hsic_split, ("train", "test", "both"))):
+                                   ("--hsic-split", hsic_split, ("train", "test", "both")),
+                                   ("--hsic-estimator", hsic_estimator, ("nocco", "hsic", "cka"))):
         if value not in allowed:
             raise GrokscopeError(f"{option}: unknown split {value!r}; known: {', '.join(allowed)}")
     wanted = measuring.resolve_metrics(metric)
+    estimators = {m.split("_")[0] for m in wanted.get("hsic") or ()}
+    named = {"nhsic": "nocco", "hsic": "hsic", "cka": "cka"}
+    if len(estimators) > 1:
+        raise GrokscopeError(f"--metric: {', '.join(sorted(wanted['hsic']))} need different estimators; ask for one at a time")
+    if estimators and hsic_estimator == "nocco":
+        hsic_estimator = named[estimators.pop()]  # --metric cka_x implies --hsic-estimator cka
     options = measuring.MeasureOptions(
         split=split, layers=tuple(layer) if layer else None, hsic_split=hsic_split,
         hsic_batch_size=hsic_batch_size or None, hsic_sigma=hsic_sigma, hsic_bandwidth=hsic_bandwidth,
+        hsic_estimator=hsic_estimator,
         bins=bins, variables=variables, min_size=min_size, max_size=max_size, search=search,
         per_size=per_size, ties=ties, seed=seed, units=units, bias_correction=bias_correction,
         threshold=threshold,
