@@ -187,14 +187,7 @@ def _inputs(x: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Te
 
 
 def _run_config(run_dir: Path):
-    from grokscope.config import RunConfig
-
-    document = store.read_run_config(run_dir)
-    parts = ("name", "seed", "task", "model", "optim", "schedule")
-    try:
-        return RunConfig.from_dict({k: document[k] for k in parts}), document.get("split_sha256")
-    except KeyError as exc:
-        raise GrokscopeError(f"{run_dir}/{store.RUN_FILE}: lacks {exc.args[0]!r}") from None
+    return store.read_run(run_dir), store.read_run_config(run_dir).get("split_sha256")
 
 
 def _rebuild_dataset(run_dir: Path, config_and_digest):

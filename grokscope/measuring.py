@@ -111,8 +111,7 @@ class RunContext:
 
     @classmethod
     def open(cls, run_dir: Path) -> "RunContext":
-        document = store.read_run_config(run_dir)
-        config = RunConfig.from_dict({k: document[k] for k in ("name", "seed", "task", "model", "optim", "schedule")})
+        config = store.read_run(run_dir)
         return cls(Path(run_dir), config, {"run": config.name, **hyperparameters(config)})
 
     @property

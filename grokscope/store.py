@@ -148,6 +148,16 @@ def read_run_config(run_dir: Path) -> dict:
     return document
 
 
+def read_run(run_dir: Path):
+    """The run's :class:`~grokscope.config.RunConfig`, rebuilt from its run.json."""
+    from grokscope.config import RunConfig
+
+    try:
+        return RunConfig.from_dict(read_run_config(run_dir))
+    except (KeyError, TypeError) as exc:
+        raise GrokscopeError(f"{Path(run_dir) / RUN_FILE}: lacks a valid {exc} entry") from None
+
+
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / RUN_FILE).is_file()
 

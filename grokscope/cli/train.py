@@ -95,7 +95,6 @@ def train(
     run_dirs = [_prepare_out(out) / n for n in names]
     plans = [_plan(run_dir, config, resume) for run_dir, config in zip(run_dirs, configs)]
 
-    import torch
 
     from grokscope.training import resolve_device
 
@@ -149,7 +148,6 @@ def _prepare_out(out: Path) -> Path:
 def _plan(run_dir: Path, config, resume: bool) -> str:
     """'new', 'resume' or 'done', after checking that an existing directory may be touched."""
     from grokscope import store
-    from grokscope.config import RunConfig
 
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return "new"
@@ -157,8 +155,7 @@ def _plan(run_dir: Path, config, resume: bool) -> str:
         raise GrokscopeError(
             f"{run_dir}: already exists and is not empty; pass --resume to continue it, or choose another --out or --name"
         )
-    stored = store.read_run_config(run_dir)
-    mismatched = _config_differences(RunConfig.from_dict(_config_part(stored)).to_dict(), config.to_dict())
+    mismatched = _config_differences(store.read_run(run_dir).to_dict(), config.to_dict())
     if mismatched:
         raise GrokscopeError(
             f"{run_dir}: --resume with different settings than run.json ({', '.join(mismatched)})"
@@ -167,10 +164,6 @@ def _plan(run_dir: Path, config, resume: bool) -> str:
     if checkpoints and checkpoints[-1][0] >= config.schedule.steps:
         return "done"
     return "resume"
-
-
-def _config_part(document: dict) -> dict:
-    return {k: document[k] for k in ("name", "seed", "task", "model", "optim", "schedule")}
 
 
 def _config_differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:

@@ -22,7 +22,6 @@ from grokscope.errors import GrokscopeError
 
 MEASURE_COLUMNS = ("run", "step", "metric", "value")
 HISTORY_COLUMNS = ("step", "train_acc", "test_acc")
-_CONFIG_PARTS = ("name", "seed", "task", "model", "optim", "schedule")
 
 
 @dataclass
@@ -90,14 +89,10 @@ def load(inputs: list[str]) -> Tables:
 
 def run_hyperparameters(run_dir: Path) -> dict:
     """A run's name and hyperparameter columns, from its run.json."""
-    from grokscope.config import RunConfig, hyperparameters
+    from grokscope.config import hyperparameters
 
-    document = store.read_run_config(run_dir)
-    try:
-        config = RunConfig.from_dict({k: document[k] for k in _CONFIG_PARTS})
-    except (KeyError, TypeError) as exc:
-        raise GrokscopeError(f"{run_dir}: run.json lacks a valid {exc} entry") from None
-    return {"run": document.get("name") or Path(run_dir).name, **hyperparameters(config)}
+    config = store.read_run(run_dir)
+    return {"run": config.name or Path(run_dir).name, **hyperparameters(config)}
 
 
 def _read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
