@@ -95,7 +95,6 @@ def train(
     run_dirs = [_prepare_out(out) / n for n in names]
     plans = [_plan(run_dir, config, resume) for run_dir, config in zip(run_dirs, configs)]
 
-
     from grokscope.training import resolve_device
 
     torch_device = resolve_device(device)
