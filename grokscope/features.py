@@ -64,7 +64,7 @@ def load_samples(run_dir: Path) -> Samples:
     path = store.samples_path(run_dir)
     if path.is_file():
         return Samples(**store.load_samples_file(path))
-    dataset = _rebuild_dataset(Path(run_dir), _run_config(Path(run_dir)))
+    dataset = run_dataset(run_dir)
     return Samples.enumerate(dataset.y, dataset.split)
 
 
@@ -188,6 +188,12 @@ def _inputs(x: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Te
 
 def _run_config(run_dir: Path):
     return store.read_run(run_dir), store.read_run_config(run_dir).get("split_sha256")
+
+
+def run_dataset(run_dir: Path):
+    """The run's task data (inputs, labels, split) rebuilt from run.json, the split checked."""
+    run_dir = Path(run_dir)
+    return _rebuild_dataset(run_dir, _run_config(run_dir))
 
 
 def _rebuild_dataset(run_dir: Path, config_and_digest):

@@ -218,7 +218,7 @@ def measure_steps(run_dir: Path, steps: dict[str, list[int]], options: MeasureOp
     ``steps`` maps a family to the steps it still needs. Runs in a worker process with
     ``--workers``, so it takes and returns plain data only.
     """
-    from grokscope.features import iter_run_features, load_samples, resolve_device, run_layer_keys
+    from grokscope.features import iter_run_features, load_samples, resolve_device, run_dataset, run_layer_keys
 
     if threads:
         torch.set_num_threads(threads)
@@ -236,9 +236,8 @@ def measure_steps(run_dir: Path, steps: dict[str, list[int]], options: MeasureOp
     split = torch.from_numpy(samples.split).to(torch_device)
     references, inputs = None, None
     if "hsic" in steps:
-        from grokscope.tasks import load_task
-
-        inputs = torch.from_numpy(load_task(context.config.task).x[samples.index]).to(torch_device)
+        # Through features' rebuild, so a split that no longer matches run.json is caught here too.
+        inputs = torch.from_numpy(run_dataset(run_dir).x[samples.index]).to(torch_device)
         references = hsic_references(inputs, labels, split, options)
 
     def on_error(step, error):

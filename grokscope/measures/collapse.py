@@ -115,6 +115,14 @@ def _prepare(h, y) -> tuple[torch.Tensor, torch.Tensor]:
     return features, labels
 
 
+def _finite_stats(h, y) -> _ClassStats | None:
+    """Class statistics of validated inputs, or None for non-finite features (a diverged run)."""
+    features, labels = _prepare(h, y)
+    if not torch.isfinite(features).all():
+        return None
+    return _class_stats(features, labels)
+
+
 # --- the formulas, each on shared statistics -------------------------------------------------
 
 
@@ -214,10 +222,9 @@ def nc1(h, y) -> float:
     GrokscopeError
         Wrong shapes, non-integer labels, or fewer than two classes.
     """
-    features, labels = _prepare(h, y)
-    if not torch.isfinite(features).all():
+    stats = _finite_stats(h, y)
+    if stats is None:
         return math.nan
-    stats = _class_stats(features, labels)
     return float(_within_var(stats) / _between_var(stats))
 
 
@@ -249,10 +256,9 @@ def rnc1(h, y) -> float:
     GrokscopeError
         Wrong shapes, non-integer labels, or fewer than two classes.
     """
-    features, labels = _prepare(h, y)
-    if not torch.isfinite(features).all():
+    stats = _finite_stats(h, y)
+    if stats is None:
         return math.nan
-    stats = _class_stats(features, labels)
     return float(_within_var(stats) / _feature_norms(stats).mean().pow(2))
 
 
@@ -284,10 +290,9 @@ def rnc1_sup(h, y) -> float:
     GrokscopeError
         Wrong shapes, non-integer labels, or fewer than two classes.
     """
-    features, labels = _prepare(h, y)
-    if not torch.isfinite(features).all():
+    stats = _finite_stats(h, y)
+    if stats is None:
         return math.nan
-    stats = _class_stats(features, labels)
     return float(_within_var(stats) / _feature_norms(stats).max().pow(2))
 
 
