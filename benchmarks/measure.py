@@ -218,16 +218,15 @@ def part_per_checkpoint(device: torch.device, repeats: int) -> None:
 def _hsic_without_reference(run_dir: Path, steps: list[int]) -> list[dict]:
     """The hsic family as grokscope computed it before references: R_X and R_Y at every
     checkpoint (``hsic_measures(t, x, y)``), otherwise the same reading and batching."""
-    from grokscope.features import iter_run_features, load_samples
-    from grokscope.measuring import RunContext
-    from grokscope.tasks import load_task
+    from grokscope.context import iter_features, open_series
 
-    samples = load_samples(run_dir)
+    context = open_series(run_dir)
+    samples = context.samples()
     test = torch.from_numpy(samples.split) == 1
     labels = torch.from_numpy(samples.labels)[test]
-    inputs = torch.from_numpy(load_task(RunContext.open(run_dir).config.task).x[samples.index])[test]
+    inputs = torch.from_numpy(context.inputs())[test]
     rows = []
-    for item in iter_run_features(run_dir, steps):
+    for item in iter_features(context, steps):
         values = hsic_measures(item.layers[item.penultimate][test], inputs, labels)
         rows += [{"step": item.step, "metric": k, "value": v} for k, v in values.items()]
     return rows
@@ -235,23 +234,24 @@ def _hsic_without_reference(run_dir: Path, steps: list[int]) -> list[dict]:
 
 def part_run(run_dir: Path, repeats: int) -> None:
     from grokscope.measuring import MeasureOptions, measure_steps, weight_rows
-    from grokscope.store import list_checkpoints
+    from grokscope.series import run_series
 
-    steps = [step for step, _ in list_checkpoints(run_dir)]
+    series = run_series(run_dir)
+    steps = [c.step for c in series.checkpoints]
     options = MeasureOptions()
 
     def family(*names: str) -> Callable[[], object]:
-        return lambda: measure_steps(run_dir, {name: steps for name in names}, options, "cpu")
+        return lambda: measure_steps(series, {name: steps for name in names}, options, "cpu")
 
     def whole_pass() -> tuple[dict, list]:
-        rows, problems = measure_steps(run_dir, {"collapse": steps, "hsic": steps}, options, "cpu")
-        return rows, problems + weight_rows(run_dir, steps)[1]
+        rows, problems = measure_steps(series, {"collapse": steps, "hsic": steps}, options, "cpu")
+        return rows, problems + weight_rows(series, steps)[1]
 
     cases = [
         ("collapse + hsic + weights", whole_pass),
         ("  collapse", family("collapse")),
         ("  hsic", family("hsic")),
-        ("  weights", lambda: weight_rows(run_dir, steps)),
+        ("  weights", lambda: weight_rows(series, steps)),
         ("  hsic without reference", lambda: _hsic_without_reference(run_dir, steps)),
     ]
     timings = time_median([function for _, function in cases], repeats, torch.device("cpu"), warm_up=False)

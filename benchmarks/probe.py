@@ -4,7 +4,7 @@ Part 1, on a default run (p = 97, 250 hidden units; trained here for --steps ste
 temporary folder unless --run names one): checkpoints per second of
 
   bare forward       weights already in memory, copied into the model, one pass over all samples
-  iterate (memory)   iter_run_features(stored="never"): read each checkpoint, forward, as measure does
+  iterate (memory)   iter_features(stored="never"): read each checkpoint, forward, as measure does
   probe (files)      the same plus writing each features file, as grokscope probe does
   grokscope probe    the whole command in this process (discovery, samples file, progress bar)
 
@@ -28,7 +28,8 @@ from typer.testing import CliRunner
 
 from grokscope import store
 from grokscope.cli import app
-from grokscope.features import compute_checkpoint, iter_run_features, run_extractor
+from grokscope.context import iter_features, open_series
+from grokscope.features import compute_checkpoint
 from grokscope.series import Checkpoint, load_state, run_checkpoints
 
 
@@ -60,7 +61,7 @@ def sync(device: torch.device) -> None:
 def part1(run_dir: Path, device: torch.device) -> None:
     checkpoints = run_checkpoints(run_dir)
     n = len(checkpoints)
-    extractor, samples = run_extractor(run_dir, device=device)
+    extractor = open_series(run_dir).extractor(device=device)
     states = [load_state(c, device) for c in checkpoints]
 
     def bare():
@@ -69,7 +70,7 @@ def part1(run_dir: Path, device: torch.device) -> None:
         sync(device)
 
     def in_memory():
-        for _ in iter_run_features(run_dir, stored="never", device=device):
+        for _ in iter_features(run_dir, stored="never", device=device):
             pass
         sync(device)
 
@@ -87,7 +88,7 @@ def part1(run_dir: Path, device: torch.device) -> None:
         rows = list(best_times({"bare forward": bare, "iterate (memory)": in_memory,
                                 "probe (files)": to_files, "grokscope probe": command}).items())
     width = extractor.model.layers[0].out_features
-    print(f"\n{run_dir}: {n} checkpoints, {len(samples)} samples, width {width}, device {device}\n")
+    print(f"\n{run_dir}: {n} checkpoints, {extractor.n_samples} samples, width {width}, device {device}\n")
     print(f"{'path':<18} {'ckpt/s':>9} {'ms/ckpt':>9} {'x bare':>8}")
     base = rows[0][1]
     for name, elapsed in rows:

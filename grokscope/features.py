@@ -4,10 +4,18 @@ Shared by ``grokscope probe`` (which stores them, one file per checkpoint) and `
 measure`` (which uses stored features where they exist and computes the rest in memory with the
 same code). The model and the inputs are put on the device once per series; per checkpoint only
 the weights change, so the cost of a checkpoint is one read of its weights plus one forward pass
-over all samples in batches.
+over all samples in batches. The same forward pass gives the model's own output, from which
+train/test loss and accuracy follow where that output is class logits over the labels.
 
-Rows of every feature matrix follow the task's enumeration of samples, the order recorded in
-``features/samples.safetensors`` (labels, split: 0 train / 1 test, index).
+Rows of every feature matrix follow ``features/samples.safetensors`` (labels, split: 0 train /
+1 test, index).
+
+Layers are named by *layer specs*: ``NAME`` (the output of module ``NAME``), ``NAME:input`` (its
+input), either followed by ``@POS`` to choose a token position of a sequence output
+``(B, T, C)``: ``@-1`` the last token (where a grokking transformer reads its answer), ``@0``
+the first, ``@all`` every position flattened into ``(B, T*C)``. A sequence output without
+``@`` takes the last position. The spec as written is the features file's tensor name, and the
+file's metadata says which position was taken.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -25,13 +33,20 @@ from torch import nn
 
 from grokscope import store
 from grokscope.errors import GrokscopeError
-from grokscope.series import Checkpoint, load_state, run_checkpoints
+from grokscope.series import Checkpoint, load_state
 
 # All of a p = 97 task (9409 samples) in one batch, so nothing is copied; a width-4096 layer of
 # a full batch is 256 MiB in float32, small enough for any GPU.
 DEFAULT_BATCH_SIZE = 16384
 STORED_MODES = ("prefer", "never", "only")
 INPUT_SUFFIX = ":input"
+POSITION_MARK = "@"
+ALL_POSITIONS = "all"
+# Elementwise functions that may stand between two layers that follow each other (balancedness).
+_ACTIVATIONS = (
+    lambda a: a, torch.relu, torch.nn.functional.gelu, lambda a: torch.nn.functional.gelu(a, approximate="tanh"),
+    torch.nn.functional.silu, torch.tanh, torch.sigmoid,
+)
 
 
 # --- samples -------------------------------------------------------------------------------
@@ -59,15 +74,6 @@ class Samples:
         return cls(labels, np.asarray(split, dtype=np.uint8), np.arange(len(labels), dtype=np.int64))
 
 
-def load_samples(run_dir: Path) -> Samples:
-    """The rows of a run's features: from ``features/samples.safetensors``, else rebuilt from run.json."""
-    path = store.samples_path(run_dir)
-    if path.is_file():
-        return Samples(**store.load_samples_file(path))
-    dataset = run_dataset(run_dir)
-    return Samples.enumerate(dataset.y, dataset.split)
-
-
 def save_samples(folder: Path, samples: Samples, force: bool = False) -> bool:
     """Write ``folder/samples.safetensors`` unless an identical one is there; True if written.
 
@@ -85,27 +91,96 @@ def save_samples(folder: Path, samples: Samples, force: bool = False) -> bool:
     return True
 
 
+# --- layer specs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A parsed ``--layer`` value: ``NAME[:input][@POS]`` (see the module docstring)."""
+
+    key: str
+    module: str
+    is_input: bool
+    position: int | str | None  # an index, "all", or None: the last position of a sequence
+
+    @classmethod
+    def parse(cls, text: str) -> "LayerSpec":
+        key = text.strip()
+        name, mark, position_text = key.partition(POSITION_MARK)
+        position: int | str | None = None
+        if mark:
+            if position_text == ALL_POSITIONS:
+                position = ALL_POSITIONS
+            else:
+                try:
+                    position = int(position_text)
+                except ValueError:
+                    raise GrokscopeError(
+                        f"--layer {key}: cannot read position {position_text!r}; use @-1 (last token), @0, or @all"
+                    ) from None
+        is_input = name.endswith(INPUT_SUFFIX)
+        module = name.removesuffix(INPUT_SUFFIX)
+        if not module:
+            raise GrokscopeError(f"--layer {key}: names no module")
+        return cls(key, module, is_input, position)
+
+
+def select_position(value: torch.Tensor, spec: LayerSpec) -> tuple[torch.Tensor, str]:
+    """The (B, units) matrix of a captured activation, and the position taken ("none" for a
+    (B, C) output, "all", or the index)."""
+    if value.ndim <= 2:
+        if spec.position not in (None, ALL_POSITIONS):
+            raise GrokscopeError(
+                f"--layer {spec.key}: the layer's output {tuple(value.shape)} has no token axis; drop '@{spec.position}'"
+            )
+        return value.reshape(len(value), -1), "none"
+    if spec.position == ALL_POSITIONS:
+        return value.reshape(len(value), -1), ALL_POSITIONS  # (B, T*C)
+    position = -1 if spec.position is None else spec.position
+    length = value.shape[1]
+    if not -length <= position < length:
+        raise GrokscopeError(
+            f"--layer {spec.key}: position {position} is out of range for {length} tokens (use -{length}..{length - 1})"
+        )
+    return value[:, position].reshape(len(value), -1), str(position)  # (B, C)
+
+
 # --- the extractor -------------------------------------------------------------------------
+
+
+@dataclass
+class Activations:
+    """One forward pass over every sample: ``layers`` key -> (n, units) on the device, and
+    ``evaluation`` (train/test loss and accuracy) when the output is class logits over the labels."""
+
+    layers: dict[str, torch.Tensor]
+    evaluation: dict[str, float] | None = None
 
 
 class Extractor:
     """A model and all its inputs on the device; maps a state dict to feature matrices.
 
-    ``capture(batch)`` runs the model on one batch and returns the activations by key; the
-    extractor keeps ``keys`` (input to output), flattens each to (batch, units) and stacks the
-    batches. ``penultimate`` names the layer that feeds the output layer.
+    ``capture(batch)`` runs the model on one batch and returns (activations by key, the model's
+    output); the extractor keeps ``keys`` (input to output), takes each key's token position,
+    flattens to (batch, units) and stacks the batches. ``penultimate`` names the layer that feeds
+    the output layer. With ``labels`` and ``split`` (tensors on the device) it also scores the
+    output: cross-entropy and accuracy per split where the output is class logits.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, capture: Callable, keys: list[str],
-                 penultimate: str, batch_size: int = DEFAULT_BATCH_SIZE):
+                 penultimate: str, batch_size: int = DEFAULT_BATCH_SIZE, *,
+                 labels: torch.Tensor | None = None, split: torch.Tensor | None = None):
         if batch_size < 1:
             raise GrokscopeError(f"--batch-size: must be positive, got {batch_size}")
         self.model = model.eval()
         self.x = x  # (n, ...) on the device, in the compute dtype (integer inputs stay integer)
         self.capture = capture
         self.keys = list(keys)
+        self.specs = {key: LayerSpec.parse(key) for key in self.keys}
         self.penultimate = penultimate
         self.batch_size = batch_size
+        self.labels, self.split = labels, split
+        self.positions: dict[str, str] = {}  # key -> position taken, known after the first pass
 
     @property
     def n_samples(self) -> int:
@@ -114,21 +189,23 @@ class Extractor:
     @torch.no_grad()
     def load(self, state: dict) -> None:
         """Copy a state dict into the model's parameters (on the device, in its dtype)."""
+        fitted = fit_state(self.model, state)
         try:
-            self.model.load_state_dict(state, strict=True)
+            self.model.load_state_dict(fitted, strict=True)
         except RuntimeError as exc:
-            raise GrokscopeError(f"the weights do not fit the model ({_mismatch(self.model, state, exc)})") from None
+            raise GrokscopeError(f"the weights do not fit the model ({_mismatch(self.model, fitted, exc)})") from None
 
     @torch.no_grad()
-    def features(self) -> dict[str, torch.Tensor]:
-        """Activations of the loaded weights: key -> (n, units) on the device."""
+    def features(self) -> Activations:
+        """Activations of the loaded weights, and the evaluation of the model's output."""
         n = self.n_samples
         out: dict[str, torch.Tensor] = {}
         storages: set[int] = set()
+        scores = _Scores(self.labels, self.split)
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
             try:
-                captured = self.capture(self.x[start:stop])
+                captured, output = self.capture(self.x[start:stop])
             except GrokscopeError:
                 raise
             except Exception as exc:  # noqa: BLE001 - e.g. --data whose shape the model cannot take
@@ -137,7 +214,8 @@ class Extractor:
             for key in self.keys:
                 if key not in captured:
                     raise GrokscopeError(f"layer {key!r} was not reached by the forward pass")
-                value = captured[key].reshape(stop - start, -1)  # (B, units)
+                value, taken = select_position(captured[key], self.specs[key])  # (B, units)
+                self.positions[key] = taken
                 if start == 0 and stop == n:
                     # One module's output is often the next one's input: keep the matrices distinct.
                     storage = value.untyped_storage().data_ptr()
@@ -147,11 +225,69 @@ class Extractor:
                 if key not in out:
                     out[key] = value.new_empty((n, value.shape[1]))  # (n, units)
                 out[key][start:stop] = value
-        return out
+            scores.add(output_logits(output, self._answer_position()), start, stop)
+        return Activations(out, scores.result())
 
-    def __call__(self, state: dict) -> dict[str, torch.Tensor]:
+    def _answer_position(self) -> int:
+        position = self.specs[self.penultimate].position if self.penultimate in self.specs else None
+        return position if isinstance(position, int) else -1
+
+    def __call__(self, state: dict) -> Activations:
         self.load(state)
         return self.features()
+
+
+class _Scores:
+    """Cross-entropy and accuracy per split, summed over batches (logits are never stacked:
+    a language model's vocabulary times every sample would not fit)."""
+
+    def __init__(self, labels: torch.Tensor | None, split: torch.Tensor | None):
+        self.labels, self.split = labels, split
+        self.sums: dict[int, list[float]] = {}
+        self.valid = labels is not None and split is not None
+
+    def add(self, logits: torch.Tensor | None, start: int, stop: int) -> None:
+        if not self.valid:
+            return
+        labels = self.labels[start:stop]
+        if logits is None or logits.ndim != 2 or len(logits) != len(labels) or logits.shape[1] <= int(labels.max()):
+            self.valid = False  # not class logits over these labels
+            return
+        logits = logits.double()
+        losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")  # (B,)
+        correct = (logits.argmax(dim=1) == labels).double()  # (B,)
+        split = self.split[start:stop]
+        for code in torch.unique(split).tolist():
+            mask = split == code
+            total = self.sums.setdefault(int(code), [0.0, 0.0, 0])
+            total[0] += float(losses[mask].sum())
+            total[1] += float(correct[mask].sum())
+            total[2] += int(mask.sum())
+
+    def result(self) -> dict[str, float] | None:
+        if not self.valid or not self.sums:
+            return None
+        names = {0: "train", 1: "test"}
+        evaluation = {}
+        for code, (loss, correct, count) in sorted(self.sums.items()):
+            evaluation[f"{names[code]}_loss"] = loss / count
+            evaluation[f"{names[code]}_acc"] = correct / count
+        return evaluation
+
+
+def output_logits(output, position: int = -1) -> torch.Tensor | None:
+    """The model's output as (B, classes) logits, or None: a tensor, the first element of a
+    tuple, or a Hugging Face output's ``logits``; a sequence output gives the token at ``position``."""
+    if isinstance(output, (tuple, list)) and output:
+        output = output[0]
+    if not torch.is_tensor(output):
+        output = getattr(output, "logits", None) if not isinstance(output, dict) else output.get("logits")
+    if not torch.is_tensor(output) or not output.is_floating_point():
+        return None
+    if output.ndim == 3:
+        length = output.shape[1]
+        return output[:, position] if -length <= position < length else None  # (B, V)
+    return output if output.ndim == 2 else None
 
 
 def _mismatch(model: nn.Module, state: dict, exc: Exception) -> str:
@@ -169,6 +305,101 @@ def _mismatch(model: nn.Module, state: dict, exc: Exception) -> str:
     return "; ".join(parts)
 
 
+# --- fitting a state dict to a model -------------------------------------------------------
+
+
+def fit_state(model: nn.Module, state: dict) -> dict:
+    """``state`` renamed and completed to load strictly into ``model``.
+
+    - A prefix that the checkpoint adds or lacks (Lightning's ``model.`` for a LightningModule
+      attribute, a wrapper's) is found by the best match of names, and removed or added.
+    - A tied parameter saved once (GPT-2's ``lm_head.weight`` = ``transformer.wte.weight``) is
+      filled from the name it was saved under.
+    - Constant buffers the checkpoint lacks (causal masks that newer library versions no longer
+      save) keep the model's own; masks the model no longer has are dropped.
+    Anything else that does not match is left for ``load_state_dict`` to report.
+    """
+    expected = model.state_dict()
+    state = _best_prefix(state, set(expected))
+    fitted = dict(state)
+    aliases = parameter_aliases(model)
+    buffers = {name for name, _ in model.named_buffers()}
+    for name in expected:
+        if name in fitted:
+            continue
+        saved = next((a for a in aliases.get(name, ()) if a in fitted), None)
+        if saved is not None:
+            fitted[name] = fitted[saved]
+        elif name in buffers and _is_constant_buffer(name):
+            fitted[name] = expected[name]
+    for name in list(fitted):
+        if name not in expected and _is_constant_buffer(name):
+            del fitted[name]
+    return fitted
+
+
+def _is_constant_buffer(name: str) -> bool:
+    last = name.rsplit(".", 1)[-1]
+    return last in ("mask", "IGNORE", "masked_bias") or name.endswith("attn.bias")
+
+
+def _best_prefix(state: dict, expected: set[str]) -> dict:
+    if set(state) & expected == set(state) or not state:
+        return state
+    strip = {""} | {k.split(".", 1)[0] + "." for k in state if "." in k}
+    add = {""} | {k.split(".", 1)[0] + "." for k in expected if "." in k}
+    best, best_overlap = state, len(set(state) & expected)
+    for removed in strip:
+        for added in add:
+            renamed = {added + k.removeprefix(removed): v for k, v in state.items() if k.startswith(removed)}
+            overlap = len(set(renamed) & expected)
+            if overlap > best_overlap:
+                best, best_overlap = renamed, overlap
+    return best
+
+
+def parameter_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """Parameter name -> the other names of the same (tied) parameter."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    return {name: tuple(n for n in names if n != name) for names in groups.values() for name in names}
+
+
+def parameter_groups(model: nn.Module) -> list[tuple[str, ...]]:
+    """The model's parameters, each as the tuple of its names (several when tied), in
+    registration order: what the weight measures count, once each."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    return [tuple(names) for names in groups.values()]
+
+
+@torch.no_grad()
+def linear_chains(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str]]:
+    """Pairs (A.weight, B.weight) of nn.Linear layers where B's input is A's output through an
+    elementwise activation (identity, ReLU, GELU, SiLU, tanh, sigmoid): layers that follow each
+    other in the forward pass, found by running ``x`` (a few samples) through the model."""
+    linears = {module: name for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    records: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    hooks = [module.register_forward_hook(
+        lambda module, args, output, name=name: records.append((name, args[0], output)))
+        for module, name in linears.items()]
+    try:
+        model(x)
+    except Exception:  # noqa: BLE001 - no chains known is the honest answer for an odd model
+        return []
+    finally:
+        for hook in hooks:
+            hook.remove()
+    pairs = []
+    for (name_a, _, output_a), (name_b, input_b, _) in zip(records, records[1:]):
+        if output_a.shape == input_b.shape and any(
+                torch.allclose(f(output_a), input_b, rtol=1e-5, atol=1e-6) for f in _ACTIVATIONS):
+            pairs.append((f"{name_a}.weight", f"{name_b}.weight"))
+    return list(dict.fromkeys(pairs))
+
+
 def resolve_device(device) -> torch.device:
     if isinstance(device, torch.device):
         return device
@@ -177,79 +408,21 @@ def resolve_device(device) -> torch.device:
     return resolve(str(device))
 
 
-def _inputs(x: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def inputs_on(x: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     # Integer inputs are token ids for an embedding; only real-valued inputs take the compute dtype.
     return tensor.to(dtype) if tensor.is_floating_point() else tensor
-
-
-# --- grokscope runs ------------------------------------------------------------------------
-
-
-def _run_config(run_dir: Path):
-    return store.read_run(run_dir), store.read_run_config(run_dir).get("split_sha256")
-
-
-def run_dataset(run_dir: Path):
-    """The run's task data (inputs, labels, split) rebuilt from run.json, the split checked."""
-    run_dir = Path(run_dir)
-    return _rebuild_dataset(run_dir, _run_config(run_dir))
-
-
-def _rebuild_dataset(run_dir: Path, config_and_digest):
-    from grokscope.tasks import load_task
-
-    config, digest = config_and_digest
-    dataset = load_task(config.task)
-    if digest is not None and dataset.split_digest() != digest:
-        raise GrokscopeError(
-            f"{run_dir}: the rebuilt train/test split does not match run.json's split_sha256 "
-            f"({dataset.split_digest()} vs {digest}); a different NumPy or data file?"
-        )
-    return dataset
-
-
-def run_layer_keys(run_dir: Path, layers: Iterable[str] | None = None) -> tuple[list[str], str]:
-    """(keys input to output, penultimate key) of a run: ``layers`` (default all hidden) + penultimate."""
-    from grokscope.model import feature_keys, penultimate_key
-
-    config, _ = _run_config(Path(run_dir))
-    known = feature_keys(config.model)
-    penultimate = penultimate_key(config.model)
-    if layers is None:
-        return known, penultimate
-    wanted = set(layers) | {penultimate}
-    unknown = sorted(wanted - set(known))
-    if unknown:
-        raise GrokscopeError(f"--layer: {run_dir} has no layer {unknown[0]!r}; its layers: {', '.join(known)}")
-    return [k for k in known if k in wanted], penultimate
-
-
-def run_extractor(run_dir: Path, *, layers: Iterable[str] | None = None, device="cpu",
-                  batch_size: int = DEFAULT_BATCH_SIZE, dtype: torch.dtype = torch.float32) -> tuple[Extractor, Samples]:
-    """The extractor of a grokscope run, rebuilt from run.json (split checked), and its samples."""
-    from grokscope.model import build_model
-
-    run_dir = Path(run_dir)
-    config_and_digest = _run_config(run_dir)
-    config = config_and_digest[0]
-    dataset = _rebuild_dataset(run_dir, config_and_digest)
-    keys, penultimate = run_layer_keys(run_dir, layers)
-    device = resolve_device(device)
-    model = build_model(dataset.input_dim, dataset.n_classes, config.model, config.seed).to(device=device, dtype=dtype)
-
-    def capture(batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return model.hidden_features(batch)[0]
-
-    extractor = Extractor(model, _inputs(dataset.x, device, dtype), capture, keys, penultimate, batch_size)
-    return extractor, Samples.enumerate(dataset.y, dataset.split)
 
 
 # --- models and data brought by the user ---------------------------------------------------
 
 
 def build_user_model(spec: str) -> nn.Module:
-    """Call ``package.module:factory`` (or ``path/to/file.py:factory``) and check it gives an nn.Module."""
+    """Call ``package.module:factory`` (or ``path/to/file.py:factory``) and check it gives an nn.Module.
+
+    A file's folder goes on the import path, so the factory can import the user's training code
+    beside it; a module is imported from the current folder, as with ``python -m``.
+    """
     module_name, sep, attribute = spec.rpartition(":")
     if not sep or not module_name or not attribute:
         raise GrokscopeError(f"--model: expected package.module:factory or file.py:factory, got {spec!r}")
@@ -258,11 +431,13 @@ def build_user_model(spec: str) -> nn.Module:
             path = Path(module_name)
             if not path.is_file():
                 raise GrokscopeError(f"--model: {path} is not a file")
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
             module_spec = importlib.util.spec_from_file_location(f"grokscope_user_model_{path.stem}", path)
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
         else:
-            # Like `python -m`: modules in the current folder are importable.
             if "" not in sys.path and str(Path.cwd()) not in sys.path:
                 sys.path.insert(0, str(Path.cwd()))
             module = importlib.import_module(module_name)
@@ -282,6 +457,31 @@ def build_user_model(spec: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise GrokscopeError(f"--model: {spec}() returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def build_transformers_model(config_path: Path) -> nn.Module:
+    """The architecture a Hugging Face ``config.json`` describes (its ``architectures[0]``),
+    untrained, built offline with ``transformers`` (the optional extra ``grokscope[hf]``)."""
+    import json
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
+    try:
+        import transformers
+    except ImportError:
+        raise GrokscopeError(
+            f"{config_path}: building this model needs the transformers package "
+            "(pip install 'grokscope[hf]'), or pass --model with a factory"
+        ) from None
+    architecture = json.loads(Path(config_path).read_text())["architectures"][0]
+    cls = getattr(transformers, architecture, None)
+    if cls is None:
+        raise GrokscopeError(f"{config_path}: transformers has no architecture {architecture!r}; pass --model")
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(Path(config_path).parent))
+        return cls(config)
+    except Exception as exc:  # noqa: BLE001 - a config this transformers cannot read
+        raise GrokscopeError(f"{config_path}: transformers could not build {architecture} ({exc})") from None
 
 
 def load_data(path: Path) -> tuple[np.ndarray, Samples]:
@@ -318,67 +518,88 @@ def default_layer(model: nn.Module) -> str:
     return linears[-1] + INPUT_SUFFIX
 
 
-def user_layer_keys(model: nn.Module, layers: Iterable[str] | None = None) -> tuple[list[str], str]:
-    """(keys input to output, penultimate key) to capture from any model; see :func:`user_extractor`."""
+def user_layer_keys(model: nn.Module, layers: Iterable[str] | None = None,
+                    penultimate: str | None = None) -> tuple[list[str], str]:
+    """(keys input to output, penultimate key) to capture from any model; see :func:`user_extractor`.
+
+    The penultimate layer is ``penultimate`` if given, else the input of the last nn.Linear,
+    else the last of ``layers``.
+    """
     modules = dict(model.named_modules())
     order = {name: i for i, name in enumerate(modules)}
-    wanted = list(dict.fromkeys(layers or []))
-    try:
-        penultimate = default_layer(model)
-    except GrokscopeError:
-        if not wanted:
-            raise
-        penultimate = wanted[-1]
+    wanted = list(dict.fromkeys(spec.strip() for spec in layers or []))
+    if penultimate is None:
+        try:
+            penultimate = default_layer(model)
+        except GrokscopeError:
+            if not wanted:
+                raise
+            penultimate = wanted[-1]
     if penultimate not in wanted:
         wanted.append(penultimate)
-    for key in wanted:
-        name = key.removesuffix(INPUT_SUFFIX)
-        if name not in modules or name == "":
-            known = ", ".join(n for n in list(modules)[1:12])
-            raise GrokscopeError(f"--layer: the model has no module {name!r}; some of its modules: {known}")
-    keys = sorted(wanted, key=lambda k: (order[k.removesuffix(INPUT_SUFFIX)], not k.endswith(INPUT_SUFFIX)))
+    specs = {key: LayerSpec.parse(key) for key in wanted}
+    for key, spec in specs.items():
+        if spec.module not in modules or spec.module == "":
+            close = [n for n in modules if n and (spec.module in n or n in spec.module)][:6] or list(modules)[1:8]
+            raise GrokscopeError(f"--layer {key}: the model has no module {spec.module!r}; "
+                                 f"modules with similar names: {', '.join(close)}")
+    keys = sorted(wanted, key=lambda k: (order[specs[k].module], not specs[k].is_input, k))
     return keys, penultimate
 
 
 def user_extractor(model: nn.Module, x: np.ndarray, layers: Iterable[str] | None = None, *, device="cpu",
-                   batch_size: int = DEFAULT_BATCH_SIZE, dtype: torch.dtype = torch.float32) -> Extractor:
+                   batch_size: int = DEFAULT_BATCH_SIZE, dtype: torch.dtype = torch.float32,
+                   penultimate: str | None = None, samples: Samples | None = None) -> Extractor:
     """An extractor for any model, with forward hooks on the named modules.
 
-    ``NAME`` captures the output of module ``NAME``, ``NAME:input`` its input. The penultimate
-    layer is the input of the last nn.Linear and is always captured; without one, the last of
-    ``layers``. Keys are ordered as the modules are registered (input to output for sequential
-    models), a module's input before its output.
+    ``NAME`` captures the output of module ``NAME``, ``NAME:input`` its input, ``@POS`` a token
+    position (module docstring). A module that returns a tuple (GPT-2 blocks, attention) gives its
+    first element. The penultimate layer is the input of the last nn.Linear and is always
+    captured; without one, the last of ``layers``. Keys are ordered as the modules are registered
+    (input to output for sequential models), a module's input before its output. With
+    ``samples``, the model's output is scored against the labels (:class:`Extractor`).
     """
-    keys, penultimate = user_layer_keys(model, layers)
+    keys, penultimate = user_layer_keys(model, layers, penultimate)
     device = resolve_device(device)
     model = model.to(device=device, dtype=dtype)
     modules = dict(model.named_modules())
+    specs = {key: LayerSpec.parse(key) for key in keys}
 
     captured: dict[str, torch.Tensor] = {}
 
     def hook_for(key: str):
         def keep(value, what: str):
+            if isinstance(value, (tuple, list)) and value and torch.is_tensor(value[0]):
+                value = value[0]
             if not torch.is_tensor(value):
                 raise GrokscopeError(f"--layer {key}: the module's {what} is a {type(value).__name__}, not a tensor")
             captured[key] = value
 
-        if key.endswith(INPUT_SUFFIX):
-            return lambda module, args: keep(args[0] if len(args) == 1 else args, "input")
+        if specs[key].is_input:
+            return lambda module, args, kwargs: keep(args[0] if args else next(iter(kwargs.values()), None), "input")
         return lambda module, args, output: keep(output, "output")
 
     for key in keys:
-        module = modules[key.removesuffix(INPUT_SUFFIX)]
-        if key.endswith(INPUT_SUFFIX):
-            module.register_forward_pre_hook(hook_for(key))
+        module = modules[specs[key].module]
+        if specs[key].is_input:
+            module.register_forward_pre_hook(hook_for(key), with_kwargs=True)
         else:
             module.register_forward_hook(hook_for(key))
 
-    def capture(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def capture(batch: torch.Tensor):
         captured.clear()
-        model(batch)
-        return dict(captured)
+        output = model(batch)
+        return dict(captured), output
 
-    return Extractor(model, _inputs(x, device, dtype), capture, keys, penultimate, batch_size)
+    labels, split = _label_tensors(samples, device)
+    return Extractor(model, inputs_on(x, device, dtype), capture, keys, penultimate, batch_size,
+                     labels=labels, split=split)
+
+
+def _label_tensors(samples: Samples | None, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if samples is None:
+        return None, None
+    return torch.from_numpy(samples.labels).to(device), torch.from_numpy(samples.split).to(device)
 
 
 # --- per checkpoint ------------------------------------------------------------------------
@@ -388,9 +609,11 @@ def user_extractor(model: nn.Module, x: np.ndarray, layers: Iterable[str] | None
 class CheckpointFeatures:
     """The features of one checkpoint.
 
-    ``layers``: key -> (n, units) tensor on the device, rows as in :func:`load_samples`.
+    ``layers``: key -> (n, units) tensor on the device, rows as in the series' samples.
     ``state``: the checkpoint's state dict (tensors on the device), read on first access when the
     features came from a stored file, so measures that need no weights cost no extra read.
+    ``evaluation``: train/test loss and accuracy of the model's output, when computed here and
+    the output is class logits.
     """
 
     step: int
@@ -400,6 +623,7 @@ class CheckpointFeatures:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     from_store: bool = False
     _state: dict | None = field(default=None, repr=False)
+    evaluation: dict[str, float] | None = None
 
     @property
     def state(self) -> dict:
@@ -414,10 +638,11 @@ def compute_checkpoint(extractor: Extractor, checkpoint: Checkpoint, device) -> 
     """Features of one checkpoint, computed; errors name the checkpoint."""
     state = load_state(checkpoint, device)
     try:
-        layers = extractor(state)
+        activations = extractor(state)
     except GrokscopeError as exc:
         raise GrokscopeError(f"{checkpoint.path}: {exc}") from None
-    return CheckpointFeatures(checkpoint.step, layers, extractor.penultimate, checkpoint, device, False, state)
+    return CheckpointFeatures(checkpoint.step, activations.layers, extractor.penultimate, checkpoint, device, False,
+                              state, activations.evaluation)
 
 
 def stored_features(path: Path, keys: Iterable[str] | None = None, *, device="cpu",
@@ -438,67 +663,3 @@ def holds_layers(path: Path, keys: Iterable[str]) -> bool:
     except GrokscopeError:
         return False
     return set(keys) <= set(stored_keys)
-
-
-def iter_run_features(run_dir: Path, steps: Iterable[int] | None = None, *, layers: Iterable[str] | None = None,
-                      device="cpu", batch_size: int = DEFAULT_BATCH_SIZE, dtype: torch.dtype = torch.float32,
-                      stored: str = "prefer",
-                      on_error: Callable[[int, GrokscopeError], None] | None = None) -> Iterator[CheckpointFeatures]:
-    """The features of a grokscope run, checkpoint by checkpoint in step order.
-
-    Parameters
-    ----------
-    run_dir : a grokscope run directory.
-    steps : the steps wanted; default every step with a checkpoint or stored features.
-    layers : hidden-layer keys wanted (``layers.i``); the penultimate layer is always included.
-        Default: every hidden layer.
-    device : "cpu", "cuda", "auto" or a torch.device; features (and ``state``) land there.
-    batch_size : samples per forward pass.
-    dtype : compute and return dtype. Keep float32 (or float64) for rank-based estimators: half
-        precision quantises activations into ties.
-    stored : "prefer" reads ``features/step-*.safetensors`` where they hold the wanted layers and
-        computes the rest in memory; "never" always computes; "only" never computes.
-    on_error : called with (step, error) for a checkpoint that cannot be read, which is then
-        skipped; without it the error is raised. Errors name the file.
-
-    Yields
-    ------
-    CheckpointFeatures with ``.step``, ``.layers`` (key -> (n, units) on ``device``),
-    ``.penultimate`` and ``.state`` (the checkpoint's state dict, read lazily for stored
-    features). The model and the inputs are built on the device once, at the first computed
-    checkpoint.
-    """
-    if stored not in STORED_MODES:
-        raise GrokscopeError(f"stored: must be one of {', '.join(STORED_MODES)}, got {stored!r}")
-    run_dir = Path(run_dir)
-    device = resolve_device(device)
-    keys, _ = run_layer_keys(run_dir, layers)
-    checkpoints = {c.step: c for c in run_checkpoints(run_dir)}
-    feature_files = dict(store.list_features(run_dir)) if stored != "never" else {}
-    if steps is None:
-        wanted = sorted(set(checkpoints) | (set(feature_files) if stored != "never" else set()))
-    else:
-        wanted = sorted(set(int(s) for s in steps))
-    extractor: Extractor | None = None
-    for step in wanted:
-        path = feature_files.get(step)
-        use_stored = path is not None and holds_layers(path, keys)
-        if not use_stored and extractor is None and stored != "only" and step in checkpoints:
-            # Run-level problems (a changed split) are raised here, not reported per checkpoint.
-            extractor, _ = run_extractor(run_dir, layers=keys, device=device, batch_size=batch_size, dtype=dtype)
-        try:
-            if use_stored:
-                _, tensors, penultimate = stored_features(path, keys, device=device, dtype=dtype)
-                item = CheckpointFeatures(step, tensors, penultimate, checkpoints.get(step), device, True)
-            elif stored == "only":
-                raise GrokscopeError(f"{run_dir}: no stored features with layers {', '.join(keys)} for step {step}")
-            elif step not in checkpoints:
-                raise GrokscopeError(f"{run_dir}: no checkpoint for step {step}")
-            else:
-                item = compute_checkpoint(extractor, checkpoints[step], device)
-        except GrokscopeError as exc:
-            if on_error is None:
-                raise
-            on_error(step, exc)
-            continue
-        yield item

@@ -1,4 +1,4 @@
-"""Map the measure families over a run's checkpoint series into tidy tables.
+"""Map the measure families over checkpoint series (grokscope runs and other tools') into tidy tables.
 
 One row per value: ``run, step, metric, value, split, layer``, the columns a family needs, the
 run's hyperparameters, and ``params`` (the family's options as JSON), which is how an existing
@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 
 from grokscope import store
-from grokscope.config import RunConfig, hyperparameters
 from grokscope.errors import GrokscopeError
+from grokscope.series import Series
 
 FAMILY_METRICS = {
     "collapse": ("within_var", "between_var", "nc1", "rnc1", "rnc1_sup", "nc1_papyan", "nc2_equinorm",
@@ -99,24 +99,6 @@ def resolve_metrics(names: Iterable[str]) -> dict[str, set[str] | None]:
     if not wanted:
         raise GrokscopeError("--metric: name at least one family or metric")
     return wanted
-
-
-@dataclass
-class RunContext:
-    """What every family needs of a run, read once."""
-
-    run_dir: Path
-    config: RunConfig
-    columns: dict  # run name and hyperparameters, repeated on every row
-
-    @classmethod
-    def open(cls, run_dir: Path) -> "RunContext":
-        config = store.read_run(run_dir)
-        return cls(Path(run_dir), config, {"run": config.name, **hyperparameters(config)})
-
-    @property
-    def output_weight_key(self) -> str:
-        return f"layers.{self.config.model.depth}.weight"
 
 
 # --- per checkpoint ------------------------------------------------------------------------
@@ -207,10 +189,26 @@ def nan_rows(family: str, layers: list[str], options: MeasureOptions) -> list[di
             for layer in layers for code in SPLITS[splits] for m in metrics]
 
 
-def measure_steps(run_dir: Path, steps: dict[str, list[int]], options: MeasureOptions, device: str = "cpu",
+def hsic_inputs(x: np.ndarray) -> np.ndarray:
+    """Model inputs as nHSIC's X: real inputs flattened to (n, d); integer inputs (token ids) one-hot
+    encoded per position and concatenated, (n, T * V), so that the Gaussian kernel compares which
+    tokens are equal rather than how far apart their ids are."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.integer):
+        return x.reshape(len(x), -1)
+    tokens = x.reshape(len(x), -1)  # (n, T)
+    if tokens.min() < 0:
+        raise GrokscopeError("hsic: integer inputs must be non-negative token ids")
+    vocabulary = int(tokens.max()) + 1
+    one_hot = np.zeros((len(tokens), tokens.shape[1], vocabulary), dtype=np.float32)  # (n, T, V)
+    np.put_along_axis(one_hot, tokens[:, :, None], 1.0, axis=2)
+    return one_hot.reshape(len(tokens), -1)
+
+
+def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureOptions, device: str = "cpu",
                   threads: int | None = None, on_step: Callable[[int], None] | None = None,
                   ) -> tuple[dict[str, list[dict]], list[tuple[str, str]]]:
-    """Rows of the feature families at the given steps of one run, and problems met.
+    """Rows of the feature families at the given steps of one series, and problems met.
 
     Problems are ("error", message) for a checkpoint that could not be read (it is skipped) and
     ("warning", message) for one whose features are not finite (its values are NaN).
@@ -218,48 +216,49 @@ def measure_steps(run_dir: Path, steps: dict[str, list[int]], options: MeasureOp
     ``steps`` maps a family to the steps it still needs. Runs in a worker process with
     ``--workers``, so it takes and returns plain data only.
     """
-    from grokscope.features import iter_run_features, load_samples, resolve_device, run_dataset, run_layer_keys
+    from grokscope.context import SeriesContext, iter_features
+    from grokscope.features import resolve_device
 
     if threads:
         torch.set_num_threads(threads)
-    context = RunContext.open(run_dir)
+    context = SeriesContext.open(series)
     rows: dict[str, list[dict]] = {family: [] for family in steps}
     problems: list[tuple[str, str]] = []
     all_steps = sorted(set().union(*steps.values())) if steps else []
     if not all_steps:
         return rows, problems
-    keys, penultimate = run_layer_keys(run_dir, options.layers)
-    layers = list(options.layers) if options.layers else [penultimate]
-    samples = load_samples(run_dir)
+    layers = list(options.layers) if options.layers else [_penultimate(context)]
+    samples = context.samples()
     torch_device = resolve_device(device)
     labels = torch.from_numpy(samples.labels).to(torch_device)
     split = torch.from_numpy(samples.split).to(torch_device)
     references, inputs = None, None
     if "hsic" in steps:
-        # Through features' rebuild, so a split that no longer matches run.json is caught here too.
-        inputs = torch.from_numpy(run_dataset(run_dir).x[samples.index]).to(torch_device)
+        inputs = torch.from_numpy(hsic_inputs(context.inputs())).to(torch_device)
         references = hsic_references(inputs, labels, split, options)
 
     def on_error(step, error):
         problems.append(("error", str(error)))
 
-    for item in iter_run_features(run_dir, all_steps, layers=layers, device=torch_device, on_error=on_error):
+    features_dir = series.features_dir
+    for item in iter_features(context, all_steps, layers=layers, device=torch_device, on_error=on_error):
         for layer in layers:
             if item.layers[layer].shape[0] != len(samples):
                 raise GrokscopeError(
-                    f"{store.features_path(run_dir, item.step)}: {item.layers[layer].shape[0]} rows in {layer}, "
-                    f"but {store.samples_path(run_dir)} lists {len(samples)} samples"
+                    f"{features_dir / store.step_file_name(item.step)}: {item.layers[layer].shape[0]} rows in "
+                    f"{layer}, but {features_dir / store.SAMPLES_FILE} lists {len(samples)} samples"
                 )
         finite = all(_finite(item.layers[layer]) for layer in layers)
         if not finite:
-            problems.append(("warning", f"{run_dir} step {item.step}: features are not finite (diverged?); its values are NaN"))
+            problems.append(("warning", f"{series.root} step {item.step}: features are not finite (diverged?); "
+                                        "its values are NaN"))
         for family, wanted in steps.items():
             if item.step not in wanted:
                 continue
             if not finite:
                 new = nan_rows(family, layers, options)
             elif family == "collapse":
-                weight = item.state.get(context.output_weight_key)
+                weight = context.output_weight(item.state) if item.checkpoint is not None else None
                 new = collapse_rows(item.layers, labels, split, layers, weight, item.penultimate, options)
             elif family == "hsic":
                 new = hsic_rows(item.layers, references, split, layers, options, inputs, labels)
@@ -271,28 +270,41 @@ def measure_steps(run_dir: Path, steps: dict[str, list[int]], options: MeasureOp
     return rows, problems
 
 
-def weight_rows(run_dir: Path, steps: list[int]) -> tuple[list[dict], list[tuple[str, str]]]:
-    from grokscope.measures.weights import weight_measures
-    from grokscope.series import load_state, run_checkpoints
+def _penultimate(context) -> str:
+    if not context.can_compute:
+        files = store.list_features(context.series.home)
+        if files:  # features stored by an older probe, which wrote no record
+            return store.features_header(files[-1][1])[2]
+    return context.layer_keys()[1]  # a series never probed: raises, naming the probe command
 
+
+def weight_rows(series: Series, steps: list[int]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Weight measures of the given steps, straight from the checkpoints: no data needed."""
+    from grokscope.context import SeriesContext
+    from grokscope.measures.weights import weight_measures
+    from grokscope.series import load_state
+
+    context = SeriesContext.open(series)
+    groups, pairs = context.weight_layout()
     rows, problems = [], []
-    checkpoints = {c.step: c for c in run_checkpoints(run_dir)}
+    checkpoints = {c.step: c for c in series.checkpoints}
     for step in steps:
         try:
             state = load_state(checkpoints[step])
         except GrokscopeError as exc:
             problems.append(("error", str(exc)))
             continue
-        rows += [{"step": step, "split": None, **row} for row in weight_measures(state)]
+        rows += [{"step": step, "split": None, **row} for row in weight_measures(state, parameters=groups, pairs=pairs)]
     return rows, problems
 
 
-# --- per run -------------------------------------------------------------------------------
+# --- per series ----------------------------------------------------------------------------
 
 
 @dataclass
-class RunPlan:
-    context: RunContext
+class SeriesPlan:
+    series: Series
+    columns: dict  # run name and hyperparameters, repeated on every row
     existing: dict[str, pd.DataFrame]
     todo: dict[str, list[int]]  # family -> steps still to measure
 
@@ -302,20 +314,22 @@ class RunPlan:
         return len(set().union(*(s for f, s in self.todo.items() if f != "grokking")))
 
 
-def plan_run(run_dir: Path, families: Iterable[str], options: MeasureOptions, select: Callable[[list[int]], list[int]],
-             force: bool) -> RunPlan:
+def plan_series(series: Series, families: Iterable[str], options: MeasureOptions,
+                select: Callable[[list[int]], list[int]], force: bool) -> SeriesPlan:
     """What is already measured with the same parameters, and what remains."""
-    from grokscope.features import run_layer_keys
+    from grokscope.context import SeriesContext
 
-    context = RunContext.open(run_dir)
-    checkpoint_steps = [s for s, _ in store.list_checkpoints(run_dir)]
-    feature_steps = [s for s, _ in store.list_features(run_dir)]
+    context = SeriesContext.open(series)
+    checkpoint_steps = [c.step for c in series.checkpoints]
+    feature_steps = [s for s, _ in store.list_features(series.home)]
     if options.layers:
-        run_layer_keys(run_dir, options.layers)  # an unknown --layer fails before any work
+        context.layer_keys(options.layers)  # an unknown --layer fails before any work
+    if any(f in FEATURE_FAMILIES for f in families) and not context.can_compute and not feature_steps:
+        context.layer_keys()  # raises: names the series and the probe command to run
     existing: dict[str, pd.DataFrame] = {}
     todo: dict[str, list[int]] = {}
     for family in families:
-        path = store.measures_path(run_dir, family)
+        path = store.measures_path(series.home, family)
         table = store.read_table(path) if path.is_file() and not force else None
         params = options.params(family)
         if table is not None and "params" in table and len(table) and (table["params"] != params).any():
@@ -325,12 +339,14 @@ def plan_run(run_dir: Path, families: Iterable[str], options: MeasureOptions, se
             todo[family] = [] if len(existing[family]) else [-1]
             continue
         available = checkpoint_steps if family == "weights" else sorted(set(checkpoint_steps) | set(feature_steps))
+        if series.selected is not None:
+            available = [s for s in available if s in series.selected]
         done = set(existing[family]["step"]) if len(existing[family]) else set()
         todo[family] = [s for s in select(available) if s not in done]
-    return RunPlan(context, existing, todo)
+    return SeriesPlan(series, context.columns, existing, todo)
 
 
-def finish_table(context: RunContext, family: str, rows: list[dict], options: MeasureOptions,
+def finish_table(columns: dict, family: str, rows: list[dict], options: MeasureOptions,
                  existing: pd.DataFrame) -> pd.DataFrame:
     """New rows in the table format, merged with what was there, sorted by step."""
     new = pd.DataFrame(rows)
@@ -338,7 +354,7 @@ def finish_table(context: RunContext, family: str, rows: list[dict], options: Me
         for column in ("split", "layer"):
             if column not in new:
                 new[column] = None
-        for column, value in context.columns.items():
+        for column, value in columns.items():
             new[column] = value
         new["params"] = options.params(family)
         new["step"] = new["step"].astype("int64")
@@ -351,10 +367,24 @@ def finish_table(context: RunContext, family: str, rows: list[dict], options: Me
     return table.sort_values(["step", "metric"], kind="stable").reset_index(drop=True)
 
 
-def grokking_table_rows(run_dir: Path, options: MeasureOptions) -> list[dict]:
-    from grokscope.measures.grokking import grokking_rows
+def grokking_table_rows(series: Series, options: MeasureOptions) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The grokking family from the series' history, or NaN rows and a warning where the history
+    lacks train or test accuracy."""
+    from grokscope.context import SeriesContext
+    from grokscope.measures.grokking import METRICS, grokking_rows
 
-    return grokking_rows(store.read_history(run_dir), threshold=options.threshold)
+    history = SeriesContext.open(series).history()
+    missing = [c for c in ("train_acc", "test_acc") if history is None or c not in history.columns]
+    if not missing:
+        history = history.dropna(subset=["train_acc", "test_acc"], how="all")
+    if missing or history.empty:
+        last = max((c.step for c in series.checkpoints), default=0)
+        why = "no history" if history is None else f"its history has no {' or '.join(missing) or 'accuracy'}"
+        warning = (f"{series.root}: grokking steps unknown ({why}; probe the series with --data to compute "
+                   "train/test accuracy from the model's output)")
+        return [{"step": last, "metric": m, "value": math.nan, "split": None, "layer": None} for m in METRICS], \
+            [("warning", warning)]
+    return grokking_rows(history, threshold=options.threshold), []
 
 
 def default_threads(workers: int) -> int:
@@ -364,4 +394,3 @@ def default_threads(workers: int) -> int:
 def chunk(steps: list[int], n_chunks: int) -> list[list[int]]:
     n_chunks = max(1, min(n_chunks, len(steps)))
     return [list(part) for part in np.array_split(np.asarray(steps, dtype=np.int64), n_chunks) if len(part)]
-

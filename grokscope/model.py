@@ -46,6 +46,11 @@ def penultimate_key(config: ModelConfig) -> str:
     return f"layers.{config.depth - 1}"
 
 
+def output_weight_key(config: ModelConfig) -> str:
+    """The state-dict key of the output layer's weight: the readout of the penultimate layer."""
+    return f"layers.{config.depth}.weight"
+
+
 def build_model(input_dim: int, n_classes: int, config: ModelConfig, seed: int) -> MLP:
     """The initialised model: PyTorch's default init scaled by alpha, last layer optionally zero."""
     generator_state = torch.random.get_rng_state()

@@ -29,6 +29,8 @@ CHECKPOINTS_DIR = "checkpoints"
 FEATURES_DIR = "features"
 MEASURES_DIR = "measures"
 SAMPLES_FILE = "samples.safetensors"
+PROBE_RECORD_FILE = "probe.json"
+PROBE_SCHEMA = "grokscope.probe/1"
 
 # grokscope's own names, then other tools' (DESIGN.md: "Series written by other tools are read too").
 _STEP_PATTERNS = [
@@ -267,16 +269,67 @@ def save_features(path: Path, step: int, layers: dict, penultimate: str, extra: 
     save_tensors(path, {k: v.to(torch.float32) for k, v in layers.items()}, metadata)
 
 
-def features_header(path: Path) -> tuple[int, list[str], str]:
-    """(step, layer keys input to output, penultimate key) of a features file, without its data."""
+def features_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a features file (all strings), without reading its data."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-        return int(metadata["grokscope.step"]), json.loads(metadata["grokscope.layers"]), metadata["grokscope.penultimate"]
+            return dict(handle.metadata() or {})
     except Exception as exc:  # noqa: BLE001 - corrupt or foreign files are the user's data
         raise GrokscopeError(f"{path}: not a readable grokscope features file ({type(exc).__name__})") from None
+
+
+def features_header(path: Path) -> tuple[int, list[str], str]:
+    """(step, layer keys input to output, penultimate key) of a features file, without its data."""
+    metadata = features_metadata(path)
+    try:
+        return int(metadata["grokscope.step"]), json.loads(metadata["grokscope.layers"]), metadata["grokscope.penultimate"]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise GrokscopeError(f"{path}: not a readable grokscope features file ({type(exc).__name__})") from None
+
+
+# --- how a series was probed ---------------------------------------------------------------
+
+
+def probe_record_path(features_dir: Path) -> Path:
+    return Path(features_dir) / PROBE_RECORD_FILE
+
+
+def write_probe_record(features_dir: Path, record: dict) -> None:
+    """features/probe.json: how a series written by another tool was probed (model, data and its
+    SHA-256, layers), so that measure, plot and report need no flags repeated."""
+    from datetime import datetime, timezone
+
+    from grokscope import __version__
+
+    document = {"schema": PROBE_SCHEMA, **record, "grokscope_version": __version__,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_text(probe_record_path(features_dir), json.dumps(document, indent=2) + "\n")
+
+
+def read_probe_record(path: Path) -> dict:
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise GrokscopeError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(document, dict) or document.get("schema") != PROBE_SCHEMA:
+        raise GrokscopeError(f"{path}: not a grokscope probe record (schema {PROBE_SCHEMA!r})")
+    for key in ("series", "layers", "penultimate"):
+        if key not in document:
+            raise GrokscopeError(f"{path}: lacks its {key!r} entry")
+    return document
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex, first 16 digits, as run.json's split digest)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 # --- measures ------------------------------------------------------------------------------
@@ -314,42 +367,3 @@ def expand_inputs(paths: Iterable[str]) -> list[Path]:
         if not path.exists():
             raise GrokscopeError(f"{path}: no such file or directory")
     return expanded
-
-
-def find_runs(paths: Iterable[str]) -> list[Path]:
-    """Run directories named by ``paths``: runs themselves, or folders searched recursively."""
-    runs: list[Path] = []
-    for path in expand_inputs(paths):
-        owner = _owning_run(path)
-        if owner is not None:
-            runs.append(owner)
-        elif path.is_dir():
-            found = sorted(p.parent for p in path.rglob(RUN_FILE))
-            if not found:
-                raise GrokscopeError(f"{path}: holds no grokscope run (no {RUN_FILE} below it)")
-            runs.extend(found)
-        else:
-            raise GrokscopeError(f"{path}: not a run directory")
-    unique = list(dict.fromkeys(p.resolve() for p in runs))
-    return [Path(os.path.relpath(p)) if _is_below_cwd(p) else p for p in unique]
-
-
-def _owning_run(path: Path) -> Path | None:
-    """The run a path belongs to: the run itself, or a run's file that an earlier command printed
-    (checkpoints/..., features/..., measures/...), so ``probe - | measure -`` works."""
-    if is_run_dir(path):
-        return path
-    if path.is_file() and path.parent.name in (CHECKPOINTS_DIR, FEATURES_DIR, MEASURES_DIR):
-        if is_run_dir(path.parent.parent):
-            return path.parent.parent
-    if path.is_file() and is_run_dir(path.parent):  # run.json, history.parquet
-        return path.parent
-    return None
-
-
-def _is_below_cwd(path: Path) -> bool:
-    try:
-        path.relative_to(Path.cwd())
-        return True
-    except ValueError:
-        return False

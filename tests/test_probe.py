@@ -17,7 +17,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from grokscope.cli import app
-from grokscope.features import iter_run_features, load_samples
+from grokscope.context import iter_features, open_series
 
 P = 11
 STEPS = [0, 10, 20, 30, 40, 50]
@@ -99,12 +99,12 @@ def test_samples_rows_follow_the_task_and_the_recorded_split(run):
     assert (samples["split"] == 0).sum() == round(0.4 * P * P)
     digest = hashlib.sha256(np.ascontiguousarray(samples["split"]).tobytes()).hexdigest()[:16]
     assert digest == json.loads((run / "run.json").read_text())["split_sha256"]
-    from_file = load_samples(run)
+    from_file = open_series(run).samples()
     np.testing.assert_array_equal(from_file.split, samples["split"])
 
 
 def test_load_samples_rebuilds_the_rows_of_an_unprobed_run(run):
-    samples = load_samples(run)
+    samples = open_series(run).samples()
     _, labels = one_hot_inputs(P)
     np.testing.assert_array_equal(samples.labels, labels)
     np.testing.assert_array_equal(samples.index, np.arange(P * P))
@@ -212,15 +212,15 @@ def test_a_changed_split_is_refused(run):
 
 
 def test_iterator_computes_in_memory_what_probe_stores(run):
-    computed = {f.step: f for f in iter_run_features(run, stored="never")}
+    computed = {f.step: f for f in iter_features(run, stored="never")}
     assert sorted(computed) == STEPS and not (run / "features").exists()
     assert invoke("probe", run, "-q").exit_code == 0
-    for item in iter_run_features(run, [10, 50]):
+    for item in iter_features(run, [10, 50]):
         assert item.from_store and item.penultimate == "layers.0"
         torch.testing.assert_close(item.layers["layers.0"], computed[item.step].layers["layers.0"])
         weights, _ = read(run / "checkpoints" / f"step-{item.step:08d}.safetensors")
         np.testing.assert_array_equal(item.state["layers.1.weight"].numpy(), weights["layers.1.weight"])
-    doubles = next(iter_run_features(run, [30], stored="never", dtype=torch.float64, batch_size=7))
+    doubles = next(iter_features(run, [30], stored="never", dtype=torch.float64, batch_size=7))
     assert doubles.layers["layers.0"].dtype == torch.float64
     torch.testing.assert_close(doubles.layers["layers.0"].float(), computed[30].layers["layers.0"])
 
@@ -229,8 +229,8 @@ def test_iterator_reports_broken_checkpoints_and_goes_on(run):
     broken = run / "checkpoints" / "step-00000010.safetensors"
     broken.write_bytes(broken.read_bytes()[:100])
     failures = []
-    steps = [f.step for f in iter_run_features(run, on_error=lambda step, exc: failures.append((step, str(exc))))]
+    steps = [f.step for f in iter_features(run, on_error=lambda step, exc: failures.append((step, str(exc))))]
     assert steps == [0, 20, 30, 40, 50]
     assert failures[0][0] == 10 and "step-00000010.safetensors" in failures[0][1]
     with pytest.raises(Exception, match="step-00000010"):
-        list(iter_run_features(run))
+        list(iter_features(run))

@@ -145,7 +145,7 @@ def test_pt_state_dicts_with_wrapper_prefixes(workspace, monkeypatch):
     for step in STEPS:
         loaded = torch.load(series / f"model_step_{step}.pt", weights_only=True)["model"]
         weights = {k.removeprefix("module._orig_mod."): v.numpy() for k, v in loaded.items()}
-        features, metadata = read(out / f"step-{step:08d}.safetensors")
+        features, metadata = read(out / "features" / f"step-{step:08d}.safetensors")
         assert json.loads(metadata["grokscope.layers"]) == ["0", "2:input"]  # registration order
         pre_activation = x @ weights["0.weight"].T.astype(np.float64) + weights["0.bias"]
         np.testing.assert_allclose(features["0"], pre_activation, rtol=1e-5, atol=1e-6)
@@ -200,7 +200,9 @@ def test_foreign_series_need_model_and_data(workspace):
     series = workspace / "pt"
     plain_loop(series, workspace / "data.npz", pt_style(series))
     result = invoke("probe", series)
-    assert result.exit_code == 2 and "--model and --data" in result.stderr
+    assert result.exit_code == 2 and "needs --model" in result.stderr
+    result = invoke("probe", series, "--model", workspace / "net.py:build")
+    assert result.exit_code == 2 and "needs --data" in result.stderr
     result = invoke("probe", series, "--model", workspace / "net.py:nothing", "--data", workspace / "data.npz")
     assert result.exit_code == 2 and "nothing" in result.stderr
 
@@ -271,16 +273,18 @@ def test_discovery_of_runs_series_and_single_checkpoints(tmp_path, monkeypatch):
 
     single = find_series([str(foreign / "checkpoint-100" / "model.safetensors"), str(foreign / "checkpoint-20")])
     assert len(single) == 1 and single[0].root.name == "series"
-    assert [c.step for c in single[0].checkpoints] == [20, 100]
+    assert [c.step for c in single[0].chosen()] == [20, 100] and single[0].selected == {20, 100}
     one = find_series([str(run / "checkpoints" / "step-00000040.safetensors")])
-    assert one[0].is_run and [c.step for c in one[0].checkpoints] == [40]
-    for features in (run / "features", foreign / "features"):
-        with pytest.raises(GrokscopeError, match="features folder"):
-            find_series([str(features)])
+    assert one[0].is_run and [c.step for c in one[0].chosen()] == [40]
+    # A series' features folder, or one of its files, names the series (what probe prints).
+    assert find_series([str(run / "features")])[0].root.name == "r1"
+    assert find_series([str(foreign / "features")])[0].root.name == "series"
+    named = find_series([str(run / "features" / "step-00000008.safetensors")])[0]
+    assert named.is_run and named.selected == {8}
     # A Trainer's rng_state_0.pth beside the weights is no checkpoint of step 0.
     torch.save({"seed": torch.tensor(1)}, foreign / "checkpoint-20" / "rng_state_0.pth")
     inside = find_series([str(foreign / "checkpoint-20")])
-    assert inside[0].root.name == "series" and [c.step for c in inside[0].checkpoints] == [20]
+    assert inside[0].root.name == "series" and [c.step for c in inside[0].chosen()] == [20]
     (tmp_path / "empty").mkdir()
     with pytest.raises(GrokscopeError, match="no grokscope run"):
         find_series(["empty"])

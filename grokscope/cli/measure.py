@@ -31,7 +31,7 @@ measured with the same settings are skipped unless --force.
 
 
 def measure(
-    inputs: List[str] = typer.Argument(..., help="Run directories, folders of runs, or - to read paths from stdin."),
+    inputs: List[str] = typer.Argument(..., help="Runs, checkpoint series (probed, for every family but weights), folders of them, files that probe printed, or - to read paths from stdin."),
     metric: List[str] = typer.Option(["collapse"], "--metric", "-m", help="Families or metric names, comma-separated or repeated."),
     out_table: Optional[Path] = typer.Option(None, "--output", "-o", help="Write one combined Parquet table here (and print only its path)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="csv or json: write the rows to stdout instead of paths."),
@@ -56,12 +56,13 @@ def measure(
     threshold: float = typer.Option(0.99, "--threshold", help="grokking: the accuracy that counts as reached."),
     workers: int = typer.Option(1, "--workers", "-j", help="Measure checkpoints in N parallel processes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    allow_global: Optional[List[str]] = typer.Option(None, "--allow-global", help="Let pickled checkpoints hold this class (module.Name, repeatable); only for files you trust."),
     force: bool = typer.Option(False, "--force", help="Recompute checkpoints already measured."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr; only paths on stdout."),
 ) -> None:
     """Compute measures over checkpoint series into tidy Parquet tables (measures/<family>.parquet)."""
     from grokscope import measuring, store
-    from grokscope.series import parse_steps
+    from grokscope.series import find_series, parse_steps, trust_globals
 
     output = Output(quiet=quiet)
     if fmt is not None and fmt not in ("csv", "json"):
@@ -94,33 +95,34 @@ def measure(
         if not out_table.parent.is_dir():
             raise GrokscopeError(f"--output: folder {out_table.parent} does not exist")
     selection = parse_steps(steps)
-    runs = store.find_runs(inputs)
-    plans = [measuring.plan_run(run, wanted, options, selection.select, force) for run in runs]
+    trust_globals(allow_global or [])
+    plans = [measuring.plan_series(found, wanted, options, selection.select, force) for found in find_series(inputs)]
 
     failures: set[str] = set()
     tables: dict[Path, dict[str, object]] = {}
     with output.progress() as bar:
         task = bar.add_task("measure", total=sum(plan.n_steps for plan in plans))
         for plan in plans:
-            run_dir = plan.context.run_dir
-            bar.update(task, description=plan.context.config.name)
+            root = plan.series.root
+            bar.update(task, description=plan.columns["run"])
             try:
-                rows, problems = _measure_run(plan, options, workers, device, lambda n: bar.advance(task, n))
+                rows, problems = _measure_series(plan, options, workers, device, lambda n: bar.advance(task, n))
             except GrokscopeError as exc:
-                raise GrokscopeError(str(exc) if str(run_dir) in str(exc) else f"{run_dir}: {exc}") from None
+                raise GrokscopeError(str(exc) if str(root) in str(exc) else f"{root}: {exc}") from None
             for kind, message in dict.fromkeys(problems):  # a bad checkpoint is named once
                 (output.error if kind == "error" else output.warn)(message)
                 if kind == "error":
                     failures.add(message)
-            tables[run_dir] = {}
+            home = plan.series.home
+            tables[home] = {}
             for family in wanted:
-                table = measuring.finish_table(plan.context, family, rows.get(family, []), options,
+                table = measuring.finish_table(plan.columns, family, rows.get(family, []), options,
                                                plan.existing[family])
                 if rows.get(family):  # unchanged tables are not rewritten
-                    path = store.measures_path(run_dir, family)
-                    path.parent.mkdir(exist_ok=True)
+                    path = store.measures_path(home, family)
+                    path.parent.mkdir(parents=True, exist_ok=True)
                     store.write_table(path, table)
-                tables[run_dir][family] = table
+                tables[home][family] = table
 
     _report(output, wanted, tables, out_table, fmt)
     if failures:
@@ -128,25 +130,26 @@ def measure(
         raise typer.Exit(1)
 
 
-def _measure_run(plan, options, workers: int, device: str, advance):
-    """Rows per family of one run, and the problems met (see measuring.measure_steps)."""
+def _measure_series(plan, options, workers: int, device: str, advance):
+    """Rows per family of one series, and the problems met (see measuring.measure_steps)."""
     from grokscope import measuring
 
-    run_dir = plan.context.run_dir
+    series = plan.series
     rows: dict[str, list[dict]] = {family: [] for family in plan.todo}
     problems: list[tuple[str, str]] = []
     if plan.todo.get("grokking"):
-        rows["grokking"] = measuring.grokking_table_rows(run_dir, options)
+        rows["grokking"], problems = measuring.grokking_table_rows(series, options)
         advance(0)
     feature_todo = {f: s for f, s in plan.todo.items() if f in measuring.FEATURE_FAMILIES and s}
     feature_steps = sorted(set().union(*feature_todo.values())) if feature_todo else []
     if plan.todo.get("weights"):
-        rows["weights"], problems = measuring.weight_rows(run_dir, plan.todo["weights"])
+        rows["weights"], weight_problems = measuring.weight_rows(series, plan.todo["weights"])
+        problems += weight_problems
         advance(len([s for s in plan.todo["weights"] if s not in set(feature_steps)]))
     if not feature_steps:
         return rows, problems
     if workers == 1:
-        found, found_problems = measuring.measure_steps(run_dir, feature_todo, options, device,
+        found, found_problems = measuring.measure_steps(series, feature_todo, options, device,
                                                         on_step=lambda step: advance(1))
         _merge(rows, problems, found, found_problems)
         return rows, problems
@@ -161,7 +164,7 @@ def _measure_run(plan, options, workers: int, device: str, advance):
         for part in measuring.chunk(feature_steps, workers * 4):
             part_set = set(int(s) for s in part)
             todo = {f: [s for s in steps if s in part_set] for f, steps in feature_todo.items()}
-            futures[pool.submit(measuring.measure_steps, run_dir, todo, options, device, threads)] = len(part)
+            futures[pool.submit(measuring.measure_steps, series, todo, options, device, threads)] = len(part)
         for future in as_completed(futures):
             found, found_problems = future.result()
             _merge(rows, problems, found, found_problems)
@@ -182,10 +185,10 @@ def _report(output: Output, wanted, tables, out_table: Optional[Path], fmt: Opti
     from grokscope import store
 
     if out_table is None and fmt is None:
-        for run_dir, families in tables.items():
+        for home, families in tables.items():
             for family, table in families.items():
                 if len(table):
-                    output.result(store.measures_path(run_dir, family))
+                    output.result(store.measures_path(home, family))
         return
     selected = []
     for families in tables.values():

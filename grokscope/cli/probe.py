@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +37,17 @@ DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
 def probe(
-    paths: List[str] = typer.Argument(..., metavar="PATH...", help="Runs, folders of runs or series, single checkpoints, or - to read paths from stdin."),
-    model: Optional[str] = typer.Option(None, "--model", help="Other tools' series: package.module:factory or file.py:factory, a callable returning the nn.Module."),
+    paths: List[str] = typer.Argument(..., metavar="PATH...", help="Runs, checkpoint series (folders or single files), folders of them, single checkpoints, or - to read paths from stdin."),
+    model: Optional[str] = typer.Option(None, "--model", help="Other tools' series: package.module:factory or file.py:factory, a callable returning the untrained nn.Module (not needed where checkpoints carry a Hugging Face config.json)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Other tools' series: an .npz with X, y and optionally split (0 train, 1 test; default all train)."),
-    layer: Optional[List[str]] = typer.Option(None, "--layer", help="Layer to store (repeatable). Runs: layers.i (default all hidden layers). Other models: a module name for its output, NAME:input for its input (default: the input of the last nn.Linear). The penultimate layer is always stored."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Features folder for a single series written by another tool (default SERIES/features)."),
+    layer: Optional[List[str]] = typer.Option(None, "--layer", help="Layer to store (repeatable). Runs: layers.i (default all hidden layers). Other models: a module name for its output, NAME:input for its input, then @-1 / @0 / @all for a token position of a sequence output (default: the input of the last nn.Linear, last token). The penultimate layer is always stored."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Home for a single series written by another tool: its features/ (and later measures/) go here (default: the series folder)."),
     steps: Optional[str] = typer.Option(None, "--steps", help="Checkpoints to probe: '1200', '0-1000', '2000-', 'every:5', comma-separated (default all)."),
-    force: bool = typer.Option(False, "--force", help="Recompute features that are already stored."),
+    force: bool = typer.Option(False, "--force", help="Recompute features that are already stored (and accept a new --model or --data)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(16384, "--batch-size", help="Samples per forward pass."),
     dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32, float64, float16, bfloat16. Files are float32 either way; half precision rounds activations into ties that rank-based estimators suffer from."),
+    allow_global: Optional[List[str]] = typer.Option(None, "--allow-global", help="Let pickled checkpoints hold this class (module.Name, repeatable; e.g. argparse.Namespace in Lightning hyperparameters). Only for files you trust."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr; only paths on stdout."),
 ) -> None:
     """Store the hidden-layer activations of every checkpoint on every train and test sample."""
@@ -62,21 +64,19 @@ def probe(
     compute_dtype = getattr(torch, dtype)
     selection = series.parse_steps(steps)
     torch_device = features.resolve_device(device)
-    found = series.find_series(paths)
-    _check_options(found, model, data, out)
+    found = _with_home(series.find_series(paths), model, data, out)
     if dtype in ("float16", "bfloat16"):
         output.warn(f"--dtype {dtype}: activations are rounded to half precision; rank-based estimators will see ties")
 
-    user_data = features.load_data(data) if data is not None else None
-    plans = [_plan(s, selection, layer, out, force, user_data, model, torch_device, batch_size, compute_dtype, output)
-             for s in found]
+    plans = [_plan(s, selection, layer, force, model, data, allow_global or [], output) for s in found]
 
     tally = {"probed": 0, "skipped": 0, "failed": 0}
     with output.progress() as bar:
         task = bar.add_task("probe", total=sum(len(p.todo) for p in plans))
         for plan in plans:
-            bar.update(task, description=str(plan.series.name))
-            _probe_series(plan, torch_device, compute_dtype, force, output, tally, lambda: bar.advance(task))
+            bar.update(task, description=str(plan.context.name))
+            _probe_series(plan, torch_device, compute_dtype, batch_size, force, output, tally,
+                          lambda: bar.advance(task))
 
     n_samples = {p.n_samples for p in plans if p.n_samples}
     n_layers = {len(p.keys) for p in plans if p.keys}
@@ -91,98 +91,82 @@ def probe(
 
 @dataclass
 class _Plan:
-    """One series: the checkpoints chosen, those still to compute, and how to compute them."""
+    """One series: its context, the checkpoints chosen, those still to compute, the layers."""
 
-    series: object
-    folder: Path
+    context: object
     chosen: list
     todo: list
     keys: list
-    batch_size: int
-    extractor: object = None  # built when the series' turn comes, so one series at a time is on the device
-    samples: object = None
-    user_model: object = None  # other tools' series: the model (on the CPU until its turn) and inputs
-    user_x: object = None
-
-    @property
-    def n_samples(self) -> int:
-        from grokscope import features, store
-
-        if self.samples is not None:
-            return len(self.samples)
-        if self.extractor is not None:
-            return self.extractor.n_samples
-        samples_file = self.folder / store.SAMPLES_FILE
-        return len(features.load_samples(self.series.root)) if samples_file.is_file() else 0
+    n_samples: int = 0
 
 
-def _check_options(found, model, data, out) -> None:
+def _with_home(found, model, data, out):
+    """The series to probe, ``--out`` giving a single foreign series its home."""
+    from dataclasses import replace
+
     foreign = [s for s in found if not s.is_run]
-    if foreign and (model is None or data is None):
-        raise GrokscopeError(
-            f"{foreign[0].root}: not a grokscope run; probing another tool's series needs --model and --data"
-        )
     if (model is not None or data is not None) and not foreign:
         raise GrokscopeError("--model/--data: only for series written by other tools; grokscope runs rebuild theirs from run.json")
-    if out is not None and (len(found) != 1 or found[0].is_run):
-        raise GrokscopeError(
-            "--out: only for a single series written by another tool; a grokscope run's features live in RUN/features"
-        )
+    if out is None:
+        return found
+    if len(found) != 1 or found[0].is_run:
+        raise GrokscopeError("--out: only for a single series written by another tool; a grokscope run's features live in RUN/features")
+    return [replace(found[0], home=out)]
 
 
-def _plan(found, selection, layer, out, force, user_data, model_spec, device, batch_size, dtype, output) -> _Plan:
+def _plan(found, selection, layer, force, model, data, allow_globals, output) -> _Plan:
     from grokscope import features, store
+    from grokscope.context import SeriesContext
 
-    available = [c.step for c in found.checkpoints]
-    for step in selection.missing(available):
+    for step in selection.missing([c.step for c in found.chosen()]):
         output.warn(f"{found.root}: no checkpoint at step {step}")
-    wanted = set(selection.select(available))
-    chosen = [c for c in found.checkpoints if c.step in wanted]
+    chosen = found.chosen(selection.select)
     if found.is_run:
-        keys, _ = features.run_layer_keys(found.root, layer or None)
-        folder = found.default_features_dir()
+        context = SeriesContext.open(found)
     else:
-        user_x, samples = user_data
-        user_model = features.build_user_model(model_spec)
-        keys, _ = features.user_layer_keys(user_model, layer or None)
-        folder = out or found.default_features_dir()
-    todo = [c for c in chosen
-            if force or not features.holds_layers(folder / store.step_file_name(c.step), keys)]
-    if found.is_run:
-        return _Plan(found, folder, chosen, todo, keys, batch_size)
-    return _Plan(found, folder, chosen, todo, keys, batch_size, samples=samples, user_model=user_model, user_x=user_x)
+        context = SeriesContext.for_probe(found, model=model, data=data, layers=layer, allow_globals=allow_globals,
+                                          force=force)
+    keys, _ = context.layer_keys(layer or None)
+    folder = found.features_dir
+    todo = [c for c in chosen if force or not features.holds_layers(folder / store.step_file_name(c.step), keys)]
+    return _Plan(context, chosen, todo, keys)
 
 
-def _probe_series(plan: _Plan, device, dtype, force, output, tally, advance) -> None:
-    from grokscope import features, store
+def _probe_series(plan: _Plan, device, dtype, batch_size, force, output, tally, advance) -> None:
+    from grokscope import features, logs, store
 
+    context = plan.context
+    folder = context.series.features_dir
     todo = set(plan.todo)
     tally["skipped"] += len(plan.chosen) - len(todo)
+    extractor = None
     if todo:
         try:
-            if plan.series.is_run:
-                plan.extractor, plan.samples = features.run_extractor(
-                    plan.series.root, layers=plan.keys, device=device, batch_size=plan.batch_size, dtype=dtype)
-            else:
-                plan.extractor = features.user_extractor(plan.user_model, plan.user_x, plan.keys, device=device,
-                                                         batch_size=plan.batch_size, dtype=dtype)
-            features.save_samples(plan.folder, plan.samples, force=force)
+            extractor = context.extractor(plan.keys, device=device, dtype=dtype, batch_size=batch_size)
+            samples = context.data()[1]
+            features.save_samples(folder, samples, force=force)
+            if context.record is not None:
+                store.write_probe_record(folder, context.record)
+            plan.n_samples = len(samples)
         except GrokscopeError as exc:
             output.error(str(exc))
             tally["failed"] += len(todo)
             for _ in todo:
                 advance()
             return
-    extra = {"grokscope.compute_dtype": str(dtype).removeprefix("torch.")}
+    compute = {"grokscope.compute_dtype": str(dtype).removeprefix("torch.")}
     for checkpoint in plan.chosen:
-        path = plan.folder / store.step_file_name(checkpoint.step)
+        path = folder / store.step_file_name(checkpoint.step)
         if checkpoint not in todo:
             output.result(path)
             continue
         try:
-            item = features.compute_checkpoint(plan.extractor, checkpoint, device)
-            source = {"grokscope.checkpoint": _relative(checkpoint.path, plan.series.root)}
-            store.save_features(path, checkpoint.step, item.layers, item.penultimate, {**extra, **source})
+            item = features.compute_checkpoint(extractor, checkpoint, device)
+            extra = {**compute, "grokscope.checkpoint": _source(checkpoint, context.series.root),
+                     "grokscope.positions": json.dumps(extractor.positions)}
+            if item.evaluation is not None:
+                extra["grokscope.eval"] = json.dumps(item.evaluation)
+            store.save_features(path, checkpoint.step, item.layers, item.penultimate, extra)
         except GrokscopeError as exc:
             output.error(str(exc))
             tally["failed"] += 1
@@ -190,14 +174,32 @@ def _probe_series(plan: _Plan, device, dtype, force, output, tally, advance) -> 
             output.result(path)
             tally["probed"] += 1
         advance()
-    plan.extractor = plan.user_model = None  # frees the device for the next series
+    if context.record is not None and todo:
+        _write_history(folder, logs.probed_history_path(folder))
 
 
-def _relative(path: Path, root: Path) -> str:
+def _write_history(folder: Path, path: Path) -> None:
+    """The model's loss and accuracy at every probed checkpoint, gathered from the features files'
+    metadata (each file carries its own, so a killed probe loses nothing)."""
+    import pandas as pd
+
+    from grokscope import store
+
+    rows = []
+    for step, features_path in store.list_features(folder.parent):
+        evaluation = store.features_metadata(features_path).get("grokscope.eval")
+        if evaluation:
+            rows.append({"step": step, **json.loads(evaluation)})
+    if rows:
+        store.write_table(path, pd.DataFrame(rows).sort_values("step").reset_index(drop=True))
+
+
+def _source(checkpoint, root: Path) -> str:
     try:
-        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+        where = str(Path(checkpoint.path).resolve().relative_to(Path(root).resolve()))
     except ValueError:
-        return str(path)
+        where = str(checkpoint.path)
+    return where if checkpoint.member is None else f"{where}#{checkpoint.member}"
 
 
 def _span(values: set) -> str:

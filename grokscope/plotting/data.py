@@ -1,8 +1,10 @@
 """Everything a figure or a report reads: measure tables and histories, with run and hyperparameters.
 
-Inputs are run directories (their ``history.parquet`` and ``measures/*.parquet``), folders of
-runs (searched recursively), single Parquet tables (a measure table, or a run's history), or
-``-`` (paths on standard input). They are gathered into two frames:
+Inputs are series — grokscope runs and series written by other tools, with their
+``measures/*.parquet`` and their history (a run's ``history.parquet``; for another tool's series,
+what probe computed and what the tool logged, see :mod:`grokscope.logs`) — folders of series
+(searched recursively), single Parquet tables (a measure table, or a history), or ``-`` (paths on
+standard input). They are gathered into two frames:
 
 - ``measures``: the tidy measure tables of every input, concatenated (run, step, metric, value,
   split, layer, family columns, hyperparameter columns);
@@ -66,47 +68,54 @@ class Tables:
 
 def load(inputs: list[str]) -> Tables:
     """Read every input (see the module docstring) into one :class:`Tables`."""
+    from grokscope.series import find_series
+
     measures, histories = [], []
     for path in store.expand_inputs(inputs):
-        if path.is_dir():
-            for run_dir in store.find_runs([str(path)]):
-                run_measures, run_history = _read_run(run_dir)
-                measures.append(run_measures)
-                histories.append(run_history)
-        else:
+        if path.is_file() and path.suffix == ".parquet":
             table = store.read_table(path)
             if set(MEASURE_COLUMNS) <= set(table.columns):
                 measures.append(table)
             elif set(HISTORY_COLUMNS) <= set(table.columns):
-                histories.append(_with_run_columns(table, path.parent))
+                histories.append(_with_series_columns(table, path.parent))
             else:
                 raise GrokscopeError(
                     f"{path}: neither a measure table (run, step, metric, value) "
                     "nor a history (step, train_acc, test_acc)"
                 )
+            continue
+        for series in find_series([str(path)]):
+            series_measures, series_history = _read_series(series)
+            measures.append(series_measures)
+            histories.append(series_history)
     return Tables(_concat(measures), _concat(histories))
 
 
-def run_hyperparameters(run_dir: Path) -> dict:
-    """A run's name and hyperparameter columns, from its run.json."""
-    from grokscope.config import hyperparameters
+def _read_series(series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from grokscope.context import SeriesContext
 
-    config = store.read_run(run_dir)
-    return {"run": config.name or Path(run_dir).name, **hyperparameters(config)}
-
-
-def _read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    measures = store.read_measures(run_dir)
-    history_path = Path(run_dir) / store.HISTORY_FILE
-    history = _with_run_columns(store.read_history(run_dir), run_dir) if history_path.is_file() else pd.DataFrame()
-    return measures, history
+    context = SeriesContext.open(series)
+    measures = store.read_measures(series.home)
+    history = context.history()
+    if history is None or history.empty:
+        return measures, pd.DataFrame()
+    return measures, _add_columns(history, context.columns)
 
 
-def _with_run_columns(history: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
-    if store.is_run_dir(run_dir):
-        columns = run_hyperparameters(run_dir)
-    else:
-        columns = {"run": Path(run_dir).resolve().name}
+def _with_series_columns(history: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """A history file's rows with the columns of the series it belongs to (or its folder's name)."""
+    from grokscope.context import SeriesContext
+    from grokscope.series import find_series
+
+    try:
+        found = find_series([str(folder)])
+    except GrokscopeError:
+        found = []
+    columns = SeriesContext.open(found[0]).columns if len(found) == 1 else {"run": Path(folder).resolve().name}
+    return _add_columns(history, columns)
+
+
+def _add_columns(history: pd.DataFrame, columns: dict) -> pd.DataFrame:
     history = history.copy()
     for name, value in columns.items():
         history[name] = value
