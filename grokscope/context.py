@@ -268,19 +268,17 @@ class SeriesContext:
         weight = next((state[n] for n in names if n in state), None)
         return weight if weight is not None and weight.ndim == 2 else None
 
-    def weight_layout(self) -> tuple[list[tuple[str, ...]] | None, list[tuple[str, str]] | None]:
-        """(parameter name groups, pairs of layers that follow each other), each None when the
-        series has no model to tell (weights are then told from buffers by name)."""
+    def weight_layout(self) -> "WeightLayout":
+        """What the weight measures need to know of the model (see :class:`WeightLayout`)."""
         model = self._model_or_none()
         if model is None:
-            return None, None
-        groups = parameter_groups(model)
+            return WeightLayout()
         try:
             x, _ = self.data()
         except GrokscopeError:
-            return groups, None
+            return WeightLayout(model, parameter_groups(model))
         batch = inputs_on(x[:_CHAIN_SAMPLES], torch.device("cpu"), torch.float32)
-        return groups, linear_chains(model.eval(), batch)
+        return WeightLayout(model, parameter_groups(model), linear_chains(model.eval(), batch))
 
     def _model_or_none(self) -> nn.Module | None:
         if not self.can_compute:
@@ -308,6 +306,23 @@ class SeriesContext:
             path = self.series.root / store.HISTORY_FILE
             return store.read_history(self.series.root) if path.is_file() else None
         return logs.series_history(self.series)
+
+
+@dataclass
+class WeightLayout:
+    """A series' model as the weight measures see it: which state entries are parameters (groups
+    of tied names) and which layers follow each other in the forward pass. All None when the
+    series has no model: parameters are then told from buffers by name, and no pairs are known."""
+
+    model: nn.Module | None = None
+    groups: list[tuple[str, ...]] | None = None
+    pairs: list[tuple[str, str]] | None = None
+
+    def fit(self, state: dict) -> dict:
+        """A checkpoint's state under the model's names (prefixes such as Lightning's ``model.``)."""
+        from grokscope.features import fit_state
+
+        return state if self.model is None else fit_state(self.model, state)
 
 
 def _model_source(series: Series, model: str | None, earlier: dict | None) -> dict:

@@ -473,6 +473,7 @@ def build_transformers_model(config_path: Path) -> nn.Module:
             f"{config_path}: building this model needs the transformers package "
             "(pip install 'grokscope[hf]'), or pass --model with a factory"
         ) from None
+    transformers.logging.set_verbosity_error()  # its warnings about unused config fields are noise here
     architecture = json.loads(Path(config_path).read_text())["architectures"][0]
     cls = getattr(transformers, architecture, None)
     if cls is None:

@@ -20,8 +20,10 @@ series it comes from two places:
   - lists of losses or accuracies per step stored beside the checkpoints of a single-file
     series (``train_losses``, ``test_losses``, as in Nanda et al.'s grokking runs).
 
-  The logged columns keep their names (``eval_accuracy``, ``val_acc``, ...); they fill the
-  ``train_*`` / ``test_*`` columns only when probe computed none.
+  The logged columns keep their names (``eval_accuracy``, ``val_acc``, ...), except names that
+  grokscope's tables already use (the ``train_*`` / ``test_*`` columns when probe computed them,
+  ``run``, and hyperparameter columns such as ``loss`` or ``lr``), which become ``logged_<name>``.
+  They fill the ``train_*`` / ``test_*`` columns only when probe computed none.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def series_history(series) -> pd.DataFrame | None:
         return logged
     if logged is None:
         return probed.sort_values("step").reset_index(drop=True)
-    extras = logged[[c for c in logged.columns if c not in CANONICAL]]
+    extras = logged.rename(columns={c: f"logged_{c}" for c in CANONICAL})
     merged = probed.merge(extras, on="step", how="outer")
     return merged.sort_values("step").reset_index(drop=True)
 
@@ -64,8 +66,15 @@ def logged_history(series) -> pd.DataFrame | None:
     for reader in (_trainer_state, _lightning_metrics, _file_lists):
         history = reader(series)
         if history is not None and not history.empty:
-            return history
+            return history.rename(columns={c: f"logged_{c}" for c in history.columns if c in _reserved()})
     return None
+
+
+def _reserved() -> set[str]:
+    """Column names of grokscope's own tables that a logged column must not take."""
+    from grokscope.config import RunConfig, hyperparameters
+
+    return {"run", *hyperparameters(RunConfig())}
 
 
 # --- Hugging Face Trainer ------------------------------------------------------------------

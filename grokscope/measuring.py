@@ -284,8 +284,7 @@ def weight_rows(series: Series, steps: list[int]) -> tuple[list[dict], list[tupl
     from grokscope.measures.weights import weight_measures
     from grokscope.series import load_state
 
-    context = SeriesContext.open(series)
-    groups, pairs = context.weight_layout()
+    layout = SeriesContext.open(series).weight_layout()
     rows, problems = [], []
     checkpoints = {c.step: c for c in series.checkpoints}
     for step in steps:
@@ -294,7 +293,8 @@ def weight_rows(series: Series, steps: list[int]) -> tuple[list[dict], list[tupl
         except GrokscopeError as exc:
             problems.append(("error", str(exc)))
             continue
-        rows += [{"step": step, "split": None, **row} for row in weight_measures(state, parameters=groups, pairs=pairs)]
+        measured = weight_measures(layout.fit(state), parameters=layout.groups, pairs=layout.pairs)
+        rows += [{"step": step, "split": None, **row} for row in measured]
     return rows, problems
 
 

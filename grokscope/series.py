@@ -394,7 +394,7 @@ def series_at_home(home: Path) -> Series:
     record_path = store.probe_record_path(home / store.FEATURES_DIR)
     if record_path.is_file():
         record = store.read_probe_record(record_path)
-        root = record_path.parent / record["series"]
+        root = Path(os.path.normpath(record_path.parent / record["series"]))
         if not root.exists():
             raise GrokscopeError(f"{record_path}: names series {root}, which no longer exists")
         if root.is_file():
