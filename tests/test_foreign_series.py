@@ -468,3 +468,83 @@ def test_documented_plain_loop_walkthrough(tmp_path):
     # Separable Gaussian clusters: the penultimate features collapse as training goes on.
     rnc1 = tables["collapse"].query("metric == 'rnc1' and split == 'train'").set_index("step")["value"]
     assert rnc1[300] < rnc1[0]
+
+
+def test_tied_weights_and_prefixes_fit_the_model():
+    from grokscope.features import fit_state
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.Embedding(5, 3), nn.Linear(3, 5, bias=False)
+            self.head.weight = self.embed.weight  # GPT-2's lm_head = wte
+            self.register_buffer("mask", torch.ones(2, 2))
+
+    source = Tied()
+    saved = {"model.embed.weight": source.embed.weight.detach().clone()}  # one name, a wrapper's prefix, no mask
+    target = Tied()
+    target.load_state_dict(fit_state(target, saved), strict=True)
+    torch.testing.assert_close(target.head.weight, source.embed.weight)
+    torch.testing.assert_close(target.embed.weight, source.embed.weight)
+
+
+def test_a_factory_file_imports_code_beside_it(tmp_path, loops):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "architecture.py").write_text("from torch import nn\n\ndef net():\n"
+                                          "    return nn.Sequential(nn.Linear(22, 32), nn.ReLU(), nn.Linear(32, 11))\n")
+    (code / "factory.py").write_text("from architecture import net\n\ndef build():\n    return net()\n")
+    result = invoke("probe", loops / "plain", "--model", code / "factory.py:build", "--data", loops / "onehot.npz",
+                    "--out", tmp_path / "home", "--steps", "10", "-q")
+    assert result.exit_code == 0, result.output
+
+
+def test_positions_all_and_first_and_the_record_reused(loops, tmp_path):
+    home = tmp_path / "home"
+    options = ["--model", loops / "nets.py:build", "--data", loops / "tokens.npz"]
+    result = invoke("probe", loops / "transformer", *options, "--layer", "blocks.0@all", "--layer", "blocks.0@0",
+                    "--steps", "0,10", "--out", home, "-q")
+    assert result.exit_code == 0, result.output
+    from safetensors import safe_open
+
+    with safe_open(result.stdout.split()[0], framework="np") as handle:
+        everything, first = handle.get_tensor("blocks.0@all"), handle.get_tensor("blocks.0@0")
+        positions = json.loads(handle.metadata()["grokscope.positions"])
+    assert everything.shape == (P * P, 3 * 32) and first.shape == (P * P, 32)
+    np.testing.assert_array_equal(everything[:, :32], first)  # position 0 leads the flattened rows
+    assert positions == {"blocks.0@all": "all", "blocks.0@0": "0"}
+    # Probing the home again needs no flags; measure computes unstored steps in memory.
+    again = invoke("probe", home, "--steps", "20", "-q")
+    assert again.exit_code == 0, again.output
+    measured = invoke("measure", home, "--metric", "collapse", "--steps", "0,30", "-q")
+    assert measured.exit_code == 0, measured.output
+    assert sorted(set(pd.read_parquet(measured.stdout.strip())["step"])) == [0, 30]
+
+
+def test_token_inputs_enter_nhsic_one_hot():
+    from grokscope.measuring import hsic_inputs
+
+    tokens = np.array([[0, 2, 3], [1, 2, 3], [3, 0, 3]])
+    encoded = hsic_inputs(tokens)
+    assert encoded.shape == (3, 3 * 4)
+    for i, row in enumerate(tokens):
+        want = np.concatenate([np.eye(4)[t] for t in row])
+        np.testing.assert_array_equal(encoded[i], want)
+    # Two samples that differ in one token are equally far apart whatever the token ids.
+    distances = ((encoded[:, None] - encoded[None]) ** 2).sum(-1)
+    assert distances[0, 1] == distances[0, 2] / 2 == 2.0
+    real = np.random.default_rng(0).normal(size=(4, 2, 3))
+    np.testing.assert_array_equal(hsic_inputs(real), real.reshape(4, 6))
+
+
+def test_a_copy_of_the_last_checkpoint_is_not_a_second_step(lightning_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(lightning_run / "checkpoints", folder)
+    shutil.copy(folder / "epoch=11-step=12.ckpt", folder / "last.ckpt")  # Lightning's save_last
+    from grokscope.series import find_series
+
+    found = find_series([str(folder)])
+    assert [c.step for c in found[0].checkpoints] == [3, 6, 9, 12]
+    assert all(c.path.name != "last.ckpt" for c in found[0].checkpoints)
