@@ -393,8 +393,11 @@ def test_single_file_series(loops, tmp_path):
 
 def test_mistakes_are_one_line_naming_what_to_do(loops, tmp_path):
     series, model, data = loops / "transformer", loops / "nets.py:build", loops / "tokens.npz"
+    unprobed = tmp_path / "unprobed"
+    unprobed.mkdir()
+    (unprobed / "step_10.pt").write_bytes((loops / "plain" / "step_10.pt").read_bytes())
     cases = [
-        (["probe", loops / "plain", "--model", loops / "nets.py:mlp"], "needs --data"),
+        (["probe", unprobed, "--model", loops / "nets.py:mlp"], "needs --data"),
         (["probe", series, "--model", model, "--data", data, "--layer", "blocks.0.nope"], "no module 'blocks.0.nope'"),
         (["probe", series, "--model", model, "--data", data, "--layer", "blocks.0@7", "--force", "--out", tmp_path / "x"],
          "position 7 is out of range for 3 tokens"),
