@@ -56,9 +56,12 @@ def parse_step(name: str) -> int | None:
 
 # A temporary is ".<name>.tmp-<host>-<pid>-<random>" beside its destination: the host and pid say
 # whose it is (so the next run can tell a killed writer's leftovers from a live writer's file),
-# the random part makes the name unguessable. Names of older versions (".<name>.tmp-<pid>") are
-# recognised too.
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<host>[0-9a-f]{8})-)?(?P<pid>\d+)(?:-[0-9a-z]+)?$")
+# the random part makes the name unguessable. Older versions wrote ".<name>.tmp-<pid>"; those are
+# recognised only for the extensions grokscope writes, so a user's ".notes.tmp-2024" is safe.
+_TEMPORARY = re.compile(
+    r"^\.(?:.+\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}"
+    r"|.+\.(?:json|parquet|safetensors|png|svg|pdf|csv)\.tmp-(?P<old_pid>\d+))$"
+)
 # A temporary of another machine (a shared file system) cannot be checked for a live writer; no
 # write takes a day, so one that old is left over.
 _FOREIGN_TEMPORARY_AGE_S = 24 * 3600
@@ -117,7 +120,7 @@ def clean_stale_temporaries(folder: Path) -> list[Path]:
         match = _TEMPORARY.match(entry.name)
         if match is None or not entry.is_file(follow_symlinks=False):
             continue
-        host, pid = match.group("host"), int(match.group("pid"))
+        host, pid = match.group("host"), int(match.group("pid") or match.group("old_pid"))
         if host in (None, here):
             stale = pid != os.getpid() and not _process_exists(pid)
         else:

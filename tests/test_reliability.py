@@ -455,19 +455,27 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
     here = store._host_tag()
     elsewhere = "0" * 8 if here != "0" * 8 else "1" * 8
     try:
-        stale = [f".x.json.tmp-{here}-{dead.pid}-0a1b2c3d", f".y.parquet.tmp-{dead.pid}",
-                 f".old.tmp-{elsewhere}-{dead.pid}-aa"]
-        kept = [f".z.json.tmp-{here}-{live.pid}-0a1b2c3d", f".new.tmp-{elsewhere}-{dead.pid}-aa", ".notes.tmp",
-                ".x.tmp-abc", f"x.json.tmp-{dead.pid}", "data.csv"]
+        stale = [
+            f".x.json.tmp-{here}-{dead.pid}-0a1b2c3d",  # this machine, writer gone
+            f".step-00000004.safetensors.tmp-{dead.pid}",  # an older grokscope's name, writer gone
+            f".old.png.tmp-{elsewhere}-{dead.pid}-0a1b2c3d",  # another machine's, two days old
+        ]
+        kept = [
+            f".z.json.tmp-{here}-{live.pid}-0a1b2c3d",  # its writer is still running
+            f".new.png.tmp-{elsewhere}-{dead.pid}-0a1b2c3d",  # another machine's, fresh: cannot tell
+            f".notes.tmp-{dead.pid}",  # the user's, merely alike
+            ".x.json.tmp-abc", f"x.json.tmp-{dead.pid}", f".x.json.tmp-{here}-{dead.pid}", "data.csv",
+        ]
         for name in stale + kept:
             (tmp_path / name).write_text("")
         two_days_ago = time.time() - 2 * 24 * 3600
-        os.utime(tmp_path / f".old.tmp-{elsewhere}-{dead.pid}-aa", (two_days_ago, two_days_ago))
-        (tmp_path / f".d.tmp-{here}-{dead.pid}-aa").mkdir()  # a folder is never a temporary of ours
+        os.utime(tmp_path / stale[2], (two_days_ago, two_days_ago))
+        folder = f".d.json.tmp-{here}-{dead.pid}-0a1b2c3d"
+        (tmp_path / folder).mkdir()  # a folder is never a temporary of ours
 
         store.write_text(tmp_path / "x.json", "{}")  # the first write into a folder cleans it
         left = {p.name for p in tmp_path.iterdir()}
-        assert left == {*kept, "x.json", f".d.tmp-{here}-{dead.pid}-aa"}
+        assert left == {*kept, "x.json", folder}
     finally:
         live.kill()
         live.wait()
