@@ -349,6 +349,7 @@ BAD_NEW_RUNS = [
     ("absolute name", [*TINY, "--name", "/tmp/grokscope-escaped"], None, 2, ["--name"]),
     ("name with a separator", [*TINY, "--name", "a/b"], None, 2, ["--name"]),
     ("name ..", [*TINY, "--name", ".."], None, 2, ["--name"]),
+    ("name with a newline", [*TINY, "--name", "a\nb"], None, 2, ["--name"]),
 ]
 
 

@@ -110,11 +110,13 @@ def train(
 
 
 def _check_run_name(name: str) -> None:
-    """A run name names one folder inside --out: no separators, no '.' or '..', nothing empty."""
+    """A run name names one folder inside --out: no separators, no '.' or '..', nothing empty, and
+    no control characters (a newline would split the path that stdout carries in two)."""
     separators = {"/", "\\", os.sep, os.altsep} - {None}
-    if name in ("", ".", "..") or any(s in name for s in separators) or "\0" in name:
+    if name in ("", ".", "..") or any(s in name for s in separators) or any(ord(c) < 32 for c in name):
         raise GrokscopeError(
-            f"--name: {name!r} is not a plain name (no '/', '\\', '..'); runs are always written inside --out"
+            f"--name: {name!r} is not a plain name (no '/', '\\', '..', control characters); "
+            "runs are always written inside --out"
         )
 
 
