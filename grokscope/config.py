@@ -194,19 +194,43 @@ class RunConfig:
         )
 
 
+# The columns people read first, in this order; every other setting follows (hyperparameters()).
+_LEADING_COLUMNS = (
+    "task", "p", "train_fraction", "seed", "width", "depth", "alpha", "optimizer", "lr",
+    "weight_decay", "loss",
+)
+
+
 def hyperparameters(config: RunConfig) -> dict:
-    """The run's hyperparameters as flat columns, so measure tables can be faceted without joins."""
+    """Every setting of the run that shapes its training, as flat columns, so measure tables and
+    reports can be faceted without joins and two runs that differ in any setting stay distinct.
+
+    Each field of the task, model and optimizer configs is a column under its own name (the task's
+    and optimizer's ``name`` as ``task`` and ``optimizer``, the npz file as ``data``), plus
+    ``seed`` and ``steps``; a field added to those configs becomes a column by itself. A value
+    that does not apply is None: ``p`` outside the modular tasks, ``train_fraction`` when
+    ``--train-size`` replaced it.
+    """
     task, model, optim = config.task, config.model, config.optim
-    return {
+    columns = {
         "task": task.name,
         "p": task.p if task.name in MODULAR_OPS else None,
-        "train_fraction": task.train_fraction,
+        "train_fraction": task.train_fraction if task.train_size is None else None,
+        "train_size": task.train_size,
+        "split_seed": task.split_seed,
+        "data": task.path,
         "seed": config.seed,
-        "width": model.width,
-        "depth": model.depth,
-        "alpha": model.alpha,
         "optimizer": optim.name,
-        "lr": optim.lr,
-        "weight_decay": optim.weight_decay,
-        "loss": optim.loss,
+        "steps": config.schedule.steps,
     }
+    for part in (model, optim):
+        for item in dataclasses.fields(part):
+            if item.name != "name":
+                columns.setdefault(item.name, getattr(part, item.name))
+    leading = {name: columns.pop(name) for name in _LEADING_COLUMNS}
+    return {**leading, **columns}
+
+
+def hyperparameter_columns() -> tuple[str, ...]:
+    """The names of :func:`hyperparameters`' columns, in their order."""
+    return tuple(hyperparameters(RunConfig().resolved()))

@@ -9,6 +9,7 @@ them so that importing this module stays cheap for the CLI.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -55,19 +56,153 @@ def parse_step(name: str) -> int | None:
 
 # --- atomic writes -------------------------------------------------------------------------
 
+# A temporary is ".<name>.tmp-<host>-<pid>-<random>" beside its destination: the host and pid say
+# whose it is (so the next run can tell a killed writer's leftovers from a live writer's file),
+# the random part makes the name unguessable. Older versions wrote ".<name>.tmp-<pid>"; those are
+# recognised only for the extensions grokscope writes, so a user's ".notes.tmp-2024" is safe.
+_TEMPORARY = re.compile(
+    r"^\.(?:.+\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}"
+    r"|.+\.(?:json|parquet|safetensors|png|svg|pdf|csv)\.tmp-(?P<old_pid>\d+))$"
+)
+# A temporary of another machine (a shared file system) cannot be checked for a live writer; no
+# write takes a day, so one that old is left over.
+_FOREIGN_TEMPORARY_AGE_S = 24 * 3600
+# Test hook: SIGKILL (or another signal: "N:SIGINT") this process just before its Nth rename, so the
+# test suite can interrupt a command at every write it makes. Never set outside tests.
+KILL_HOOK_ENV = "GROKSCOPE_TEST_KILL_BEFORE_RENAME"
+_renames_done = 0
+_cleaned_folders: set[str] = set()
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _temporary_name(path: Path) -> str:
+    import secrets
+
+    return f".{path.name}.tmp-{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _create_temporary(path: Path) -> Path:
+    """Create, exclusively, an empty temporary beside ``path`` and return its name.
+
+    O_EXCL never follows a symlink planted at the name (it fails instead, and another name is
+    drawn), and mode 0o666 lets the user's umask decide the permissions, as for any new file.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.with_name(_temporary_name(path))
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
+
+
+def clean_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries that killed grokscope processes left in ``folder``; return them.
+
+    Only grokscope's own names count, and only those whose writer is provably gone: a process of
+    this machine that no longer exists, or (another machine's) older than a day.
+    """
+    import time
+
+    removed = []
+    here = _host_tag()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        host, pid = match.group("host"), int(match.group("pid") or match.group("old_pid"))
+        if host in (None, here):
+            stale = pid != os.getpid() and not _process_exists(pid)
+        else:
+            try:
+                stale = time.time() - entry.stat(follow_symlinks=False).st_mtime > _FOREIGN_TEMPORARY_AGE_S
+            except OSError:
+                continue
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _kill_hook() -> None:
+    global _renames_done
+    spec = os.environ.get(KILL_HOOK_ENV)
+    if not spec:
+        return
+    import signal
+
+    _renames_done += 1
+    count, _, name = spec.partition(":")
+    if _renames_done == int(count):
+        os.kill(os.getpid(), getattr(signal, name or "SIGKILL"))
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else delete it."""
+    """Yield a new temporary file beside ``path``; on success rename it onto ``path``, else delete it.
+
+    The first write into a folder also removes the temporaries that killed processes left there.
+    A failed write (disk full, read-only folder, no permission) raises an OSError that names
+    ``path``, whatever library did the writing.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    folder = os.path.abspath(path.parent)
+    if folder not in _cleaned_folders:
+        clean_stale_temporaries(path.parent)
+        _cleaned_folders.add(folder)
+    tmp = None
     try:
+        tmp = _create_temporary(path)
         yield tmp
+        _kill_hook()
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        failure = _write_failure(path, exc)
+        if failure is not None:
+            raise failure from None
         raise
+
+
+def _write_failure(path: Path, exc: BaseException) -> OSError | None:
+    """The I/O failure behind ``exc`` as an OSError naming ``path`` (None if it is no I/O failure).
+
+    pyarrow's OSErrors carry the error number only in their text ("[Errno 28] No space ...").
+    """
+    if not isinstance(exc, OSError):
+        return None
+    text = str(exc)
+    code = exc.errno
+    if code is None:
+        found = re.search(r"errno\s*(\d+)", text, re.IGNORECASE)
+        code = int(found.group(1)) if found else None
+    reason = os.strerror(code) if code else (getattr(exc, "strerror", None) or text)
+    return OSError(code or errno.EIO, reason, str(path))
 
 
 def write_text(path: Path, text: str) -> None:
@@ -94,11 +229,14 @@ def read_table(path: Path):
 
 
 def save_tensors(path: Path, tensors: dict, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    # Serialised in memory and written by us: safetensors' own save_file makes a second, 0600
+    # temporary of its own, which ignores the umask and which a kill would leave behind.
+    data = save(contiguous, metadata=metadata)
     with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=metadata)
+        tmp.write_bytes(data)
 
 
 def load_tensors(path: Path, keys: Iterable[str] | None = None) -> tuple[dict, dict[str, str]]:
@@ -145,6 +283,8 @@ def read_run_config(run_dir: Path) -> dict:
         raise GrokscopeError(f"{run_dir}: not a grokscope run (no {RUN_FILE})") from None
     except (OSError, ValueError) as exc:
         raise GrokscopeError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise GrokscopeError(f"{path}: holds a JSON {type(document).__name__}, not an object")
     if document.get("schema") != RUN_SCHEMA:
         raise GrokscopeError(f"{path}: schema {document.get('schema')!r}, expected {RUN_SCHEMA!r}")
     return document
@@ -158,6 +298,44 @@ def read_run(run_dir: Path):
         return RunConfig.from_dict(read_run_config(run_dir))
     except (KeyError, TypeError) as exc:
         raise GrokscopeError(f"{Path(run_dir) / RUN_FILE}: lacks a valid {exc} entry") from None
+
+
+def is_unfinished_start(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only what ``train`` writes before its first commit.
+
+    That is run.json, history.parquet, checkpoints and grokscope's temporaries, but no
+    resume.safetensors: a run killed (or stopped by a full disk) in its first writes, which a
+    rerun may start over. Anything else in the folder means it is not ours to clear.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / RESUME_FILE).exists():
+        return False
+    for entry in run_dir.iterdir():
+        if entry.name in (RUN_FILE, HISTORY_FILE) and entry.is_file() and not entry.is_symlink():
+            continue
+        if _TEMPORARY.match(entry.name) and not entry.is_dir():
+            continue
+        if entry.name == CHECKPOINTS_DIR and entry.is_dir() and not entry.is_symlink():
+            if all(
+                (parse_step(e.name) is not None and e.name == step_file_name(parse_step(e.name)))
+                or _TEMPORARY.match(e.name)
+                for e in entry.iterdir()
+            ):
+                continue
+        return False
+    return True
+
+
+def clear_unfinished_start(run_dir: Path) -> None:
+    """Delete the checkpoints, history and dead writers' temporaries of an unfinished start."""
+    run_dir = Path(run_dir)
+    folder = run_dir / CHECKPOINTS_DIR
+    for _, path in list_checkpoints(run_dir):
+        path.unlink()
+    (run_dir / HISTORY_FILE).unlink(missing_ok=True)
+    clean_stale_temporaries(run_dir)
+    if folder.is_dir():
+        clean_stale_temporaries(folder)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -177,6 +355,47 @@ def read_history(run_dir: Path):
 
 def write_history(run_dir: Path, history) -> None:
     write_table(Path(run_dir) / HISTORY_FILE, history)
+
+
+# --- resume state --------------------------------------------------------------------------
+
+RESUME_STEP_KEY = "grokscope.step"
+
+
+def save_resume_state(run_dir: Path, step: int, tensors: dict) -> None:
+    """resume.safetensors: the optimizer state after ``step`` updates (the run's commit point)."""
+    save_tensors(Path(run_dir) / RESUME_FILE, tensors, {RESUME_STEP_KEY: str(step)})
+
+
+def resume_step(run_dir: Path) -> int | None:
+    """The step resume.safetensors describes, without reading its tensors; None if there is none."""
+    from safetensors import safe_open
+
+    path = Path(run_dir) / RESUME_FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's data
+        raise GrokscopeError(f"{path}: not a readable safetensors file ({exc})") from None
+    return _step_of(path, metadata)
+
+
+def load_resume_state(run_dir: Path) -> tuple[int, dict]:
+    """(step, tensors) of resume.safetensors."""
+    path = Path(run_dir) / RESUME_FILE
+    tensors, metadata = load_tensors(path)
+    return _step_of(path, metadata), tensors
+
+
+def _step_of(path: Path, metadata: dict[str, str]) -> int:
+    raw = metadata.get(RESUME_STEP_KEY)
+    if raw is None:
+        raise GrokscopeError(f"{path}: has no {RESUME_STEP_KEY!r} metadata (not written by grokscope train)")
+    if not re.fullmatch(r"[0-9]+", raw):
+        raise GrokscopeError(f"{path}: {RESUME_STEP_KEY!r} is {raw!r}, not a step number")
+    return int(raw)
 
 
 # --- checkpoints ---------------------------------------------------------------------------

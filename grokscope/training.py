@@ -1,9 +1,9 @@
 """The training loop behind ``grokscope train``: one run, checkpointed, resumable, deterministic.
 
 Step s means "after s optimizer updates": step 0 is the initialisation. Every checkpoint step
-also writes the optimizer state (``resume.safetensors``) and the history so far, so a run killed
-anywhere continues from its last checkpoint and ends with the same weights as an uninterrupted
-run (CPU, same seed).
+also writes the history so far and then the optimizer state (``resume.safetensors``), so a run
+killed at any instant continues from its last complete save and ends bit for bit like an
+uninterrupted run: weights, optimizer state and history (CPU, same seed; docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.params, config)
         self.history: list[dict] = []
         self.step = 0
+        # The first step whose weights or training loss are not finite (NaN, inf), if any.
+        self.diverged_at: int | None = None
 
     # --- one step ------------------------------------------------------------------------
 
@@ -138,7 +140,14 @@ class Trainer:
     # --- persistence ---------------------------------------------------------------------
 
     def save(self) -> None:
+        """Checkpoint, then history, then optimizer state.
+
+        resume.safetensors is written last and is the commit point: whatever instant the process
+        dies at, the step it names has its checkpoint on disk and every history row up to it (the
+        history only grows, and is written before). Anything newer is recomputed on resume.
+        """
         store.save_checkpoint(self.run_dir, self.step, self.model.state_dict())
+        store.write_history(self.run_dir, pd.DataFrame(self.history, columns=HISTORY_COLUMNS))
         optimizer_state = {}
         for index, state in self.optimizer.state_dict()["state"].items():
             for key, value in state.items():
@@ -146,40 +155,78 @@ class Trainer:
                     optimizer_state[f"state.{index}.{key}"] = value
                 elif value is not None:
                     optimizer_state[f"state.{index}.{key}"] = torch.tensor(value)
-        store.save_tensors(
-            self.run_dir / store.RESUME_FILE, optimizer_state, {"grokscope.step": str(self.step)}
-        )
-        store.write_history(self.run_dir, pd.DataFrame(self.history, columns=HISTORY_COLUMNS))
+        store.save_resume_state(self.run_dir, self.step, optimizer_state)
 
-    def restore(self) -> None:
-        """Continue from the last checkpoint whose optimizer state was saved."""
-        checkpoints = store.list_checkpoints(self.run_dir)
+    def restore(self) -> list[str]:
+        """Continue from the step resume.safetensors names; return warnings for the user.
+
+        Every file is checked before anything on disk changes, so a refused resume leaves the run
+        as it was.
+        """
         resume_file = self.run_dir / store.RESUME_FILE
-        if not checkpoints or not resume_file.is_file():
-            raise GrokscopeError(f"{self.run_dir}: nothing to resume from (no checkpoint with optimizer state)")
-        optimizer_state, metadata = store.load_tensors(resume_file)
-        step = int(metadata["grokscope.step"])
-        # The resume state is written after its checkpoint, so the checkpoint of that step exists.
+        if not resume_file.is_file():
+            raise GrokscopeError(f"{self.run_dir}: nothing to resume from (no {store.RESUME_FILE})")
+        step, optimizer_state = store.load_resume_state(self.run_dir)
+        checkpoints = store.list_checkpoints(self.run_dir)
         path = dict(checkpoints).get(step)
         if path is None:
-            raise GrokscopeError(f"{self.run_dir}: optimizer state is for step {step}, which has no checkpoint")
+            raise GrokscopeError(f"{resume_file}: optimizer state is for step {step}, which has no checkpoint")
         state = store.load_checkpoint(path)
+        self._check_model_state(path, state)
+        nested = self._optimizer_state(resume_file, optimizer_state)
+        history = store.read_history(self.run_dir)
+
         self.model.load_state_dict({k: v.to(self.device) for k, v in state.items()})
-        nested: dict[int, dict] = {}
-        for key, value in optimizer_state.items():
-            _, index, name = key.split(".", 2)
-            nested.setdefault(int(index), {})[name] = value.to(self.device) if name != "step" else value
         full = self.optimizer.state_dict()
         full["state"] = nested
         self.optimizer.load_state_dict(full)
-        history = store.read_history(self.run_dir)
         self.history = history[history["step"] <= step].to_dict(orient="records")
         self.step = step
-        # Checkpoints past the resume point come from a newer, unfinished write: they would be
+        warnings = []
+        if not self.history or self.history[-1]["step"] != step:
+            # Only runs saved by an older grokscope (optimizer state before history) get here.
+            warnings.append(f"{self.run_dir / store.HISTORY_FILE}: has no evaluation of step {step}; "
+                            "the resumed history misses the rows between its last one and that step")
+        if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+            self.diverged_at = step
+        # Checkpoints past the resume point come from a newer, uncommitted save: they would be
         # recomputed identically, so drop them rather than mix two timelines.
         for later_step, later_path in checkpoints:
             if later_step > step:
                 later_path.unlink()
+        return warnings
+
+    def _check_model_state(self, path: Path, state: dict) -> None:
+        expected = self.model.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        if missing or unexpected:
+            what = f"lacks tensor {missing[0]!r}" if missing else f"has unexpected tensor {unexpected[0]!r}"
+            raise GrokscopeError(f"{path}: {what}; not a checkpoint of the model run.json describes")
+        for key, tensor in expected.items():
+            if tuple(state[key].shape) != tuple(tensor.shape):
+                raise GrokscopeError(
+                    f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, but the model run.json "
+                    f"describes needs {tuple(tensor.shape)} (a checkpoint of another architecture)"
+                )
+
+    def _optimizer_state(self, path: Path, tensors: dict) -> dict[int, dict]:
+        """resume.safetensors' flat ``state.<param index>.<name>`` tensors as the optimizer's nested state."""
+        nested: dict[int, dict] = {}
+        for key, value in tensors.items():
+            parts = key.split(".", 2)
+            if len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit() or int(parts[1]) >= len(self.params):
+                raise GrokscopeError(f"{path}: unexpected tensor {key!r} (not optimizer state of this run's model)")
+            index, name = int(parts[1]), parts[2]
+            param = self.params[index]
+            if name != "step" and tuple(value.shape) != tuple(param.shape):
+                raise GrokscopeError(
+                    f"{path}: {key!r} has shape {tuple(value.shape)}, but its parameter has "
+                    f"{tuple(param.shape)} (optimizer state of another architecture)"
+                )
+            # Adam keeps its step counter on the CPU; everything else lives with the parameters.
+            nested.setdefault(index, {})[name] = value if name == "step" else value.to(self.device)
+        return nested
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -201,6 +248,10 @@ class Trainer:
 
     def _record(self, on_eval, keep: bool = True) -> Evaluation:
         evaluation = self.evaluate()
+        if self.diverged_at is None and not all(
+            math.isfinite(v) for v in (evaluation.train_loss, evaluation.weight_norm)
+        ):
+            self.diverged_at = evaluation.step
         if keep:
             self.history.append(vars(evaluation).copy())
         if on_eval is not None:

@@ -7,6 +7,8 @@ inside the command body, so ``grokscope --help`` starts instantly.
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
 
 import typer
@@ -31,25 +33,62 @@ app = typer.Typer(
 )
 
 
+INTERRUPTED = "interrupted; files already written are complete, the rest were not written"
+_interrupt_reported = False
+# Set by ``main``: the process is the grokscope command, not a library user's (or a test's).
+_owns_process = False
+
+
 def reports_user_errors(command):
-    """Turn a GrokscopeError into one line on stderr and exit code 2, never a traceback."""
+    """One line on stderr instead of a traceback: a GrokscopeError exits 2, an OSError (disk full,
+    read-only folder, no permission) 1, an interrupt (Ctrl-C) 130."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except GrokscopeError as exc:
-            Output().error(str(exc))
-            raise typer.Exit(2) from None
+            _fail(str(exc), 2)
         except KeyboardInterrupt:
-            Output().error("interrupted; files already written are complete, the rest were not written")
-            raise typer.Exit(130) from None
+            _fail(INTERRUPTED, 130)
         except BrokenPipeError:
             # The reader of stdout went away (e.g. `| head`): nothing left to tell anyone.
             sys.stderr.close()
             raise typer.Exit(1) from None
+        except OSError as exc:
+            _fail(describe_os_error(exc), 1)
 
     return wrapper
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``<path>: <reason>`` for an OSError, the path being the file the system refused."""
+    reason = exc.strerror or str(exc)
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    if path is None:
+        return reason
+    return f"{os.fsdecode(path) if isinstance(path, (str, bytes)) else path}: {reason}"
+
+
+def _fail(message: str, code: int):
+    global _interrupt_reported
+    _say(message)
+    _interrupt_reported = code == 130
+    raise typer.Exit(code) from None
+
+
+def _say(message: str) -> None:
+    """Print the error line; a second Ctrl-C meanwhile would only cut it short, so it is ignored
+    (for good once ``main`` runs the process, which only exits after this)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = None
+    try:
+        Output().error(message)
+    finally:
+        if previous is not None and not _owns_process:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _version(value: bool) -> None:
@@ -82,4 +121,21 @@ _register()
 
 
 def main() -> None:
-    app()
+    """The console script: ``app`` with Ctrl-C turned into one line and exit code 130 at any instant."""
+    global _owns_process
+    _owns_process = True
+    # Commands get KeyboardInterrupt, so an interrupted write removes its temporary file.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        app()
+    except SystemExit as exc:
+        # Typer turns an interrupt outside a command (while parsing options) into a silent 130.
+        if exc.code == 130 and not _interrupt_reported:
+            _say(INTERRUPTED)
+        raise
+    except KeyboardInterrupt:
+        _say(INTERRUPTED)
+        raise SystemExit(130) from None
+    finally:
+        # From here the process only exits: a late Ctrl-C must not print a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -2,30 +2,49 @@
 
 stdout carries only results (paths, or rows as CSV/JSON) so commands compose in pipelines;
 progress, summaries, warnings and errors go to stderr. Colour follows rich, which honours
-NO_COLOR and turns itself off when stderr is not a terminal.
+NO_COLOR and turns itself off when stderr is not a terminal. Messages are printed as plain text,
+never parsed as rich markup, so a path like ``runs/[red]/x`` is shown whole.
+
+Progress: a live bar when stderr is a terminal; otherwise (nohup, a batch scheduler, ``2>log``)
+one plain line every ``GROKSCOPE_PROGRESS_EVERY`` seconds (default 60). Neither ever captures
+stdout: results reach the pipe while the bar is drawn.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from rich.console import Console
+from rich.text import Text
 
 from grokscope.errors import GrokscopeError
+
+PROGRESS_EVERY_ENV = "GROKSCOPE_PROGRESS_EVERY"
+# A batch log wants a sign of life, not a line per step: one a minute reads like `tail -f`.
+DEFAULT_PROGRESS_EVERY_S = 60.0
 
 
 @dataclass
 class Output:
     quiet: bool = False
     console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    # The live progress display while one is drawn on the terminal, else None.
+    _live_bar: object | None = field(default=None, init=False, repr=False)
 
     def result(self, line: object) -> None:
         """One result (a path, a row) on stdout, flushed so a downstream command sees it now."""
-        print(line, file=sys.stdout, flush=True)
+        if self._live_bar is not None and _stdout_is_console_terminal():
+            # stdout is the very terminal the bar is drawn on: print above the bar, not into it.
+            self.console.print(Text(str(line)), soft_wrap=True)
+        else:
+            print(line, file=sys.stdout, flush=True)
 
     def rows(self, table, fmt: str) -> None:
         """A DataFrame on stdout as csv or json (one JSON object per line)."""
@@ -39,36 +58,130 @@ class Output:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, soft_wrap=True)
+            self.console.print(Text(message), soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+        self.console.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
 
     def error(self, message: str) -> None:
-        self.console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+        self.console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
 
     @contextlib.contextmanager
     def progress(self, *columns_extra: str) -> Iterator["object"]:
-        """A rich progress bar on stderr (hidden with -q)."""
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        """A progress display on stderr: a rich bar on a terminal, plain lines otherwise, nothing with -q.
 
+        ``columns_extra`` are format strings of the task (``"{task.fields[stats]}"``), shown after
+        the bar and at the end of each plain line.
+        """
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        live = not self.quiet and self.console.is_terminal
+        every = None if self.quiet or live else _progress_every()
         columns = [
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            *(TextColumn(text) for text in columns_extra),
+            *(TextColumn(text, markup=False) for text in columns_extra),
         ]
-        with Progress(*columns, console=self.console, disable=self.quiet, transient=False) as bar:
-            yield bar
+        bar = _plain_lines_progress()(
+            *columns, console=self.console, disable=not live, transient=False,
+            # rich would route sys.stdout into the terminal while the bar is live, which sends a
+            # pipeline's results to the screen instead of the next command.
+            redirect_stdout=False, redirect_stderr=False,
+            plain_every=every, plain_extra=columns_extra,
+        )
+        with bar:
+            self._live_bar = bar if live else None
+            try:
+                yield bar
+            finally:
+                self._live_bar = None
+
+
+def _progress_every() -> float:
+    raw = os.environ.get(PROGRESS_EVERY_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_PROGRESS_EVERY_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise GrokscopeError(f"{PROGRESS_EVERY_ENV}: {raw!r} is not a number of seconds")
+    return seconds
+
+
+def _stdout_is_console_terminal() -> bool:
+    """Whether stdout and stderr are the same terminal."""
+    try:
+        if not sys.stdout.isatty():
+            return False
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (out.st_dev, out.st_ino, out.st_rdev) == (err.st_dev, err.st_ino, err.st_rdev)
+
+
+@functools.cache
+def _plain_lines_progress():
+    """The progress class, built on first use: rich.progress is not imported for ``--help``."""
+    from rich.progress import Progress
+
+    class PlainLinesProgress(Progress):
+        """rich's Progress that, when ``plain_every`` is set, also prints a plain line per task
+        at most every ``plain_every`` seconds (for logs, where a live bar shows nothing)."""
+
+        def __init__(self, *columns, plain_every: float | None = None, plain_extra=(), **kwargs):
+            super().__init__(*columns, **kwargs)
+            self._plain_every = plain_every
+            self._plain_extra = plain_extra
+            self._last_line: dict = {}
+
+        def add_task(self, *args, **kwargs):
+            task_id = super().add_task(*args, **kwargs)
+            self._last_line[task_id] = time.monotonic()
+            return task_id
+
+        def update(self, task_id, **kwargs) -> None:
+            super().update(task_id, **kwargs)
+            self._plain_line(task_id)
+
+        def advance(self, task_id, advance: float = 1) -> None:
+            super().advance(task_id, advance)
+            self._plain_line(task_id)
+
+        def _plain_line(self, task_id) -> None:
+            if self._plain_every is None:
+                return
+            now = time.monotonic()
+            if now - self._last_line.get(task_id, now) < self._plain_every:
+                return
+            self._last_line[task_id] = now
+            with self._lock:
+                task = self._tasks[task_id]
+                parts = [f"{task.description}: {task.completed:g}/{task.total:g}" if task.total is not None
+                         else f"{task.description}: {task.completed:g}"]
+                if task.total:
+                    parts[0] += f" ({100 * task.completed / task.total:.0f}%)"
+                parts.append(f"{_duration(task.elapsed)} elapsed")
+                if task.time_remaining is not None and not task.finished:
+                    parts.append(f"~{_duration(task.time_remaining)} left")
+                extra = "  ".join(text.format(task=task) for text in self._plain_extra).strip()
+            line = ", ".join(parts) + (f"  {extra}" if extra else "")
+            self.console.print(Text(line), soft_wrap=True)
+
+    return PlainLinesProgress
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 def _jsonable(value):

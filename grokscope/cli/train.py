@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -89,10 +90,12 @@ def train(
                        save_every, save_log, eval_every) for point in grid]
     for config in configs:
         config.validate()
+    if name is not None:
+        _check_run_name(name)
     base = name or _default_base(configs[0])
     names = sweep.run_names(base, grid)
     configs = [dataclasses.replace(c, name=n) for c, n in zip(configs, names)]
-    run_dirs = [_prepare_out(out) / n for n in names]
+    run_dirs = [_run_dir(_prepare_out(out), n) for n in names]
     plans = [_plan(run_dir, config, resume) for run_dir, config in zip(run_dirs, configs)]
 
     from grokscope.training import resolve_device
@@ -106,6 +109,25 @@ def train(
         output.result(run_dir)
 
 
+def _check_run_name(name: str) -> None:
+    """A run name names one folder inside --out: no separators, no '.' or '..', nothing empty, and
+    no control characters (a newline would split the path that stdout carries in two)."""
+    separators = {"/", "\\", os.sep, os.altsep} - {None}
+    if name in ("", ".", "..") or any(s in name for s in separators) or any(ord(c) < 32 for c in name):
+        raise GrokscopeError(
+            f"--name: {name!r} is not a plain name (no '/', '\\', '..', control characters); "
+            "runs are always written inside --out"
+        )
+
+
+def _run_dir(out: Path, name: str) -> Path:
+    run_dir = out / name
+    # Sweep suffixes are built from option values; make sure none of them leaves --out either.
+    if os.path.dirname(os.path.abspath(run_dir)) != os.path.abspath(out):
+        raise GrokscopeError(f"--name: run {name!r} would be written outside --out {out}")
+    return run_dir
+
+
 def _config(point, data, zero_last, fix_norm, beta1, beta2, eps, momentum, reduction,
             save_every, save_log, eval_every):
     from grokscope.config import ModelConfig, OptimConfig, RunConfig, ScheduleConfig, TaskConfig
@@ -115,7 +137,8 @@ def _config(point, data, zero_last, fix_norm, beta1, beta2, eps, momentum, reduc
         task=TaskConfig(
             name=point["task"], p=point["p"], train_fraction=point["train_fraction"],
             train_size=point["train_size"], split_seed=point["split_seed"],
-            path=str(data) if data else None,
+            # Absolute, so that measuring the run from another folder finds the data.
+            path=os.path.abspath(data) if data else None,
         ),
         model=ModelConfig(depth=point["depth"], width=point["width"], alpha=point["alpha"], zero_last=zero_last),
         optim=OptimConfig(
@@ -134,35 +157,55 @@ def _default_base(config) -> str:
 
 
 def _prepare_out(out: Path) -> Path:
+    import tempfile
+
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".grokscope-write-test-{id(out)}"
-        probe.touch()
-        probe.unlink()
+        # An anonymous file: nothing is left behind, even if the process is killed here.
+        with tempfile.TemporaryFile(dir=out):
+            pass
     except OSError as exc:
         raise GrokscopeError(f"--out: cannot write to {out} ({exc.strerror or exc})") from None
     return out
 
 
 def _plan(run_dir: Path, config, resume: bool) -> str:
-    """'new', 'resume' or 'done', after checking that an existing directory may be touched."""
+    """'new', 'restart', 'resume' or 'done', after checking that an existing directory may be touched.
+
+    'restart': a run of these same settings that never committed its first save (killed or out
+    of disk in its first writes); rerunning the command, with or without --resume, starts it over.
+    """
     from grokscope import store
 
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return "new"
+    if store.is_unfinished_start(run_dir) and (
+        not (run_dir / store.RUN_FILE).exists() or not _differences_from_stored(run_dir, config)
+    ):
+        return "restart"
     if not resume:
         raise GrokscopeError(
             f"{run_dir}: already exists and is not empty; pass --resume to continue it, or choose another --out or --name"
         )
-    mismatched = _config_differences(store.read_run(run_dir).to_dict(), config.to_dict())
+    mismatched = _differences_from_stored(run_dir, config)
     if mismatched:
         raise GrokscopeError(
             f"{run_dir}: --resume with different settings than run.json ({', '.join(mismatched)})"
         )
-    checkpoints = store.list_checkpoints(run_dir)
-    if checkpoints and checkpoints[-1][0] >= config.schedule.steps:
-        return "done"
-    return "resume"
+    step = store.resume_step(run_dir)
+    if step is None:
+        raise GrokscopeError(f"{run_dir}: nothing to resume from (no {store.RESUME_FILE})")
+    return "done" if step >= config.schedule.steps else "resume"
+
+
+def _differences_from_stored(run_dir: Path, config) -> list[str]:
+    from grokscope import store
+
+    stored = store.read_run(run_dir).to_dict()
+    if stored["task"].get("path"):
+        # Older runs stored --data as typed; it was relative to where training ran.
+        stored["task"]["path"] = os.path.abspath(stored["task"]["path"])
+    return _config_differences(stored, config.to_dict())
 
 
 def _config_differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
@@ -187,15 +230,33 @@ def _train_one(run_dir: Path, config, plan: str, device, output: Output) -> None
         stored = store.read_run_config(run_dir)
         if stored.get("split_sha256") != digest:
             raise GrokscopeError(f"{run_dir}: the task's train/test split no longer matches run.json")
-        trainer.restore()
+        for warning in trainer.restore():
+            output.warn(warning)
     else:
-        (run_dir / store.CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
+        if plan == "restart":
+            output.info(f"{run_dir}: never finished its first save; starting it over")
+            store.clear_unfinished_start(run_dir)
+        # run.json first: from then on every state of the folder is one a rerun can continue or
+        # start over (see store.is_unfinished_start).
+        run_dir.mkdir(parents=True, exist_ok=True)
         store.write_run_config(run_dir, {**config.to_dict(), "split_sha256": digest,
                                          "n_samples": len(trainer.data.y), "n_classes": trainer.data.n_classes})
+        (run_dir / store.CHECKPOINTS_DIR).mkdir(exist_ok=True)
+    warned = False
+
+    def warn_if_diverged() -> None:
+        nonlocal warned
+        if trainer.diverged_at is not None and not warned:
+            warned = True
+            output.warn(f"{run_dir}: diverged: weights or training loss are not finite from step "
+                        f"{trainer.diverged_at} on; training continues, later checkpoints hold NaN")
+
+    warn_if_diverged()
     with output.progress("{task.fields[stats]}") as bar:
         task_id = bar.add_task(config.name, total=config.schedule.steps, completed=trainer.step, stats="")
 
         def on_eval(e):
+            warn_if_diverged()
             bar.update(task_id, completed=e.step, stats=(
                 f"loss {e.train_loss:.3g}/{e.test_loss:.3g}  acc {e.train_acc:.3f}/{e.test_acc:.3f}"
             ))

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from grokscope.config import hyperparameter_columns
 from grokscope.measures import grokking
 from grokscope.plotting.data import Tables
 
-HYPERPARAMETERS = (
-    "task", "p", "train_fraction", "seed", "width", "depth", "alpha", "optimizer", "lr",
-    "weight_decay", "loss",
-)
+# Every setting a user can give train (config.hyperparameters), so runs that differ in any of
+# them are told apart in the report.
+HYPERPARAMETERS = hyperparameter_columns()
 STEP_COLUMNS = ("memorization_step", "generalization_step", "grokking_gap", "synergy_min_step", "synergy_min_size")
 COLUMNS = (
     "run", *HYPERPARAMETERS, "memorization_step", "generalization_step", "grokking_gap", "phase",
