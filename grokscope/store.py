@@ -234,9 +234,18 @@ def save_tensors(path: Path, tensors: dict, metadata: dict[str, str]) -> None:
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     # Serialised in memory and written by us: safetensors' own save_file makes a second, 0600
     # temporary of its own, which ignores the umask and which a kill would leave behind.
-    data = save(contiguous, metadata=metadata)
+    data = _canonical_header(save(contiguous, metadata=metadata))
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """safetensors bytes with the JSON header's keys sorted: the library orders them differently
+    in every process, and a rerun after a kill must write the same bytes as an unbroken run."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data section starts 8-byte aligned, as the format pads it
+    return len(header).to_bytes(8, "little") + header + data[8 + length:]
 
 
 def load_tensors(path: Path, keys: Iterable[str] | None = None) -> tuple[dict, dict[str, str]]:

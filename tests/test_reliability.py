@@ -653,3 +653,23 @@ def test_data_is_stored_absolute(tmp_path, monkeypatch):
     from grokscope.tasks import load_task
 
     assert len(load_task(store.read_run(tmp_path / "runs" / "npz").task).y) == 30
+
+
+def test_safetensors_files_are_the_same_bytes_in_every_process(tmp_path):
+    # The library orders its header's keys differently in each process; a resumed run must still
+    # write the bytes an unbroken one would.
+    import subprocess
+    import sys
+
+    script = ("import sys, torch\nfrom grokscope import store\n"
+              "store.save_tensors(sys.argv[1], {'w': torch.arange(6.).reshape(2, 3), 'b': torch.ones(2), "
+              "'m': torch.zeros(3, dtype=torch.bool)}, {'grokscope.step': '3', 'format': 'pt', 'a': 'b', 'z': 'y'})\n")
+    paths = [tmp_path / f"{i}.safetensors" for i in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+    assert len({path.read_bytes() for path in paths}) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(paths[0]), framework="pt") as handle:
+        assert handle.metadata() == {"grokscope.step": "3", "format": "pt", "a": "b", "z": "y"}
+        assert handle.get_tensor("w").tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
