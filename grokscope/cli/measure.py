@@ -21,6 +21,10 @@ Examples:
 
   grokscope measure runs/add-p97 --metric rnc1 --format csv | head
 
+  grokscope measure ckpts/ --metric weights        # another tool's series: weights need no probe
+
+  grokscope probe ckpts/ --model net.py:build --data d.npz | grokscope measure - --metric all
+
 Families: collapse (within_var, between_var, nc1, rnc1, rnc1_sup, nc1_papyan, nc2_*, nc3, nc4),
 hsic (nhsic_x, nhsic_y; hsic_* or cka_* with --hsic-estimator), o-info (synergy, redundancy), weights (weight_norm, param_norm,
 balancedness, spectral_entropy, effective_rank, stable_rank), grokking (memorization_step,

@@ -22,15 +22,21 @@ Examples:
 
   grokscope probe runs/add-p97 --steps 0-1000,every:5 --device cuda
 
-  grokscope probe my_series/ --model mynet:build --data data.npz
+  grokscope probe ckpts/ --model net.py:build --data data.npz | grokscope measure - --metric all
+
+  grokscope probe hf-run/ --data data.npz --layer transformer.h.0@-1   # Trainer: model from config.json
+
+  grokscope probe lightning_logs/version_0/checkpoints --model net.py:build --data data.npz
 
 Writes RUN/features/step-NNNNNNNN.safetensors, one float32 matrix per
 hidden layer with rows as in RUN/features/samples.safetensors, and prints
 each features file on stdout, those already stored too (skipped unless
---force). Another tool's series (checkpoint-500/, step500.pt,
-model_step_500.safetensors, ...) gets SERIES/features/ unless --out.
---steps takes steps '1200', ranges '0-1000' or '2000-', and 'every:K'
-(every K-th of the chosen checkpoints). See docs/probe.md.
+--force). Another tool's series (checkpoint-500/, epoch=3-step=500.ckpt,
+step500.pt, a file holding a whole run, ...) gets SERIES/features/ and a
+features/probe.json recording --model, --data and --layer, so measure,
+plot and report need none of them. --steps takes steps '1200', ranges
+'0-1000' or '2000-', and 'every:K'. See docs/probe.md and
+docs/your-checkpoints.md.
 """
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
