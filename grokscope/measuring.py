@@ -29,9 +29,15 @@ FAMILY_METRICS = {
     "weights": ("weight_norm", "param_norm", "balancedness", "spectral_entropy", "effective_rank", "stable_rank"),
     "grokking": ("memorization_step", "generalization_step", "grokking_gap"),
     "oinfo": ("synergy", "redundancy"),
+    # spectral_entropy / effective_rank are the weights family's too (same values, same SVDs as
+    # the coarse-graining); a bare --metric spectral_entropy still means the cheap weights family.
+    "complexity": ("complexity", "complexity_raw", "complexity_tau", "complexity_bin_size", "complexity_loss",
+                   "complexity_reference_loss", "complexity_error", "complexity_bound", "complexity_rank",
+                   "spectral_entropy", "effective_rank"),
 }
 FAMILY_ALIASES = {"o-info": "oinfo", "o_info": "oinfo", "nc": "collapse", "nhsic": "hsic"}
 FEATURE_FAMILIES = ("collapse", "hsic", "oinfo")
+CHECKPOINT_FAMILIES = ("weights", "complexity")  # read the weights only, never features
 SPLITS = {"train": (0,), "test": (1,), "both": (0, 1)}
 SPLIT_NAMES = {0: "train", 1: "test"}
 
@@ -64,6 +70,10 @@ class MeasureOptions:
     bias_correction: bool = True
     # grokking: the accuracy that counts as "reached".
     threshold: float = 0.99
+    # complexity: the loss increase the coarse-grained network may cost (nats of training loss;
+    # DeMoss et al. log 2^-4 ... 4), one value per curve; bz2 is the authors' compressor.
+    tolerance: tuple[float, ...] = (0.1,)
+    compressor: str = "bz2"
 
     def params(self, family: str) -> str:
         """The options that shape a family's values, as the JSON stored beside them."""
@@ -74,6 +84,7 @@ class MeasureOptions:
                       "units", "bias_correction", "layers"),
             "weights": (),
             "grokking": ("threshold",),
+            "complexity": ("tolerance", "compressor"),
         }[family]
         return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True)
 
@@ -287,6 +298,71 @@ def weight_rows(run_dir: Path, steps: list[int]) -> tuple[list[dict], list[tuple
     return rows, problems
 
 
+def complexity_rows(run_dir: Path, steps: list[int], options: MeasureOptions, device: str = "cpu",
+                    threads: int | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Rows of the complexity family (DeMoss et al.) at the given steps of one run, and problems met.
+
+    The model and the training set are rebuilt from run.json; the loss is the run's own training
+    loss over the whole training split. Runs in a worker process with ``--workers``.
+    """
+    from grokscope.features import resolve_device, run_dataset
+    from grokscope.measures.complexity import model_error, model_loss, rate_distortion
+    from grokscope.model import build_model
+    from grokscope.series import load_state, run_checkpoints
+    from grokscope.training import loss_fn
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = store.read_run(run_dir)
+    dataset = run_dataset(run_dir)
+    torch_device = resolve_device(device)
+    train = dataset.split == 0
+    inputs = torch.from_numpy(np.ascontiguousarray(dataset.x[train])).to(torch_device)  # (n, ...)
+    targets = torch.from_numpy(dataset.y[train]).to(torch_device)  # (n,)
+    model = build_model(dataset.input_dim, dataset.n_classes, config.model, config.seed).to(torch_device)
+    names = [name for name, _ in model.named_parameters()]  # buffers are not part of the description
+    loss = model_loss(model, inputs, targets, lambda logits, y: loss_fn(logits, y, config))
+    error = model_error(model, inputs, targets)
+    checkpoints = {c.step: c for c in run_checkpoints(run_dir)}
+    rows, problems = [], []
+    for step in steps:
+        try:
+            state = load_state(checkpoints[step], device=torch_device)
+        except GrokscopeError as exc:
+            problems.append(("error", str(exc)))
+            continue
+        results = rate_distortion(state, loss, options.tolerance, compressor=options.compressor, error=error,
+                                  names=names)
+        if any(math.isnan(r.bits) for r in results):
+            problems.append(("warning", f"{run_dir} step {step}: weights or loss not finite (diverged?); "
+                                        "its complexity is NaN"))
+        rows += [{"step": step, **row} for row in complexity_result_rows(results, len(targets))]
+    return rows, problems
+
+
+def complexity_result_rows(results, n_train: int) -> list[dict]:
+    """Tidy rows of :func:`grokscope.measures.complexity.rate_distortion` results: per tolerance
+    (a ``tolerance`` column) the size, its (tau, bin), losses, error, bound and per-matrix ranks;
+    once, the spectral entropy and effective rank of every matrix."""
+    from grokscope.measures.complexity import generalisation_bound
+
+    rows = []
+    for result in results:
+        scalars = {
+            "complexity": result.bits, "complexity_raw": result.raw_bits, "complexity_tau": result.tau,
+            "complexity_bin_size": result.bin_size, "complexity_loss": result.loss,
+            "complexity_reference_loss": result.original_loss, "complexity_error": result.error,
+            "complexity_bound": generalisation_bound(result.bits, result.error, n_train),
+        }
+        rows += [{"metric": k, "value": v, "layer": None, "tolerance": result.tolerance} for k, v in scalars.items()]
+        rows += [{"metric": "complexity_rank", "value": float(rank), "layer": name, "tolerance": result.tolerance}
+                 for name, rank in result.ranks.items()]
+    for name, summary in (results[0].spectra if results else {}).items():
+        rows += [{"metric": k, "value": summary[k], "layer": name, "tolerance": None}
+                 for k in ("spectral_entropy", "effective_rank")]
+    return rows
+
+
 # --- per run -------------------------------------------------------------------------------
 
 
@@ -324,7 +400,7 @@ def plan_run(run_dir: Path, families: Iterable[str], options: MeasureOptions, se
         if family == "grokking":
             todo[family] = [] if len(existing[family]) else [-1]
             continue
-        available = checkpoint_steps if family == "weights" else sorted(set(checkpoint_steps) | set(feature_steps))
+        available = checkpoint_steps if family in CHECKPOINT_FAMILIES else sorted(set(checkpoint_steps) | set(feature_steps))
         done = set(existing[family]["step"]) if len(existing[family]) else set()
         todo[family] = [s for s in select(available) if s not in done]
     return RunPlan(context, existing, todo)
