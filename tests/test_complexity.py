@@ -255,3 +255,155 @@ def test_spectral_entropy_penalty_skips_zero_matrices():
     expected = -(p * torch.log(p + 1e-12)).sum()
     assert spectral_entropy_penalty([w, torch.zeros(4, 2, dtype=torch.float64)]).item() == pytest.approx(expected.item())
     assert spectral_entropy_penalty([torch.zeros(3, 3)]).item() == 0.0
+
+
+# --- grokscope measure --metric complexity, plot complexity, train regularisers --------------
+
+
+def invoke(*args):
+    from typer.testing import CliRunner
+
+    from grokscope.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Two tiny runs, plain and with both regularisers."""
+    out = tmp_path_factory.mktemp("runs")
+    result = invoke("train", "--p", "7", "--width", "16", "--steps", "24", "--save-every", "8", "--save-log", "0",
+                    "--spectral-entropy", "0,0.1", "--weight-noise", "0.01", "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    return [out / "add-p7-se0", out / "add-p7-se0.1"]
+
+
+def copy_run(run_dir, tmp_path):
+    import shutil
+
+    target = tmp_path / run_dir.name
+    shutil.copytree(run_dir, target)
+    return target
+
+
+def test_measure_complexity_table(tiny_runs, tmp_path):
+    import pandas as pd
+
+    from grokscope import store
+
+    run = copy_run(tiny_runs[0], tmp_path)
+    result = invoke("measure", run, "--metric", "complexity", "--tolerance", "0.01,0.3", "-q")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(store.measures_path(run, "complexity"))]
+    table = pd.read_parquet(store.measures_path(run, "complexity"))
+    assert list(table.columns[:6]) == ["run", "step", "metric", "value", "split", "layer"]
+    assert {"tolerance", "spectral_entropy", "weight_noise", "params"} <= set(table.columns)
+    assert sorted(table["step"].unique()) == [0, 8, 16, 24]
+    sizes = table[table["metric"] == "complexity"]
+    assert len(sizes) == 4 * 2 and set(sizes["tolerance"]) == {0.01, 0.3}
+    wide = table[table["layer"].isna()].pivot_table(index=["step", "tolerance"], columns="metric", values="value")
+    assert (wide["complexity_loss"] <= wide["complexity_reference_loss"] + wide.index.get_level_values(1) + 1e-6).all()
+    assert (wide["complexity"] <= wide["complexity_raw"]).all()
+    # The reference loss is the history's training loss at the same step (both on the whole split).
+    history = store.read_history(run).set_index("step")["train_loss"]
+    reference = wide.xs(0.01, level="tolerance")["complexity_reference_loss"]
+    np.testing.assert_allclose(reference.values, history.loc[reference.index].values, rtol=1e-5)
+    ranks = table[(table["metric"] == "complexity_rank")]
+    assert set(ranks["layer"]) == {"layers.0.weight", "layers.1.weight"}
+    # Spectral entropy from the coarse-graining's SVDs equals the weights family's.
+    assert invoke("measure", run, "--metric", "weights", "-q").exit_code == 0
+    weights = pd.read_parquet(store.measures_path(run, "weights"))
+    keys = ["step", "layer"]
+    both = table[table["metric"] == "spectral_entropy"].merge(
+        weights[weights["metric"] == "spectral_entropy"], on=keys, suffixes=("", "_w"))
+    assert len(both) == 8 and np.allclose(both["value"], both["value_w"], rtol=1e-10)
+
+
+def test_measure_complexity_with_workers_gives_the_same_rows(tiny_runs, tmp_path):
+    import pandas as pd
+
+    from grokscope import store
+
+    one, two = copy_run(tiny_runs[1], tmp_path / "a"), copy_run(tiny_runs[1], tmp_path / "b")
+    assert invoke("measure", one, "--metric", "complexity", "-q").exit_code == 0
+    assert invoke("measure", two, "--metric", "complexity", "--workers", "2", "-q").exit_code == 0
+    a, b = (pd.read_parquet(store.measures_path(r, "complexity")) for r in (one, two))
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--tolerance", "-1"], "--tolerance"),
+    (["--tolerance", "x"], "--tolerance"),
+    (["--compressor", "zip"], "--compressor"),
+])
+def test_measure_complexity_bad_options(tiny_runs, args, named):
+    result = invoke("measure", tiny_runs[0], "--metric", "complexity", *args)
+    assert result.exit_code == 2 and named in result.stderr and "Traceback" not in result.output
+
+
+def test_plot_complexity_curve_and_rate_distortion(tiny_runs, tmp_path):
+    runs = [copy_run(r, tmp_path) for r in tiny_runs]
+    for run in runs:
+        assert invoke("measure", run, "--metric", "complexity", "--tolerance", "0.01,0.1,1", "-q").exit_code == 0
+    curve = tmp_path / "curve.png"
+    result = invoke("plot", "complexity", *runs, "--color", "spectral_entropy", "-o", curve)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(curve) and curve.stat().st_size > 10_000
+    rd = tmp_path / "rd.svg"
+    result = invoke("plot", "complexity", *runs, "--steps", "8,24", "-o", rd)
+    assert result.exit_code == 0, result.output
+    assert "step 8" in rd.read_text() and "step 24" in rd.read_text()
+    # One tolerance only: the rate-distortion view says what to measure.
+    single = copy_run(tiny_runs[0], tmp_path / "single")
+    assert invoke("measure", single, "--metric", "complexity", "-q").exit_code == 0
+    result = invoke("plot", "complexity", single, "--steps", "8", "-o", tmp_path / "x.png")
+    assert result.exit_code == 2 and "--tolerance" in result.stderr
+    result = invoke("plot", "curves", single, "--steps", "8", "-o", tmp_path / "x.png")
+    assert result.exit_code == 2 and "--steps" in result.stderr
+
+
+def test_plot_complexity_figure_draws_what_the_table_holds(tiny_runs, tmp_path):
+    from grokscope.plotting import draw, style
+    from grokscope.plotting.data import load
+
+    run = copy_run(tiny_runs[0], tmp_path)
+    assert invoke("measure", run, "--metric", "complexity", "-q").exit_code == 0
+    tables = load([str(run)])
+    figure = draw("complexity", tables, style.FigureOptions())
+    drawn = figure.data.sort_values("step")
+    expected = tables.metric("complexity")
+    expected = expected[expected["step"] > 0].sort_values("step")
+    np.testing.assert_allclose(drawn["kbit"].values, expected["value"].values / 1000)
+
+
+def test_spectral_entropy_penalty_lowers_the_spectral_entropy(tmp_path):
+    from grokscope import store
+    from grokscope.measures.weights import weight_measures
+
+    result = invoke("train", "--p", "7", "--width", "16", "--steps", "150", "--save-every", "150", "--save-log", "0",
+                    "--spectral-entropy", "0,1", "--out", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    entropies = []
+    for name in ("add-p7-se0", "add-p7-se1"):
+        state = store.load_checkpoint(store.checkpoint_path(tmp_path / name, 150))
+        rows = [r for r in weight_measures(state) if r["metric"] == "spectral_entropy"]
+        entropies.append(np.mean([r["value"] for r in rows]))
+        assert store.read_run(tmp_path / name).optim.spectral_entropy == float(name[len("add-p7-se"):])
+    assert entropies[1] < entropies[0] - 0.1
+
+
+def test_weight_noise_is_drawn_per_step_from_the_seed(tmp_path):
+    from grokscope import store
+
+    args = ["--p", "7", "--width", "16", "--steps", "10", "--save-every", "10", "--save-log", "0", "-q"]
+    for name, extra in (("a", ["--weight-noise", "0.05"]), ("b", ["--weight-noise", "0.05"]), ("c", [])):
+        assert invoke("train", *args, *extra, "--name", name, "--out", tmp_path).exit_code == 0
+    a, b, c = (store.load_checkpoint(store.checkpoint_path(tmp_path / n, 10)) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same noise
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the noise changed the gradients
+
+
+@pytest.mark.parametrize(("option", "value"), [("--weight-noise", "-0.1"), ("--spectral-entropy", "-1")])
+def test_negative_regulariser_is_a_one_line_error(tmp_path, option, value):
+    result = invoke("train", "--p", "7", "--steps", "2", option, value, "--out", tmp_path)
+    assert result.exit_code == 2 and option in result.stderr and "Traceback" not in result.output

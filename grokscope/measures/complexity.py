@@ -22,6 +22,12 @@ vectors) is then quantised with one global bin size :math:`\Delta`,
 int8/16/32/64 that holds its codes, arrays in state-dict order, factor :math:`A` before
 :math:`B`) and compressed with a general-purpose compressor (bz2 as the authors, or lzma).
 
+Where this differs from the authors' code (read for these facts, not copied): their rank is one
+less (``searchsorted`` keeps the singular values whose running sum stays *below* tau), they
+pickle the quantised float32 values where grokscope serialises the integer codes, and they return
+an infeasibility penalty when no point of their search meets the tolerance where grokscope falls
+back to the identity.
+
 **Complexity** at tolerance :math:`\varepsilon`: the smallest compressed size, in bits,
 
 .. math::
@@ -37,26 +43,31 @@ identity (the float weights compressed as they are) is always a candidate, so
 **Search over** :math:`(\tau, \Delta)`. The authors maximise with Bayesian optimisation (62 loss
 evaluations per checkpoint, :math:`\tau \in [0, 1]`, :math:`\Delta \in [10^{-3}, 1]` log-uniform).
 grokscope searches a fixed grid deterministically instead: :math:`\tau` in ``taus`` (default
-0, 0.02, ..., 1) and :math:`\Delta = 2^{j/q}` for integer :math:`j` (``bins_per_octave`` q,
+0, 0.05, ..., 1) and :math:`\Delta = 2^{j/q}` for integer :math:`j` (``bins_per_octave`` q,
 default 16: steps of 4.4%), from :math:`2^{-24}` times the largest stored magnitude (float32
 resolution) to the first :math:`\Delta` that rounds every code to zero. Grid values of
-:math:`\tau` that give the same ranks are one configuration. The search relies on two
-monotonicities that hold for rounding to a coarser grid almost always, and checks nothing
-else:
+:math:`\tau` that give the same ranks are one configuration. The search assumes three
+monotonicities, which rounding to a coarser grid and truncating more nearly always obey, and
+checks nothing else:
 
 1. feasibility is monotone in :math:`\Delta`: if :math:`\Delta_j` meets the tolerance, every finer
    :math:`\Delta` does, so each configuration has a largest feasible :math:`\Delta^*`;
 2. the compressed size does not grow with :math:`\Delta` (coarser codes, smaller numbers), so a
-   configuration's best point is :math:`\Delta^*`.
+   configuration's best point is :math:`\Delta^*`;
+3. a configuration with no feasible :math:`\Delta` has none at smaller :math:`\tau` either.
 
-It walks the configurations from the largest :math:`\tau` down, finds :math:`\Delta^*` by galloping
-from the previous configuration's :math:`\Delta^*` (one or two loss evaluations when the
-frontier barely moves, a bisection otherwise), compresses once per configuration, and stops at
-the first configuration with no feasible :math:`\Delta` at all (truncating further only adds
-error). Under 1 and 2 the result is the optimum of the whole grid (``tests/test_complexity.py``
-checks it against brute force); the cost is a handful of loss evaluations and one compression
-per distinct configuration, and the result is the same on every run. Loss evaluations are
-cached, so a rate-distortion curve over several tolerances shares them.
+It walks the configurations from the largest :math:`\tau` down. The first gets :math:`\Delta^*`
+by bisecting the bin range. Each next one starts from the previous :math:`\Delta^*`: if that bin
+is feasible it gallops to coarser bins; if not, its own :math:`\Delta^*` lies below, so (by 2)
+its best size is at least its size one bin below: one compression, and when that is no smaller
+than the best so far the configuration is skipped. Otherwise it gallops to finer bins (checking
+the finest bin after two misses) and bisects, and the configuration's size at its
+:math:`\Delta^*` is compressed. The walk stops at the first configuration with no feasible bin
+(by 3). Under 1-3 the result is the optimum of the whole grid, whatever bin each gallop starts
+from (``tests/test_complexity.py`` checks it against brute force), and the same every time
+(on one machine: another BLAS may round a boundary loss the other way); on the default run it costs about 30 loss evaluations and 10 compressions per
+checkpoint (``benchmarks/complexity.py``). Loss evaluations and compressions are cached, so a
+rate-distortion curve over several tolerances shares them.
 
 **Generalisation bound** (the paper's Occam bound, for a hypothesis described in :math:`K` bits
 and a loss in [0, 1], with probability :math:`1-\delta` over :math:`n` training samples):
@@ -65,7 +76,8 @@ and a loss in [0, 1], with probability :math:`1-\delta` over :math:`n` training 
 
     R(h) \le \hat R(h) + \sqrt{\frac{K + 2\log K + \log(1/\delta)}{2n}}
 
-with :math:`\hat R` the coarse-grained network's training error (0-1 loss).
+with :math:`\hat R` the coarse-grained network's training error (0-1 loss) and :math:`K` the
+complexity in bits. It is vacuous (above 1) unless :math:`K` is well below :math:`2n`.
 """
 
 from __future__ import annotations
@@ -83,7 +95,7 @@ from grokscope.errors import GrokscopeError
 from grokscope.measures.weights import spectral_summary
 
 COMPRESSORS = ("bz2", "lzma")
-#: 0, 0.02, ..., 1: finer than the authors' 62 evaluations resolve, and cheap once deduplicated.
+#: 0, 0.05, ..., 1: about what the authors' 62 evaluations over two parameters resolve.
 DEFAULT_TAUS = tuple(i / 20 for i in range(21))
 #: Bin sizes 2^(j/16): 4.4% apart, so the size of the best point is within ~2% of the continuum.
 BINS_PER_OCTAVE = 16
