@@ -26,8 +26,9 @@ from grokscope.model import build_model, global_norm
 from grokscope.tasks import Dataset, load_task
 
 HISTORY_COLUMNS = ["step", "train_loss", "train_acc", "test_loss", "test_acc", "weight_norm"]
-# Third entropy word of the weight-noise seeds, so they never coincide with the batch stream's.
-_NOISE_STREAM = 0x6E6F6973
+# Tags the weight-noise seeds (hashed with seed and step by SeedSequence), keeping them apart from
+# any other stream derived from the same (seed, step).
+_NOISE_STREAM = 0x6E6F6973  # "nois"
 
 
 @dataclass
