@@ -97,7 +97,7 @@ from grokscope.measures.weights import spectral_summary
 COMPRESSORS = ("bz2", "lzma")
 #: 0, 0.05, ..., 1: about what the authors' 62 evaluations over two parameters resolve.
 DEFAULT_TAUS = tuple(i / 20 for i in range(21))
-#: Bin sizes 2^(j/16): 4.4% apart, so the size of the best point is within ~2% of the continuum.
+#: Bin sizes 2^(j/16): 4.4% apart, finer than the cliffs of the loss in the bin size.
 BINS_PER_OCTAVE = 16
 #: The finest bin searched, relative to the largest stored magnitude: float32's resolution.
 FINEST_RELATIVE_BIN = 2.0 ** -24
@@ -127,9 +127,10 @@ def quantise(values, bin_size: float) -> torch.Tensor:
 def truncation_rank(singular_values, tau: float, rtol: float | None = None) -> int:
     r"""The smallest rank :math:`k` with :math:`\sum_{i\le k} s_i \ge \tau \sum_i s_i`.
 
-    Singular values at or below ``rtol`` times the largest count as zero (default: the length
-    times float64's machine epsilon, as ``numpy.linalg.matrix_rank``), so ``tau = 1`` gives the
-    numerical rank, not the full dimension. ``tau <= 0`` or a zero matrix gives 0.
+    Singular values at or below ``rtol`` times the largest count as zero (default: their number
+    times float64's machine epsilon; :class:`CoarseGraining` passes the larger dimension, as
+    ``numpy.linalg.matrix_rank`` does), so ``tau = 1`` gives the numerical rank, not the full
+    dimension. ``tau <= 0`` or a zero matrix gives 0.
     """
     s = _tensor(singular_values).to(torch.float64).flatten()
     if not 0.0 <= tau <= 1.0:
