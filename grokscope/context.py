@@ -246,6 +246,14 @@ class SeriesContext:
         return Extractor(model, inputs_on(x, device, dtype), model.hidden_features, keys, penultimate, batch_size,
                          labels=labels, split=split)
 
+    def answer_position(self) -> int:
+        """The token position whose output is read as the answer: the penultimate layer's chosen
+        position where it chose one, else the last."""
+        if self.record is None:
+            return -1
+        position = LayerSpec.parse(self.record["penultimate"]).position
+        return position if isinstance(position, int) else -1
+
     # --- weights ---------------------------------------------------------------------------
 
     def output_weight(self, state: dict) -> torch.Tensor | None:

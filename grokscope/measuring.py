@@ -29,9 +29,15 @@ FAMILY_METRICS = {
     "weights": ("weight_norm", "param_norm", "balancedness", "spectral_entropy", "effective_rank", "stable_rank"),
     "grokking": ("memorization_step", "generalization_step", "grokking_gap"),
     "oinfo": ("synergy", "redundancy"),
+    # spectral_entropy / effective_rank are the weights family's too (same values, same SVDs as
+    # the coarse-graining); a bare --metric spectral_entropy still means the cheap weights family.
+    "complexity": ("complexity", "complexity_raw", "complexity_tau", "complexity_bin_size", "complexity_loss",
+                   "complexity_reference_loss", "complexity_error", "complexity_bound", "complexity_rank",
+                   "spectral_entropy", "effective_rank"),
 }
 FAMILY_ALIASES = {"o-info": "oinfo", "o_info": "oinfo", "nc": "collapse", "nhsic": "hsic"}
 FEATURE_FAMILIES = ("collapse", "hsic", "oinfo")
+CHECKPOINT_FAMILIES = ("weights", "complexity")  # read the weights only, never features
 SPLITS = {"train": (0,), "test": (1,), "both": (0, 1)}
 SPLIT_NAMES = {0: "train", 1: "test"}
 
@@ -64,6 +70,10 @@ class MeasureOptions:
     bias_correction: bool = True
     # grokking: the accuracy that counts as "reached".
     threshold: float = 0.99
+    # complexity: the loss increase the coarse-grained network may cost (nats of training loss;
+    # DeMoss et al. log 2^-4 ... 4), one value per curve; bz2 is the authors' compressor.
+    tolerance: tuple[float, ...] = (0.1,)
+    compressor: str = "bz2"
 
     def params(self, family: str) -> str:
         """The options that shape a family's values, as the JSON stored beside them."""
@@ -74,6 +84,7 @@ class MeasureOptions:
                       "units", "bias_correction", "layers"),
             "weights": (),
             "grokking": ("threshold",),
+            "complexity": ("tolerance", "compressor"),
         }[family]
         return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True)
 
@@ -298,6 +309,83 @@ def weight_rows(series: Series, steps: list[int]) -> tuple[list[dict], list[tupl
     return rows, problems
 
 
+def complexity_rows(series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
+                    threads: int | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Rows of the complexity family (DeMoss et al.) at the given steps of one series, and problems met.
+
+    The model and the training set come from the series (a run's run.json, another series' probe
+    record); the loss is the run's own training loss (cross-entropy for another tool's series) over
+    the whole training split, on the model's output read as class logits. Runs in a worker
+    process with ``--workers``.
+    """
+    from grokscope.context import SeriesContext
+    from grokscope.features import inputs_on, output_logits, parameter_groups, resolve_device
+    from grokscope.measures.complexity import model_error, model_loss, rate_distortion
+    from grokscope.series import load_state
+
+    if threads:
+        torch.set_num_threads(threads)
+    context = SeriesContext.open(series)
+    layout = context.weight_layout()
+    model = layout.model
+    if model is None:
+        context.layer_keys()  # raises: never probed, and how to probe
+    x, samples = context.data()
+    torch_device = resolve_device(device)
+    train = samples.split == 0
+    inputs = inputs_on(x[train], torch_device, torch.float32)  # (n, ...)
+    targets = torch.from_numpy(samples.labels[train]).to(torch_device)  # (n,)
+    model = model.to(torch_device).eval()
+    names = [group[0] for group in parameter_groups(model)]  # buffers are not part of the description
+    if context.config is not None:
+        from grokscope.training import loss_fn
+
+        criterion = lambda logits, y: loss_fn(logits, y, context.config)  # noqa: E731
+    else:
+        criterion = torch.nn.functional.cross_entropy
+    readout = lambda output: output_logits(output, context.answer_position())  # noqa: E731
+    loss = model_loss(model, inputs, targets, criterion, readout=readout)
+    error = model_error(model, inputs, targets, readout=readout)
+    checkpoints = {c.step: c for c in series.checkpoints}
+    rows, problems = [], []
+    for step in steps:
+        try:
+            state = layout.fit(load_state(checkpoints[step], device=torch_device))
+        except GrokscopeError as exc:
+            problems.append(("error", str(exc)))
+            continue
+        results = rate_distortion(state, loss, options.tolerance, compressor=options.compressor, error=error,
+                                  names=names)
+        if any(math.isnan(r.bits) for r in results):
+            problems.append(("warning", f"{series.root} step {step}: weights or loss not finite (diverged?); "
+                                        "its complexity is NaN"))
+        rows += [{"step": step, **row} for row in complexity_result_rows(results, len(targets))]
+    return rows, problems
+
+
+def complexity_result_rows(results, n_train: int) -> list[dict]:
+    """Tidy rows of :func:`grokscope.measures.complexity.rate_distortion` results: per tolerance
+    (a ``tolerance`` column) the size, its (tau, bin), losses, error, bound and per-matrix ranks;
+    once, the spectral entropy and effective rank of every matrix."""
+    from grokscope.measures.complexity import generalisation_bound
+
+    rows = []
+    for result in results:
+        scalars = {
+            "complexity": result.bits, "complexity_raw": result.raw_bits, "complexity_tau": result.tau,
+            "complexity_bin_size": result.bin_size, "complexity_loss": result.loss,
+            "complexity_reference_loss": result.original_loss, "complexity_error": result.error,
+            "complexity_bound": generalisation_bound(result.bits, result.error, n_train),
+        }
+        rows += [{"metric": k, "value": v, "layer": None, "tolerance": result.tolerance} for k, v in scalars.items()]
+        rows += [{"metric": "complexity_rank", "value": float(rank), "layer": name, "tolerance": result.tolerance}
+                 for name, rank in result.ranks.items()]
+    for name, summary in (results[0].spectra if results else {}).items():
+        rows += [{"metric": k, "value": summary[k], "layer": name, "tolerance": None}
+                 for k in ("spectral_entropy", "effective_rank")]
+    return rows
+
+
 # --- per series ----------------------------------------------------------------------------
 
 
@@ -324,7 +412,9 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
     feature_steps = [s for s, _ in store.list_features(series.home)]
     if options.layers:
         context.layer_keys(options.layers)  # an unknown --layer fails before any work
-    if any(f in FEATURE_FAMILIES for f in families) and not context.can_compute and not feature_steps:
+    needs_model = any(f == "complexity" for f in families) or (any(f in FEATURE_FAMILIES for f in families)
+                                                                and not feature_steps)
+    if needs_model and not context.can_compute:
         context.layer_keys()  # raises: names the series and the probe command to run
     existing: dict[str, pd.DataFrame] = {}
     todo: dict[str, list[int]] = {}
@@ -338,7 +428,7 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
         if family == "grokking":
             todo[family] = [] if len(existing[family]) else [-1]
             continue
-        available = checkpoint_steps if family == "weights" else sorted(set(checkpoint_steps) | set(feature_steps))
+        available = checkpoint_steps if family in CHECKPOINT_FAMILIES else sorted(set(checkpoint_steps) | set(feature_steps))
         if series.selected is not None:
             available = [s for s in available if s in series.selected]
         done = set(existing[family]["step"]) if len(existing[family]) else set()

@@ -17,7 +17,7 @@ _INT_RANGE = re.compile(r"^(\d+)-(\d+)$")
 # Short names for run directories: add-p97-wd0.1-seed3 rather than a 100-character path.
 SHORT_NAMES = {
     "weight_decay": "wd", "train_fraction": "frac", "train_size": "n", "split_seed": "split",
-    "learning_rate": "lr", "batch_size": "bs",
+    "learning_rate": "lr", "batch_size": "bs", "spectral_entropy": "se", "weight_noise": "noise",
 }
 
 

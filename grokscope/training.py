@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -20,10 +21,14 @@ import torch.nn.functional as F
 from grokscope import store
 from grokscope.config import RunConfig
 from grokscope.errors import GrokscopeError
+from grokscope.measures.complexity import spectral_entropy_penalty
 from grokscope.model import build_model, global_norm
 from grokscope.tasks import Dataset, load_task
 
 HISTORY_COLUMNS = ["step", "train_loss", "train_acc", "test_loss", "test_acc", "weight_norm"]
+# Tags the weight-noise seeds (hashed with seed and step by SeedSequence), keeping them apart from
+# any other stream derived from the same (seed, step).
+_NOISE_STREAM = 0x6E6F6973  # "nois"
 
 
 @dataclass
@@ -87,6 +92,7 @@ class Trainer:
         self.x_train, self.y_train = self.x[self.train_idx], self.y[self.train_idx]
         self.model = build_model(self.data.input_dim, self.data.n_classes, config.model, config.seed).to(device)
         self.params = list(self.model.parameters())
+        self.matrices = [p for p in self.params if p.ndim == 2]
         self.initial_norm = global_norm(self.params)
         self.optimizer = make_optimizer(self.params, config)
         self.history: list[dict] = []
@@ -110,10 +116,26 @@ class Trainer:
         order = order.to(self.device)
         return self.x_train[order], self.y_train[order]
 
+    def _forward(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """The training forward pass: through weights + N(0, weight_noise^2) noise when asked."""
+        sigma = self.config.optim.weight_noise
+        if not sigma:
+            return self.model(x)
+        # The draw of a step is a function of (seed, step) alone, so --resume replays it exactly.
+        seed = int(np.random.SeedSequence([self.config.seed, step, _NOISE_STREAM]).generate_state(1, np.uint64)[0])
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        noisy = {name: param + sigma * torch.randn(param.shape, generator=generator, device=param.device,
+                                                   dtype=param.dtype)
+                 for name, param in self.model.named_parameters()}
+        return torch.func.functional_call(self.model, noisy, (x,))
+
     def train_step(self) -> None:
         x, y = self._batch(self.step + 1)
-        logits = self.model(x)  # (B, K)
+        logits = self._forward(x, self.step + 1)  # (B, K)
         loss = loss_fn(logits, y, self.config)
+        if self.config.optim.spectral_entropy:
+            # DeMoss et al.'s penalty, on the weights themselves (not the noisy copy).
+            loss = loss + self.config.optim.spectral_entropy * spectral_entropy_penalty(self.matrices)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -122,7 +122,8 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("extra", [[], ["--batch-size", "13", "--optimizer", "sgd"]])
+@pytest.mark.parametrize("extra", [[], ["--batch-size", "13", "--optimizer", "sgd"],
+                                   ["--weight-noise", "0.01", "--spectral-entropy", "0.1"]])
 def test_resume_equals_uninterrupted(tmp_path, extra):
     args = [*TINY, "--steps", "40", "--save-every", "8", *extra]
     assert invoke("train", *args, "--out", str(tmp_path / "whole")).exit_code == 0

@@ -57,7 +57,9 @@ def demo(
                    "--resume", "--device", device, "--out", str(runs), *flags])
     # Stored features are 9 MB a checkpoint here; measure computes the rest in memory.
     _step(output, ["probe", str(runs), "--steps", "every:10", "--device", device, *flags])
-    _step(output, ["measure", str(runs), "--metric", "all", "--device", device, *flags])
+    # The families its figures and report use (complexity, the slowest, is not drawn here).
+    _step(output, ["measure", str(runs), "--metric", "collapse,hsic,oinfo,weights,grokking", "--device", device,
+                   *flags])
     written = []
     for kind, extra in FIGURES:
         path = figures / f"{kind}.png"

@@ -24,11 +24,15 @@ Examples:
   grokscope measure ckpts/ --metric weights        # another tool's series: weights need no probe
 
   grokscope probe ckpts/ --model net.py:build --data d.npz | grokscope measure - --metric all
+  grokscope measure runs/ --metric complexity --workers 2        # DeMoss et al.'s complexity curve
+
+  grokscope measure runs/add-p97 --metric complexity --tolerance 0.01,0.03,0.1,0.3,1 --steps every:10
 
 Families: collapse (within_var, between_var, nc1, rnc1, rnc1_sup, nc1_papyan, nc2_*, nc3, nc4),
 hsic (nhsic_x, nhsic_y; hsic_* or cka_* with --hsic-estimator), o-info (synergy, redundancy), weights (weight_norm, param_norm,
 balancedness, spectral_entropy, effective_rank, stable_rank), grokking (memorization_step,
-generalization_step, grokking_gap), or all. A metric name computes its family and reports that
+generalization_step, grokking_gap), complexity (complexity in bits, complexity_tau,
+complexity_bin_size, complexity_loss, complexity_bound, complexity_rank, ...), or all. A metric name computes its family and reports that
 metric. Runs that were never probed get their features computed in memory. Checkpoints already
 measured with the same settings are skipped unless --force.
 """
@@ -58,6 +62,8 @@ def measure(
     units: str = typer.Option("bits", "--units", help="o-info: bits or nats."),
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction", help="o-info: Ince et al.'s entropy bias correction."),
     threshold: float = typer.Option(0.99, "--threshold", help="grokking: the accuracy that counts as reached."),
+    tolerance: str = typer.Option("0.1", "--tolerance", help="complexity: loss increase allowed to the coarse-grained network; a list ('0.01,0.1,1') gives a rate-distortion curve."),
+    compressor: str = typer.Option("bz2", "--compressor", help="complexity: bz2 (the authors') or lzma."),
     workers: int = typer.Option(1, "--workers", "-j", help="Measure checkpoints in N parallel processes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     allow_global: Optional[List[str]] = typer.Option(None, "--allow-global", help="Let pickled checkpoints hold this class (module.Name, repeatable); only for files you trust."),
@@ -85,13 +91,20 @@ def measure(
         raise GrokscopeError(f"--metric: {', '.join(sorted(wanted['hsic']))} need different estimators; ask for one at a time")
     if estimators and hsic_estimator == "nocco":
         hsic_estimator = named[estimators.pop()]  # --metric cka_x implies --hsic-estimator cka
+    from grokscope.sweep import parse_values
+
+    tolerances = tuple(parse_values("--tolerance", tolerance, float))
+    if not all(0 <= t < float("inf") for t in tolerances):
+        raise GrokscopeError(f"--tolerance: every value must be a finite number >= 0, got {tolerance!r}")
+    if compressor not in ("bz2", "lzma"):
+        raise GrokscopeError(f"--compressor: unknown {compressor!r}; known: bz2, lzma")
     options = measuring.MeasureOptions(
         split=split, layers=tuple(layer) if layer else None, hsic_split=hsic_split,
         hsic_batch_size=hsic_batch_size or None, hsic_sigma=hsic_sigma, hsic_bandwidth=hsic_bandwidth,
         hsic_estimator=hsic_estimator,
         bins=bins, variables=variables, min_size=min_size, max_size=max_size, search=search,
         per_size=per_size, ties=ties, seed=seed, units=units, bias_correction=bias_correction,
-        threshold=threshold,
+        threshold=threshold, tolerance=tolerances, compressor=compressor,
     )
     if out_table is not None:
         if out_table.suffix != ".parquet":
@@ -150,6 +163,10 @@ def _measure_series(plan, options, workers: int, device: str, advance):
         rows["weights"], weight_problems = measuring.weight_rows(series, plan.todo["weights"])
         problems += weight_problems
         advance(len([s for s in plan.todo["weights"] if s not in set(feature_steps)]))
+    if plan.todo.get("complexity"):
+        counted = set(feature_steps) | set(plan.todo.get("weights", []))
+        rows["complexity"] = _complexity_rows(plan, options, workers, device, problems,
+                                              lambda steps: advance(len([s for s in steps if s not in counted])))
     if not feature_steps:
         return rows, problems
     if workers == 1:
@@ -174,6 +191,33 @@ def _measure_series(plan, options, workers: int, device: str, advance):
             _merge(rows, problems, found, found_problems)
             advance(futures[future])
     return rows, problems
+
+
+def _complexity_rows(plan, options, workers: int, device: str, problems: list, advance) -> list[dict]:
+    """The complexity family's rows of one series, its checkpoints shared among ``workers`` processes."""
+    from grokscope import measuring
+
+    series, steps = plan.series, plan.todo["complexity"]
+    if workers == 1:
+        found, found_problems = measuring.complexity_rows(series, steps, options, device)
+        problems.extend(found_problems)
+        advance(steps)
+        return found
+
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    rows = []
+    threads = measuring.default_threads(workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(measuring.complexity_rows, series, part, options, device, threads): part
+                   for part in measuring.chunk(steps, workers * 4)}
+        for future in as_completed(futures):
+            found, found_problems = future.result()
+            rows += found
+            problems.extend(found_problems)
+            advance(futures[future])
+    return rows
 
 
 def _merge(rows, problems, found, found_problems) -> None:

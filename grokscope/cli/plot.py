@@ -10,7 +10,7 @@ import typer
 from grokscope.errors import GrokscopeError
 
 EPILOG = """\
-Kinds: curves, phases, pareto, info-plane, collapse, sweep, metric NAME.
+Kinds: curves, phases, pareto, info-plane, collapse, sweep, complexity, metric NAME.
 
 Examples:
 
@@ -26,6 +26,10 @@ Examples:
 
   grokscope measure runs/* --metric collapse | grokscope plot collapse - -o collapse.png
 
+  grokscope plot complexity runs/ --color spectral_entropy -o complexity.png
+
+  grokscope plot complexity runs/add-p97 --steps 20,300,3000 -o rate-distortion.png
+
 INPUTS are run directories, folders of runs (searched recursively), Parquet tables (measure
 tables or histories), or - to read paths from stdin. --where is a pandas query over the tables'
 columns (hyperparameters, split, layer, ...). The figure's path is printed on stdout.
@@ -33,7 +37,7 @@ columns (hyperparameters, split, layer, ...). The figure's path is printed on st
 
 
 def plot(
-    kind: str = typer.Argument(..., help="curves, phases, pareto, info-plane, collapse, sweep, or metric (then NAME)."),
+    kind: str = typer.Argument(..., help="curves, phases, pareto, info-plane, collapse, sweep, complexity, or metric (then NAME)."),
     inputs: List[str] = typer.Argument(..., help="Runs, folders of runs, Parquet tables, or - for paths on stdin (after NAME for metric)."),
     output: Path = typer.Option(..., "--output", "-o", help="Figure file; the format follows the extension (.png, .svg, .pdf)."),
     color: Optional[str] = typer.Option(None, "--color", "--colour", help="Colour lines by this column (default: run)."),
@@ -47,6 +51,7 @@ def plot(
     smooth: float = typer.Option(0.1, "--smooth", help="phases: EMA weight of the newest value (1 = no smoothing; Clauw et al. use 0.1)."),
     threshold: float = typer.Option(0.99, "--threshold", help="phases, sweep: accuracy that counts as memorised / generalised."),
     delay: int = typer.Option(1000, "--delay", help="sweep: steps from memorisation to generalisation that count as grokking (Liu et al.: 1000)."),
+    steps: Optional[str] = typer.Option(None, "--steps", help="complexity: draw size against tolerance at these checkpoints (nearest measured), e.g. 20,300,3000."),
 ) -> None:
     """Draw a figure from runs or measure tables and print its path."""
     from grokscope.cli.output import Output
@@ -62,8 +67,16 @@ def plot(
         if not value > 0:
             raise GrokscopeError(f"{flag}: must be positive, got {value}")
     style.figure_format(output)
+    chosen_steps = None
+    if steps is not None:
+        if kind != "complexity":
+            raise GrokscopeError("--steps: only the complexity figure takes checkpoints")
+        try:
+            chosen_steps = tuple(int(s) for s in steps.split(","))
+        except ValueError:
+            raise GrokscopeError(f"--steps: expected comma-separated step numbers, got {steps!r}") from None
     options = style.FigureOptions(color=color, facet=facet, width=width, height=height, dpi=dpi, x=x, y=y,
-                                  smooth=smooth, threshold=threshold, delay=delay)
+                                  smooth=smooth, threshold=threshold, delay=delay, steps=chosen_steps)
     tables = load(inputs).where(where)
     with style.quiet_plotting():
         figure = draw(kind, tables, options, metric=metric_name)

@@ -22,6 +22,8 @@ Examples:
 
   grokscope train --alpha 8 --fix-norm --zero-last --weight-decay 0 --out runs/   # Liu et al.
 
+  grokscope train --spectral-entropy 0,0.1 --out runs/   # DeMoss et al.'s penalty, against none
+
   grokscope train --task digits --train-size 1000 --steps 2000 --out runs/
 
 Every hyperparameter option takes a list ("0.1,2,10") and integer ones a range ("0-4").
@@ -49,6 +51,8 @@ def train(
     optimizer: str = typer.Option("adamw", "--optimizer", help=f"adamw or sgd. {SWEEPABLE}"),
     lr: str = typer.Option("0.03", "--lr", help=f"Learning rate. {SWEEPABLE}"),
     weight_decay: str = typer.Option("0.1", "--weight-decay", "--wd", help=f"Weight decay (decoupled for AdamW). {SWEEPABLE}"),
+    spectral_entropy: str = typer.Option("0", "--spectral-entropy", help=f"Add BETA x the mean spectral entropy of the weight matrices to the loss (DeMoss et al.: 0.1). {SWEEPABLE}"),
+    weight_noise: str = typer.Option("0", "--weight-noise", help=f"Std of Gaussian noise on every weight in the training forward pass (DeMoss et al.: 0.01). {SWEEPABLE}"),
     beta1: float = typer.Option(0.9, "--beta1", help="AdamW beta1."),
     beta2: float = typer.Option(0.98, "--beta2", help="AdamW beta2."),
     eps: float = typer.Option(1e-8, "--eps", help="AdamW epsilon."),
@@ -81,6 +85,8 @@ def train(
         "optimizer": sweep.parse_values("--optimizer", optimizer, str),
         "lr": sweep.parse_values("--lr", lr, float),
         "weight_decay": sweep.parse_values("--weight-decay", weight_decay, float),
+        "spectral_entropy": sweep.parse_values("--spectral-entropy", spectral_entropy, float),
+        "weight_noise": sweep.parse_values("--weight-noise", weight_noise, float),
         "loss": sweep.parse_values("--loss", loss, str),
         "batch_size": sweep.parse_values("--batch-size", batch_size, int) if batch_size else [None],
         "seed": sweep.parse_values("--seed", seed, int),
@@ -145,6 +151,7 @@ def _config(point, data, zero_last, fix_norm, beta1, beta2, eps, momentum, reduc
             name=point["optimizer"], lr=point["lr"], beta1=beta1, beta2=beta2, eps=eps,
             weight_decay=point["weight_decay"], momentum=momentum, loss=point["loss"],
             reduction=reduction, batch_size=point["batch_size"], fix_norm=fix_norm,
+            spectral_entropy=point["spectral_entropy"], weight_noise=point["weight_noise"],
         ),
         schedule=ScheduleConfig(steps=point["steps"], save_every=save_every, save_log=save_log, eval_every=eval_every),
     ).resolved()

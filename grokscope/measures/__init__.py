@@ -2,11 +2,13 @@
 
 Each module is one family, and each public function carries its formula and source in its
 docstring: neural collapse (:mod:`.collapse`), the nHSIC information plane (:mod:`.hsic`),
-weight-matrix measures (:mod:`.weights`), O-information (:mod:`.oinfo`, :mod:`.multiplets`) and
-the grokking summary of a training history (:mod:`.grokking`).
+weight-matrix measures (:mod:`.weights`), O-information (:mod:`.oinfo`, :mod:`.multiplets`), the
+grokking summary of a training history (:mod:`.grokking`) and the complexity of a network's weights
+under lossy compression (:mod:`.complexity`).
 """
 
 from grokscope.measures.collapse import collapse_measures, nc1, rnc1, rnc1_sup
+from grokscope.measures.complexity import rate_distortion, spectral_entropy_penalty
 from grokscope.measures.grokking import grokking_rows, grokking_summary
 from grokscope.measures.hsic import HsicReference, cka, hsic, hsic_measures, hsic_reference, nhsic
 from grokscope.measures.multiplets import cluster_neurons, oinfo_search
@@ -29,6 +31,7 @@ __all__ = [
     "oinfo_multiplets_from_cov",
     "oinfo_of_sets",
     "oinfo_search",
+    "rate_distortion",
     "collapse_measures",
     "grokking_rows",
     "grokking_summary",
@@ -39,5 +42,6 @@ __all__ = [
     "nhsic",
     "rnc1",
     "rnc1_sup",
+    "spectral_entropy_penalty",
     "weight_measures",
 ]

@@ -98,18 +98,29 @@ def _spectral_rows(name: str, matrix: torch.Tensor) -> list[dict]:
     rank. All three are scale-invariant and undefined for a zero matrix (``nan``).
     """
     if not torch.isfinite(matrix).all() or not matrix.any():
-        entropy = effective = stable = math.nan
+        summary = dict.fromkeys(("spectral_entropy", "effective_rank", "stable_rank"), math.nan)
     else:
-        sing = torch.linalg.svdvals(matrix)  # (min(rows, cols),)
-        p = sing / sing.sum()
-        entropy = float(-torch.special.xlogy(p, p).sum())
-        effective = math.exp(entropy)
-        stable = float(sing.pow(2).sum() / sing.max().pow(2))
-    return [
-        _row("spectral_entropy", name, entropy),
-        _row("effective_rank", name, effective),
-        _row("stable_rank", name, stable),
-    ]
+        summary = spectral_summary(torch.linalg.svdvals(matrix))  # (min(rows, cols),)
+    return [_row(metric, name, value) for metric, value in summary.items()]
+
+
+def spectral_summary(singular_values: torch.Tensor) -> dict[str, float]:
+    r"""Spectral entropy, effective rank and stable rank from a matrix's singular values.
+
+    The formulas of :func:`weight_measures`; taking the singular values lets a caller that
+    already holds an SVD (``measures.complexity``) reuse it. All three are ``nan`` when every
+    singular value is zero.
+    """
+    sing = torch.as_tensor(singular_values).to(torch.float64)
+    if not torch.isfinite(sing).all() or not sing.any():
+        return dict.fromkeys(("spectral_entropy", "effective_rank", "stable_rank"), math.nan)
+    p = sing / sing.sum()
+    entropy = float(-torch.special.xlogy(p, p).sum())
+    return {
+        "spectral_entropy": entropy,
+        "effective_rank": math.exp(entropy),
+        "stable_rank": float(sing.pow(2).sum() / sing.max().pow(2)),
+    }
 
 
 def _balancedness(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

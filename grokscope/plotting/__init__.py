@@ -16,11 +16,12 @@ KINDS = {
     "collapse": "RNC1 on train and test splits beside test accuracy",
     "sweep": "phase diagram over two hyperparameters (--x, --y)",
     "metric": "any measured quantity against step (metric NAME)",
+    "complexity": "complexity against step with the grokking steps marked; size against tolerance with --steps",
 }
 
 
 def draw(kind: str, tables, options, metric: str | None = None):
-    from grokscope.plotting import info_plane, lines, oinfo, sweep
+    from grokscope.plotting import complexity, info_plane, lines, oinfo, sweep
 
     builders = {
         "curves": lines.curves,
@@ -29,6 +30,7 @@ def draw(kind: str, tables, options, metric: str | None = None):
         "info-plane": info_plane.info_plane,
         "collapse": lines.collapse,
         "sweep": sweep.sweep,
+        "complexity": complexity.complexity,
     }
     if kind == "metric":
         if not metric:

@@ -31,6 +31,8 @@ class FigureOptions:
     smooth: float = 0.1
     threshold: float = 0.99
     delay: int = 1000
+    # complexity: checkpoints of the rate-distortion view (None: the complexity curve).
+    steps: tuple[int, ...] | None = None
 
 
 def figure_format(path: Path) -> str:

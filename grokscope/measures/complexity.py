@@ -1,0 +1,589 @@
+r"""Intrinsic complexity of a network: the description length of its weights after the best lossy
+compression that keeps the training loss within a tolerance, and the spectral-entropy penalty.
+
+DeMoss, Sapora, Foerster, Hawes & Posner, "The Complexity Dynamics of Grokking" (arXiv:2412.09810;
+Physica D 482, 134859, 2025); the authors' code is github.com/brantondemoss/GrokkingComplexity.
+
+**Coarse-graining** :math:`C_{\tau,\Delta}`. Every weight matrix :math:`W \in \mathbb{R}^{m\times n}`
+with singular values :math:`s_1 \ge s_2 \ge \dots` is truncated to the smallest rank :math:`k`
+whose singular values reach a fraction :math:`\tau` of their sum,
+
+.. math::
+
+    k(\tau) = \min\Big\{k : \sum_{i \le k} s_i \ge \tau \sum_i s_i\Big\},
+
+and stored as the two factors :math:`A = U_k \operatorname{diag}(s_{1..k})` (:math:`m \times k`)
+and :math:`B = V_k^\top` (:math:`k \times n`) when that saves entries, :math:`k(m+n) < mn`;
+otherwise the full matrix is kept. Every stored array (factors, full matrices, biases and other
+vectors) is then quantised with one global bin size :math:`\Delta`,
+:math:`q(x) = \Delta \operatorname{round}(x / \Delta)`, so the network evaluated is
+:math:`q(A)\,q(B)` (or :math:`q(W)`). The integer codes
+:math:`\operatorname{round}(x/\Delta)` are serialised (row-major, each array in the narrowest of
+int8/16/32/64 that holds its codes, arrays in state-dict order, factor :math:`A` before
+:math:`B`) and compressed with a general-purpose compressor (bz2 as the authors, or lzma).
+
+Where this differs from the authors' code (read for these facts, not copied): their rank is one
+less (``searchsorted`` keeps the singular values whose running sum stays *below* tau), they
+pickle the quantised float32 values where grokscope serialises the integer codes, and they return
+an infeasibility penalty when no point of their search meets the tolerance where grokscope falls
+back to the identity.
+
+**Complexity** at tolerance :math:`\varepsilon`: the smallest compressed size, in bits,
+
+.. math::
+
+    K_\varepsilon(\theta) = \min_{(\tau, \Delta)} \big|\operatorname{compress}(C_{\tau,\Delta}(\theta))\big|
+    \quad\text{subject to}\quad L(C_{\tau,\Delta}(\theta)) \le L(\theta) + \varepsilon,
+
+with :math:`L` the loss on the whole training set (the authors' code evaluates the last
+minibatch; the constraint is one-sided as theirs: a coarse-grained network may do better). The
+identity (the float weights compressed as they are) is always a candidate, so
+:math:`K_\varepsilon \le` ``raw_bits``.
+
+**Search over** :math:`(\tau, \Delta)`. The authors maximise with Bayesian optimisation (62 loss
+evaluations per checkpoint, :math:`\tau \in [0, 1]`, :math:`\Delta \in [10^{-3}, 1]` log-uniform).
+grokscope searches a fixed grid deterministically instead: :math:`\tau` in ``taus`` (default
+0, 0.05, ..., 1) and :math:`\Delta = 2^{j/q}` for integer :math:`j` (``bins_per_octave`` q,
+default 16: steps of 4.4%), from :math:`2^{-24}` times the largest stored magnitude (float32
+resolution) to the first :math:`\Delta` that rounds every code to zero. Grid values of
+:math:`\tau` that give the same ranks are one configuration. The search assumes three
+monotonicities, which rounding to a coarser grid and truncating more nearly always obey, and
+checks nothing else:
+
+1. feasibility is monotone in :math:`\Delta`: if :math:`\Delta_j` meets the tolerance, every finer
+   :math:`\Delta` does, so each configuration has a largest feasible :math:`\Delta^*`;
+2. the compressed size does not grow with :math:`\Delta` (coarser codes, smaller numbers), so a
+   configuration's best point is :math:`\Delta^*`;
+3. a configuration with no feasible :math:`\Delta` has none at smaller :math:`\tau` either.
+
+It walks the configurations from the largest :math:`\tau` down. The first gets :math:`\Delta^*`
+by bisecting the bin range. Each next one starts from the previous :math:`\Delta^*`: if that bin
+is feasible it gallops to coarser bins; if not, its own :math:`\Delta^*` lies below, so (by 2)
+its best size is at least its size one bin below: one compression, and when that is no smaller
+than the best so far the configuration is skipped. Otherwise it gallops to finer bins (checking
+the finest bin after two misses) and bisects, and the configuration's size at its
+:math:`\Delta^*` is compressed. The walk stops at the first configuration with no feasible bin
+(by 3). Under 1-3 the result is the optimum of the whole grid, whatever bin each gallop starts
+from (``tests/test_complexity.py`` checks it against brute force), and the same every time
+(on one machine: another BLAS may round a boundary loss the other way); on the default run it costs about 30 loss evaluations and 10 compressions per
+checkpoint (``benchmarks/complexity.py``). Loss evaluations and compressions are cached, so a
+rate-distortion curve over several tolerances shares them.
+
+**Generalisation bound** (the paper's Occam bound, for a hypothesis described in :math:`K` bits
+and a loss in [0, 1], with probability :math:`1-\delta` over :math:`n` training samples):
+
+.. math::
+
+    R(h) \le \hat R(h) + \sqrt{\frac{K + 2\log K + \log(1/\delta)}{2n}}
+
+with :math:`\hat R` the coarse-grained network's training error (0-1 loss) and :math:`K` the
+complexity in bits. It is vacuous (above 1) unless :math:`K` is well below :math:`2n`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from grokscope.errors import GrokscopeError
+from grokscope.measures.weights import spectral_summary
+
+COMPRESSORS = ("bz2", "lzma")
+#: 0, 0.05, ..., 1: about what the authors' 62 evaluations over two parameters resolve.
+DEFAULT_TAUS = tuple(i / 20 for i in range(21))
+#: Bin sizes 2^(j/16): 4.4% apart, finer than the cliffs of the loss in the bin size.
+BINS_PER_OCTAVE = 16
+#: The finest bin searched, relative to the largest stored magnitude: float32's resolution.
+FINEST_RELATIVE_BIN = 2.0 ** -24
+#: delta of the generalisation bound (a 95% bound).
+DEFAULT_DELTA = 0.05
+
+_INT_TYPES = (np.int8, np.int16, np.int32, np.int64)
+
+Loss = Callable[[dict], float]
+
+
+# --- the pieces ----------------------------------------------------------------------------
+
+
+def quantise(values, bin_size: float) -> torch.Tensor:
+    r"""Integer codes :math:`\operatorname{round}(x / \Delta)` (half to even), as int64.
+
+    The quantised value is ``codes * bin_size``; it differs from ``values`` by at most
+    :math:`\Delta/2` per entry.
+    """
+    if not bin_size > 0:
+        raise GrokscopeError(f"bin size: must be positive, got {bin_size}")
+    values = _tensor(values)
+    return torch.round(values.to(torch.float64) / bin_size).to(torch.int64)
+
+
+def truncation_rank(singular_values, tau: float, rtol: float | None = None) -> int:
+    r"""The smallest rank :math:`k` with :math:`\sum_{i\le k} s_i \ge \tau \sum_i s_i`.
+
+    Singular values at or below ``rtol`` times the largest count as zero (default: their number
+    times float64's machine epsilon; :class:`CoarseGraining` passes the larger dimension, as
+    ``numpy.linalg.matrix_rank`` does), so ``tau = 1`` gives the numerical rank, not the full
+    dimension. ``tau <= 0`` or a zero matrix gives 0.
+    """
+    s = _tensor(singular_values).to(torch.float64).flatten()
+    if not 0.0 <= tau <= 1.0:
+        raise GrokscopeError(f"tau: must lie in [0, 1], got {tau}")
+    if len(s) == 0 or not bool(s.max() > 0):
+        return 0
+    if rtol is None:
+        rtol = len(s) * torch.finfo(torch.float64).eps
+    s = torch.sort(s, descending=True).values
+    rank = int((s > s[0] * rtol).sum())
+    return _rank_reaching(torch.cumsum(s[:rank], 0), tau)
+
+
+def _rank_reaching(cumulative: torch.Tensor, tau: float) -> int:
+    """The smallest k with cumulative[k-1] >= tau * total, from running sums of singular values."""
+    if tau <= 0 or len(cumulative) == 0:
+        return 0
+    # The total is the running sum's own last entry, so tau = 1 is reached exactly at the rank.
+    return int(torch.searchsorted(cumulative, tau * cumulative[-1])) + 1
+
+
+def _tensor(values) -> torch.Tensor:
+    if isinstance(values, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(values))
+    return torch.as_tensor(values)
+
+
+def low_rank_saves(rank: int, shape: Sequence[int]) -> bool:
+    """Whether factors of ``rank`` hold fewer entries than the full ``shape`` matrix."""
+    rows, cols = shape
+    return rank * (rows + cols) < rows * cols
+
+
+def serialise(codes: Sequence[torch.Tensor]) -> bytes:
+    """Integer codes as bytes: each array row-major, little-endian, in the narrowest signed integer
+    type that holds it (int8 when every code lies in [-128, 127], ...), arrays concatenated."""
+    parts = []
+    for array in codes:
+        values = array.detach().to("cpu", torch.int64).numpy()
+        kind = np.int64
+        if values.size:
+            low, high = int(values.min()), int(values.max())
+            kind = next(t for t in _INT_TYPES if np.iinfo(t).min <= low and high <= np.iinfo(t).max)
+        parts.append(np.ascontiguousarray(values, dtype=np.dtype(kind).newbyteorder("<")).tobytes())
+    return b"".join(parts)
+
+
+def compressed_bits(data: bytes, compressor: str = "bz2") -> int:
+    """Size in bits of ``data`` compressed by bz2 (level 9, the authors' call) or lzma (xz, preset 6)."""
+    if compressor == "bz2":
+        return 8 * len(bz2.compress(data, 9))
+    if compressor == "lzma":
+        return 8 * len(lzma.compress(data))
+    raise GrokscopeError(f"--compressor: unknown {compressor!r}; known: {', '.join(COMPRESSORS)}")
+
+
+def generalisation_bound(bits: float, train_error: float, n: int, delta: float = DEFAULT_DELTA) -> float:
+    r"""The paper's bound on the test error of a hypothesis described in ``bits`` bits:
+
+    .. math::
+
+        R \le \hat R + \sqrt{\frac{K + 2\log K + \log(1/\delta)}{2n}}
+
+    (natural logarithms; with :math:`K` in bits rather than nats the bound is, if anything,
+    looser than Hoeffding's union bound needs). Values above 1 are returned as they are
+    (a vacuous bound says so).
+    """
+    if not n > 0:
+        raise GrokscopeError(f"n: the number of training samples must be positive, got {n}")
+    if not 0 < delta < 1:
+        raise GrokscopeError(f"delta: must lie in (0, 1), got {delta}")
+    if not bits >= 1 or not math.isfinite(bits):
+        return math.nan
+    return train_error + math.sqrt((bits + 2 * math.log(bits) + math.log(1 / delta)) / (2 * n))
+
+
+def spectral_entropy_penalty(matrices: Sequence[torch.Tensor], eps: float = 1e-12) -> torch.Tensor:
+    r"""The spectral-entropy regulariser: the mean over weight matrices of the entropy of their
+    normalised singular values,
+
+    .. math::
+
+        \frac{1}{|\mathcal W|} \sum_{W \in \mathcal W} -\sum_i p_i \log(p_i + \epsilon),
+        \qquad p_i = \frac{s_i(W)}{\sum_j s_j(W)},
+
+    differentiable (through ``torch.linalg.svdvals``). :math:`\epsilon` (1e-12; the authors use
+    1e-10) keeps the gradient finite when a singular value reaches zero. All-zero matrices have
+    no spectrum to normalise and are left out of the mean (a zero-initialised output layer at
+    step 0); with no matrix left the penalty is 0.
+    """
+    terms = []
+    for matrix in matrices:
+        sing = torch.linalg.svdvals(matrix)  # (min(rows, cols),)
+        total = sing.sum()
+        if not bool(total > 0):
+            continue
+        p = sing / total
+        terms.append(-(p * torch.log(p + eps)).sum())
+    if not terms:
+        reference = matrices[0] if len(matrices) else torch.zeros(())
+        return reference.new_zeros(())
+    return torch.stack(terms).mean()
+
+
+# --- coarse-graining a state dict ----------------------------------------------------------
+
+
+@dataclass
+class _Matrix:
+    u: torch.Tensor  # (m, r)
+    s: torch.Tensor  # (r,)
+    vh: torch.Tensor  # (r, n)
+    rank: int  # numerical rank
+    cumulative: torch.Tensor  # (rank,): running sums of the singular values
+
+
+class CoarseGraining:
+    r"""The SVDs of a state dict's matrices, computed once, and the coarse-grained networks
+    :math:`C_{\tau,\Delta}` built from them (see the module docstring).
+
+    Parameters
+    ----------
+    state : Mapping[str, array_like]
+        A state dict. Entries named in ``names`` (default: every floating-point entry) are
+        coded; the rest (integer buffers, masks you leave out) pass through unchanged.
+    names : sequence of str, optional
+        The entries that make up the description, e.g. ``[n for n, _ in model.named_parameters()]``
+        so that floating buffers are not counted.
+    """
+
+    def __init__(self, state: Mapping, names: Sequence[str] | None = None):
+        if not isinstance(state, Mapping):
+            raise GrokscopeError(f"state: expected a mapping of names to arrays, got {type(state).__name__}")
+        self.state = {k: _tensor(v).detach() for k, v in state.items()}
+        if names is None:
+            names = [k for k, v in self.state.items() if v.is_floating_point()]
+        missing = [n for n in names if n not in self.state]
+        if missing:
+            raise GrokscopeError(f"state: no entry {missing[0]!r}")
+        self.names = list(names)
+        if not self.names:
+            raise GrokscopeError("state: holds no floating-point parameters")
+        self.finite = all(bool(torch.isfinite(self.state[n]).all()) for n in self.names)
+        self.matrices: dict[str, _Matrix] = {}
+        largest = 0.0
+        for name in self.names:
+            value = self.state[name].to(torch.float64)
+            largest = max(largest, float(value.abs().max()) if value.numel() else 0.0)
+            if value.ndim != 2 or not self.finite:
+                continue
+            u, s, vh = torch.linalg.svd(value, full_matrices=False)  # (m, r) (r,) (r, n)
+            rank = truncation_rank(s, 1.0, rtol=max(value.shape) * torch.finfo(torch.float64).eps)
+            self.matrices[name] = _Matrix(u, s, vh, rank, torch.cumsum(s[:rank], 0))
+            if len(s):
+                largest = max(largest, float((u * s).abs().max()), float(vh.abs().max()))
+        #: The largest magnitude any stored array can hold (a full matrix, a factor or a vector).
+        self.largest = largest
+
+    # -- configurations ------------------------------------------------------------------
+
+    def ranks(self, tau: float) -> tuple[int | None, ...]:
+        """Per matrix (in order), the truncation rank at ``tau`` if it is stored as factors, or
+        None where the full matrix is kept: the configuration that ``tau`` selects."""
+        config = []
+        for name, matrix in self.matrices.items():
+            rank = _rank_reaching(matrix.cumulative, tau)
+            config.append(rank if low_rank_saves(rank, self.state[name].shape) else None)
+        return tuple(config)
+
+    def coarse(self, config: tuple[int | None, ...], bin_size: float) -> tuple[dict, list[torch.Tensor]]:
+        """The coarse-grained state dict (each entry in its original dtype and device) and the
+        integer codes that describe it, in serialisation order."""
+        ranks = dict(zip(self.matrices, config))
+        state = dict(self.state)
+        codes = []
+        for name in self.names:
+            value = self.state[name]
+            rank = ranks.get(name)
+            if rank is not None:
+                matrix = self.matrices[name]
+                a = quantise(matrix.u[:, :rank] * matrix.s[:rank], bin_size)  # (m, k)
+                b = quantise(matrix.vh[:rank], bin_size)  # (k, n)
+                codes += [a, b]
+                coarse = (a.to(torch.float64) * bin_size) @ (b.to(torch.float64) * bin_size)  # (m, n)
+            else:
+                q = quantise(value, bin_size)
+                codes.append(q)
+                coarse = q.to(torch.float64) * bin_size
+            state[name] = coarse.to(value.dtype)
+        return state, codes
+
+    def stored_ranks(self, config: tuple[int | None, ...]) -> dict[str, int]:
+        """Per matrix, the rank of its coarse-grained version before quantisation."""
+        return {name: (matrix.rank if rank is None else rank)
+                for (name, matrix), rank in zip(self.matrices.items(), config)}
+
+    def raw_bits(self, compressor: str = "bz2") -> int:
+        """The compressed size of the weights as they are (their own dtype), for scale."""
+        data = b"".join(self.state[n].detach().cpu().contiguous().numpy().tobytes() for n in self.names)
+        return compressed_bits(data, compressor)
+
+    def spectra(self) -> dict[str, dict[str, float]]:
+        """Spectral entropy, effective rank and stable rank per matrix, from the same SVDs."""
+        return {name: spectral_summary(matrix.s) for name, matrix in self.matrices.items()}
+
+    # -- the bin grid ----------------------------------------------------------------------
+
+    def bin_range(self, bins_per_octave: int = BINS_PER_OCTAVE) -> tuple[int, int]:
+        r"""Exponents ``(j_lo, j_hi)`` of the searched bins :math:`2^{j/q}`: from float32
+        resolution of the largest stored magnitude to the first bin that zeroes every code."""
+        if self.largest == 0:
+            return 0, 0  # nothing to code: every bin gives the same all-zero network
+        high = math.ceil(bins_per_octave * math.log2(2 * self.largest))
+        low = math.floor(bins_per_octave * math.log2(self.largest * FINEST_RELATIVE_BIN))
+        return low, high
+
+
+# --- the search ----------------------------------------------------------------------------
+
+
+@dataclass
+class Complexity:
+    """The complexity of one network at one tolerance, and how it was reached."""
+
+    bits: float  # the smallest compressed size found, K
+    tau: float  # the largest grid tau giving the chosen configuration (1.0: nothing truncated)
+    bin_size: float  # Delta (0 for the identity: the float weights compressed as they are)
+    loss: float  # the coarse-grained network's training loss
+    original_loss: float
+    raw_bits: float  # the float weights compressed as they are
+    tolerance: float
+    compressor: str
+    ranks: dict[str, int] = field(default_factory=dict)  # per matrix, the rank it was coded at
+    error: float = math.nan  # the coarse-grained network's training error, if an error callable was given
+    spectra: dict[str, dict[str, float]] = field(default_factory=dict)  # per matrix, from the same SVDs
+    loss_evaluations: int = 0  # new loss evaluations this search made (cached ones not counted)
+    compressions: int = 0
+
+
+class ComplexitySearch:
+    """The deterministic frontier search of the module docstring over one network.
+
+    Holds the coarse-graining and a cache of loss evaluations, so several tolerances (a
+    rate-distortion curve) share both.
+    """
+
+    def __init__(self, coarse_graining: CoarseGraining, loss: Loss, *, taus: Sequence[float] = DEFAULT_TAUS,
+                 bins_per_octave: int = BINS_PER_OCTAVE):
+        if bins_per_octave < 1:
+            raise GrokscopeError(f"bins per octave: must be at least 1, got {bins_per_octave}")
+        taus = sorted({float(t) for t in taus}, reverse=True)
+        if not taus or not all(0.0 <= t <= 1.0 for t in taus):
+            raise GrokscopeError(f"taus: need values in [0, 1], got {taus}")
+        self.grain = coarse_graining
+        self.loss = loss
+        self.bins_per_octave = bins_per_octave
+        self.j_lo, self.j_hi = coarse_graining.bin_range(bins_per_octave)
+        # Grid taus that select the same ranks are one configuration, named by its largest tau.
+        self.configs: list[tuple[float, tuple]] = []
+        for tau in taus:
+            config = coarse_graining.ranks(tau)
+            if not any(config == seen for _, seen in self.configs):
+                self.configs.append((tau, config))
+        self.original_loss = float(loss(coarse_graining.state))
+        self._losses: dict[tuple[tuple, int], float] = {}
+        self._bits: dict[tuple[tuple, int, str], int] = {}
+        self.loss_evaluations = 0
+        self.compressions = 0
+
+    def bin_size(self, j: int) -> float:
+        return 2.0 ** (j / self.bins_per_octave)
+
+    def coarse_loss(self, config: tuple, j: int) -> float:
+        key = (config, j)
+        if key not in self._losses:
+            state, _ = self.grain.coarse(config, self.bin_size(j))
+            self._losses[key] = float(self.loss(state))
+            self.loss_evaluations += 1
+        return self._losses[key]
+
+    def feasible(self, config: tuple, j: int, tolerance: float) -> bool:
+        value = self.coarse_loss(config, j)
+        return math.isfinite(value) and value <= self.original_loss + tolerance
+
+    def bits(self, config: tuple, j: int, compressor: str) -> int:
+        key = (config, j, compressor)
+        if key not in self._bits:
+            self._bits[key] = compressed_bits(serialise(self.grain.coarse(config, self.bin_size(j))[1]), compressor)
+            self.compressions += 1
+        return self._bits[key]
+
+    def largest_feasible_bin(self, config: tuple, tolerance: float, guess: int | None = None) -> int | None:
+        """The largest feasible exponent j for ``config`` (None if even the finest bin fails),
+        galloping from ``guess`` when given, else bisecting the whole range."""
+        lo, hi = self.j_lo, self.j_hi
+
+        def ok(j):
+            return self.feasible(config, j, tolerance)
+
+        # Invariant of the bisection below: ``good`` feasible, ``bad`` not, where lo - 1 counts
+        # as feasible and hi + 1 as infeasible (neither is evaluated).
+        if guess is None:
+            good, bad = lo - 1, hi + 1
+        elif ok(guess):
+            good, step = guess, 1
+            while True:  # gallop towards coarser bins until one fails
+                probe = good + step
+                if probe > hi:
+                    bad = hi + 1
+                    break
+                if not ok(probe):
+                    bad = probe
+                    break
+                good, step = probe, step * 2
+        else:
+            bad, step = guess, 1
+            while True:  # gallop towards finer bins until one passes
+                probe = bad - step
+                if step == 2 and not ok(lo):
+                    # Two misses: check the finest bin before galloping across the range, so a
+                    # configuration that fails everywhere (where the walk ends) costs three.
+                    return None
+                if probe < lo:
+                    good = lo - 1
+                    break
+                if ok(probe):
+                    good = probe
+                    break
+                bad, step = probe, step * 2
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            if ok(middle):
+                good = middle
+            else:
+                bad = middle
+        return good if good >= lo else None
+
+    def run(self, tolerance: float, compressor: str = "bz2", error: Loss | None = None) -> Complexity:
+        """The complexity at one tolerance (see the module docstring)."""
+        if not tolerance >= 0 or not math.isfinite(tolerance):
+            raise GrokscopeError(f"--tolerance: must be a finite number >= 0, got {tolerance}")
+        if compressor not in COMPRESSORS:
+            raise GrokscopeError(f"--compressor: unknown {compressor!r}; known: {', '.join(COMPRESSORS)}")
+        evaluations, compressions = self.loss_evaluations, self.compressions
+        raw = self.grain.raw_bits(compressor)
+        # The identity is always feasible: the weights as they are.
+        best = (raw, 1.0, None, None)
+        guess = None
+        for tau, config in self.configs:
+            if guess is not None and guess > self.j_lo and not self.feasible(config, guess, tolerance):
+                # This configuration's best bin lies below the guess, so (size falling with the
+                # bin) its best size is at least its size one bin below: if that is no better
+                # than the best so far, skip the search for its bin altogether.
+                if self.bits(config, guess - 1, compressor) >= best[0]:
+                    guess -= 1
+                    continue
+            j = self.largest_feasible_bin(config, tolerance, guess)
+            if j is None:
+                break  # no bin works here; truncating further only adds error
+            guess = j
+            bits = self.bits(config, j, compressor)
+            if bits < best[0]:
+                best = (bits, tau, config, j)
+        bits, tau, config, j = best
+        if config is None:
+            state, bin_size, loss = self.grain.state, 0.0, self.original_loss
+            ranks = self.grain.stored_ranks(tuple(None for _ in self.grain.matrices))
+        else:
+            state, _ = self.grain.coarse(config, self.bin_size(j))
+            bin_size, loss = self.bin_size(j), self.coarse_loss(config, j)
+            ranks = self.grain.stored_ranks(config)
+        return Complexity(
+            bits=float(bits), tau=tau, bin_size=bin_size, loss=loss, original_loss=self.original_loss,
+            raw_bits=float(raw), tolerance=float(tolerance), compressor=compressor, ranks=ranks,
+            error=float(error(state)) if error is not None else math.nan, spectra=self.grain.spectra(),
+            loss_evaluations=self.loss_evaluations - evaluations, compressions=self.compressions - compressions,
+        )
+
+
+def rate_distortion(state: Mapping, loss: Loss, tolerances: Sequence[float], *, compressor: str = "bz2",
+                    error: Loss | None = None, names: Sequence[str] | None = None,
+                    taus: Sequence[float] = DEFAULT_TAUS, bins_per_octave: int = BINS_PER_OCTAVE) -> list[Complexity]:
+    r"""The complexity :math:`K_\varepsilon` of one network at each tolerance :math:`\varepsilon`.
+
+    Parameters
+    ----------
+    state : Mapping[str, array_like]
+        The network's state dict.
+    loss : callable
+        ``loss(state) -> float``: the training loss of the network with the given state dict (all
+        of the training set). :func:`model_loss` builds one from an ``nn.Module``.
+    tolerances : sequence of float
+        :math:`\varepsilon \ge 0`, in the loss's units.
+    compressor : {"bz2", "lzma"}
+    error : callable, optional
+        ``error(state) -> float``, the training error in [0, 1] (for the generalisation bound);
+        evaluated once, at the chosen point.
+    names : sequence of str, optional
+        Entries of ``state`` that are coded (default: every floating-point one).
+    taus, bins_per_octave
+        The search grid (see the module docstring).
+
+    Returns
+    -------
+    list of Complexity
+        One per tolerance, in order. A network with non-finite weights or loss gives NaN sizes.
+    """
+    grain = CoarseGraining(state, names)
+    if not grain.finite:
+        return [_undefined(grain, tolerance, compressor, math.nan) for tolerance in tolerances]
+    search = ComplexitySearch(grain, loss, taus=taus, bins_per_octave=bins_per_octave)
+    if not math.isfinite(search.original_loss):
+        return [_undefined(grain, tolerance, compressor, search.original_loss) for tolerance in tolerances]
+    return [search.run(tolerance, compressor, error) for tolerance in tolerances]
+
+
+def complexity(state: Mapping, loss: Loss, tolerance: float, **options) -> Complexity:
+    """The complexity at one tolerance: :func:`rate_distortion` with a single tolerance."""
+    return rate_distortion(state, loss, [tolerance], **options)[0]
+
+
+def _undefined(grain: CoarseGraining, tolerance: float, compressor: str, loss: float) -> Complexity:
+    return Complexity(bits=math.nan, tau=math.nan, bin_size=math.nan, loss=math.nan, original_loss=loss,
+                      raw_bits=math.nan, tolerance=float(tolerance), compressor=compressor)
+
+
+# --- losses of an nn.Module ----------------------------------------------------------------
+
+
+def model_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+               criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+               readout: Callable | None = None) -> Loss:
+    """``loss(state)``: ``criterion(model(inputs), targets)`` with ``state``'s weights swapped in
+    (``torch.func.functional_call``; the module itself is not modified). Works for any module
+    whose forward takes ``inputs``, MLP or transformer; ``readout`` turns the model's output into
+    (N, K) logits where it is something else (a tuple, a sequence)."""
+
+    @torch.no_grad()
+    def loss(state: dict) -> float:
+        output = torch.func.functional_call(model, state, (inputs,))
+        return float(criterion(output if readout is None else readout(output), targets))
+
+    return loss
+
+
+def model_error(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                readout: Callable | None = None) -> Loss:
+    """``error(state)``: the share of ``inputs`` whose argmax logit is not the target."""
+
+    @torch.no_grad()
+    def error(state: dict) -> float:
+        output = torch.func.functional_call(model, state, (inputs,))
+        logits = output if readout is None else readout(output)  # (N, K)
+        return float((logits.argmax(dim=-1) != targets).double().mean())
+
+    return error
