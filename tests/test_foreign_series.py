@@ -157,7 +157,7 @@ def full_pipeline(series: Path, home: Path, figures: Path, *probe_options) -> di
     measured = invoke("measure", "-", "--metric", "all", "-q", input=probed.stdout)
     assert measured.exit_code == 0, measured.output
     tables = {Path(p).stem: pd.read_parquet(p) for p in measured.stdout.split()}
-    assert set(tables) == {"collapse", "hsic", "weights", "grokking", "oinfo"}
+    assert set(tables) == {"collapse", "hsic", "weights", "grokking", "oinfo", "complexity"}
     for family, table in tables.items():
         assert {"run", "step", "metric", "value", "split", "layer"} <= set(table.columns)
         assert family == "grokking" or table["value"].notna().any(), family  # NaN: never reached
