@@ -183,7 +183,7 @@ def test_duplicated_columns_raise_unless_a_ridge_is_given():
     ({"min_size": 1}, "min_size"),
     ({"max_size": 9}, "max_size"),
     ({"units": "dits"}, "units"),
-    ({"ties": "average"}, "ties"),
+    ({"ties": "midrank"}, "ties"),
 ])
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(GrokscopeError, match=message):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -44,10 +45,10 @@ from grokscope.measures.oinfo import (
     _as_tensor,
     _check_positive_definite,
     _check_samples_matrix,
+    _check_ties,
     _check_units,
-    _copnorm_tensor,
-    _covariance,
     _direct_values_chunked,
+    _tie_covariances,
     _union_fits,
     _union_values,
     _unit_scale,
@@ -207,13 +208,14 @@ def _annealing(evaluate: Evaluate, n_bins: int, min_size: int, max_size: int, se
 
 
 def _rows(best_low, best_high, bin_neurons, scale, common, per_size) -> list[dict]:
-    def row(metric, scope, multiplet, value):
-        return {"metric": metric, "scope": scope, "value": value * scale,
+    """Rows from {size: (multiplet, value, sd)} of each objective (values in nats)."""
+    def row(metric, scope, multiplet, value, sd):
+        return {"metric": metric, "scope": scope, "value": value * scale, "value_sd": sd * scale,
                 "size": len(multiplet), "bins": ",".join(str(b) for b in multiplet),
                 "n_neurons": int(sum(len(bin_neurons[b]) for b in multiplet)), **common}
 
-    low = min(best_low.values(), key=lambda mv: mv[1])
-    high = max(best_high.values(), key=lambda mv: mv[1])
+    low = min(best_low.values(), key=lambda mvs: mvs[1])
+    high = max(best_high.values(), key=lambda mvs: mvs[1])
     rows = [row("synergy", "overall", *low), row("redundancy", "overall", *high)]
     if per_size:
         for size in sorted(best_low):
@@ -222,9 +224,22 @@ def _rows(best_low, best_high, bin_neurons, scale, common, per_size) -> list[dic
     return rows
 
 
+def _tie_spread(drawn: Sequence[torch.Tensor], sets: Sequence[Sequence[int]], n_samples: int,
+                bias_correction: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (n - 1 denominator; NaN below two draws) of each set's
+    O-information (nats) over the covariances of the random tie orders."""
+    if not drawn:
+        nan = np.full(len(sets), math.nan)
+        return nan, nan
+    values = torch.stack([_direct_values_chunked(c, sets, n_samples, bias_correction)
+                          for c in drawn])  # (R, S)
+    sd = values.std(dim=0) if len(drawn) > 1 else torch.full_like(values[0], math.nan)
+    return values.mean(dim=0).cpu().numpy(), sd.cpu().numpy()
+
+
 def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_size: int = 2,
                  max_size: int | None = None, search: str = "auto", per_size: bool = False,
-                 ties: str = "random", seed: int = 0, units: str = "bits",
+                 ties: str = "average", tie_draws: int = 10, seed: int = 0, units: str = "bits",
                  bias_correction: bool = True, device=None, labels=None, ridge: float = 0.0,
                  annealing_steps: int = 300) -> list[dict]:
     r"""Most synergistic and most redundant multiplet of bins of neurons, for one checkpoint.
@@ -258,9 +273,21 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
         they visit by batched Cholesky factorisations. Both give the same values.
     per_size : bool
         Also return the best multiplet of each size.
-    ties, seed
-        Tie-breaking of the copula ranks (:func:`grokscope.measures.oinfo.copnorm`); ``seed``
-        also seeds the annealing.
+    ties : {"average", "random", "index"}
+        Tied activations (the exact zeros of a ReLU) in the copula ranks; see
+        :func:`grokscope.measures.oinfo.copula_covariance`. ``"average"`` (default): the
+        search runs on the covariance averaged over every random order of the ties, in closed
+        form, so no order of the samples enters the value. ``"random"``: on the mean covariance
+        of ``tie_draws`` random orders, and each chosen multiplet's value is the mean of its
+        O-information over them. ``"index"``: ties in row order, as the reference code; the
+        value then depends on the order in which the samples are stored.
+    tie_draws : int
+        Random tie orders (seeded by ``seed``) on which every chosen multiplet is evaluated
+        again; their standard deviation is the row's ``value_sd``, how far the value moves with
+        the order given to tied values. Each draw costs one copula normalisation and one
+        covariance, not a search. Not used with ``ties="index"``.
+    seed : int
+        Seeds the random tie orders and the annealing.
     units : {"bits", "nats"}
     bias_correction : bool
         Ince's bias correction of every entropy (default true; the reference code has none).
@@ -282,7 +309,9 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
         size), ``value`` (in ``units``), ``size`` (bins in the multiplet), ``bins`` (its sorted
         bin ids, "0,3,7"), ``n_neurons`` (live neurons in those bins), ``n_bins`` (bins that took
         part), ``n_excluded`` (constant neurons dropped), ``variables``, ``search`` (the method
-        that produced the row). Overall rows come first, then per-size rows by size.
+        that produced the row), ``value_sd`` (standard deviation of the multiplet's
+        O-information over the ``draws`` random tie orders, in ``units``; NaN below two draws)
+        and ``draws``. Overall rows come first, then per-size rows by size.
     """
     _check_units(units)
     if variables not in _VARIABLES:
@@ -290,6 +319,13 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
                              f"{variables!r}")
     if search not in _SEARCHES:
         raise GrokscopeError(f"search: expected one of {', '.join(_SEARCHES)}, got {search!r}")
+    _check_ties(ties)
+    if isinstance(tie_draws, bool) or not isinstance(tie_draws, Integral) or tie_draws < 0:
+        raise GrokscopeError(f"tie_draws: must be an integer >= 0, got {tie_draws!r}")
+    if ties == "random" and tie_draws < 1:
+        raise GrokscopeError("tie_draws: ties='random' averages over random tie orders; it needs "
+                             "at least 1")
+    draws = 0 if ties == "index" else int(tie_draws)
     x = _as_tensor(features, device, name="features")
     _check_samples_matrix(x, name="features")
     n_samples = x.shape[0]
@@ -319,21 +355,25 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
                              f"(bins with live neurons), got {min_size} and {max_size}")
 
     if variables == "neurons":
-        cov = _check_positive_definite(_covariance(_copnorm_tensor(x, ties, seed)), ridge)
         local_sets = [bin_neurons[int(b)] for b in bin_ids]
+        columns = x  # (n_samples, n_alive)
 
-        def evaluate(multiplets):
-            sets = [np.concatenate([local_sets[i] for i in m]).tolist() for m in multiplets]
-            return _direct_values_chunked(cov, sets, n_samples, bias_correction).cpu().numpy()
+        def variables_of(multiplet):
+            return np.concatenate([local_sets[i] for i in multiplet]).tolist()
     else:
         index = torch.as_tensor(bin_of, device=x.device)
         member = (index.unsqueeze(0) == torch.as_tensor(bin_ids, device=x.device).unsqueeze(1))
-        means = x @ member.T.to(x.dtype) / member.sum(1).to(x.dtype)  # (n_samples, n_used)
-        cov = _check_positive_definite(_covariance(_copnorm_tensor(means, ties, seed)), ridge)
+        columns = x @ member.T.to(x.dtype) / member.sum(1).to(x.dtype)  # (n_samples, n_used)
 
-        def evaluate(multiplets):
-            return _direct_values_chunked(cov, list(multiplets), n_samples,
-                                          bias_correction).cpu().numpy()
+        def variables_of(multiplet):
+            return list(multiplet)
+    base, drawn = _tie_covariances(columns, ties, seed, draws)
+    cov = _check_positive_definite(base, ridge)
+    drawn = [_check_positive_definite(c, ridge) for c in drawn]
+
+    def evaluate(multiplets):
+        return _direct_values_chunked(cov, [variables_of(m) for m in multiplets], n_samples,
+                                      bias_correction).cpu().numpy()
 
     if search == "auto":
         limit = AUTO_EXHAUSTIVE_NEURON_BINS if variables == "neurons" else LATTICE_MAX_VARIABLES
@@ -362,12 +402,19 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
                                annealing_steps)
     best_high = {k: (m, -v) for k, (m, v) in best_high.items()}
 
-    # positions in bin_ids -> the bins' own ids
+    # the chosen multiplets again on every random tie order: one batch of sets per draw
+    chosen = sorted({m for best in (best_low, best_high) for m, _ in best.values()})
+    mean, sd = _tie_spread(drawn, [variables_of(m) for m in chosen], n_samples, bias_correction)
+    over_draws = {m: (float(a), float(b)) for m, a, b in zip(chosen, mean, sd)}
+
+    # positions in bin_ids -> the bins' own ids; random ties report the mean over their draws
     def relabel(best):
-        return {k: (tuple(int(bin_ids[i]) for i in m), v) for k, (m, v) in best.items()}
+        return {k: (tuple(int(bin_ids[i]) for i in m),
+                    over_draws[m][0] if ties == "random" else v, over_draws[m][1])
+                for k, (m, v) in best.items()}
 
     neurons_of_bin = {int(b): bin_neurons[int(b)] for b in bin_ids}
     common = {"n_bins": n_used, "n_excluded": n_excluded, "variables": variables,
-              "search": search}
+              "search": search, "draws": len(drawn)}
     return _rows(relabel(best_low), relabel(best_high), neurons_of_bin, _unit_scale(units),
                  common, per_size)
