@@ -17,6 +17,19 @@ with that same setting for every method, so ratios compare like with like:
     AgglomerativeClustering, copula ranks by two argsorts (random keys, then a stable argsort of
     the values), and one batched Cholesky per multiplet (the direct route). Bins mode too.
 
+(3) ``--part ties``: the cost per checkpoint of each treatment of tied activations, against
+    today's default as of this branch's start (random ties, one draw, the two-sort copula ranks
+    rebuilt here), on the checkpoint of part (2): ``average`` with and without the 10 random tie
+    draws of the spread, ``random`` with 10 draws, ``index``, and the naive way to get 10 draws
+    (10 whole searches).
+(4) ``--part estimators``: the estimators compared on planted data with a point mass at zero
+    (every variable cut at its 60% quantile into exact zeros, as ReLU features), ``--datasets``
+    data sets of 3763 samples each: the O-information of the planted set under each treatment of
+    ties, its spread over data sets, the tie spread (``value_sd``), how far it moves when the
+    samples are shuffled or stored sorted by a latent variable (as modular-arithmetic samples are
+    stored by operand), and, for reference, the latent Gaussian's O-information and the estimate
+    on the latent values (no point mass). docs/oinfo.md quotes this table.
+
 Timings are medians of ``--repeats`` runs (thoi: of 1 run, it is slow); the machine's load
 average is printed before and after, since other jobs share it.
 """
@@ -32,13 +45,17 @@ import numpy as np
 import torch
 from scipy.special import digamma
 
+from scipy.special import ndtri
+
 from grokscope.measures.multiplets import cluster_neurons, oinfo_search
 from grokscope.measures.oinfo import (
     _all_multiplets,
     _copnorm_tensor,
     _covariance,
     _direct_values_chunked,
+    _sort_rows,
     _union_values,
+    _value_keys,
     copnorm,
     oinfo_multiplets,
     oinfo_values_from_cov,
@@ -121,6 +138,35 @@ def previous_search(features: torch.Tensor) -> np.ndarray:
     cov = _covariance(previous_copnorm(features))
     _, sets = union_sets(labels)
     return _direct_values_chunked(cov, sets, N_SAMPLES, True)
+
+
+def branch_point_copnorm(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Random-tie copula scores as this branch started computing them: a random permutation per
+    column from one sort of random keys carrying the row, then one sort of packed keys."""
+    n, m = x.shape
+    key = _value_keys(x.T.contiguous())  # (m, n)
+    positions = torch.arange(n).expand(m, n)
+    row_bits = max(1, (n - 1).bit_length())
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randint(0, 1 << (62 - row_bits), (m, n), generator=gen)
+    noise.bitwise_left_shift_(row_bits).bitwise_or_(positions)
+    shuffled = _sort_rows(noise).bitwise_and_((1 << row_bits) - 1)
+    secondary = torch.empty_like(shuffled).scatter_(1, shuffled, positions)
+    key.bitwise_left_shift_(31).bitwise_or_(secondary)
+    order = torch.gather(shuffled, 1, _sort_rows(key).bitwise_and_((1 << 31) - 1))
+    scores = torch.special.ndtri(torch.arange(1, n + 1, dtype=torch.float64) / (n + 1.0))
+    return torch.empty((m, n), dtype=torch.float64).scatter_(1, order, scores.expand(m, n)).T
+
+
+def branch_point_checkpoint(features: torch.Tensor, seed: int = 0) -> tuple[float, float]:
+    """One checkpoint in neurons mode as the branch started: Ward bins, one random tie order,
+    every union of bins on the block lattice; (synergy, redundancy) in nats."""
+    x = features.to(torch.float64)
+    labels = cluster_neurons(x, 10)
+    groups = [np.flatnonzero(labels == b) for b in range(10)]
+    values = _union_values(_covariance(branch_point_copnorm(x, seed)), groups, x.shape[0], 2, 10,
+                           True)
+    return float(values.min()), float(values.max())
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,6 +255,111 @@ def checkpoint_table(device: str, repeats: int):
     return rows, out[0]["value"], out[1]["value"]
 
 
+def interleaved(calls: dict, repeats: int) -> dict:
+    """Median seconds of each call, timed in turns (one round of every call, ``repeats`` rounds)
+    so that a change in the machine's load falls on all of them alike; and each last result."""
+    times = {name: [] for name in calls}
+    results = {}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            results[name] = call()
+            times[name].append(time.perf_counter() - start)
+    return {name: (float(np.median(t)), results[name]) for name, t in times.items()}
+
+
+def ties_cost_table(repeats: int, draws: int = 10):
+    """Rows (treatment, seconds per checkpoint, its synergy row or None) and today's seconds."""
+    features = torch.tensor(relu_features())
+    today = "today's default: random ties, 1 draw (branch start)"
+    calls = {today: lambda: branch_point_checkpoint(features)}
+    for name, kwargs in (
+            (f"average, {draws} draws for the spread (new default)", dict(ties="average", tie_draws=draws)),
+            ("average, no draws (--tie-draws 0)", dict(ties="average", tie_draws=0)),
+            (f"random, mean of {draws} draws", dict(ties="random", tie_draws=draws)),
+            ("random, 1 draw", dict(ties="random", tie_draws=1)),
+            ("index (the authors' order)", dict(ties="index"))):
+        calls[name] = lambda kwargs=kwargs: oinfo_search(features, **kwargs)[0]
+    calls[f"naive: {draws} whole searches"] = lambda: [branch_point_checkpoint(features, seed)
+                                                       for seed in range(draws)]
+    timings = interleaved(calls, repeats)
+    rows = [(name, seconds, out if isinstance(out, dict) else None)
+            for name, (seconds, out) in timings.items()]
+    return timings[today][0], rows
+
+
+PLANTED_ZEROS = 0.6  # fraction of exact zeros in every planted variable
+
+
+def planted_latent(kind: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Latent Gaussian variables of a planted structure, and the latent the samples can be
+    sorted by (a source of the structure, like an operand)."""
+    if kind == "synergy, 3 variables":  # x3 ~ x1 + x2, x1 and x2 independent
+        a = rng.standard_normal((n, 2))
+        s = (a[:, 0] + a[:, 1]) / math.sqrt(2)
+        return np.column_stack([a, 0.95 * s + math.sqrt(1 - 0.95 ** 2) * rng.standard_normal(n)]), a[:, 0]
+    if kind == "redundancy, 3 variables":  # three noisy copies of one source
+        s = rng.standard_normal(n)
+        return np.column_stack([s + 0.7 * rng.standard_normal(n) for _ in range(3)]), s
+    if kind == "independent, 24 variables":
+        z = rng.standard_normal((n, 24))
+        return z, z[:, 0]
+    # 3 bins of 8 neurons; bin 3's source is the sum of bin 1's and bin 2's
+    a = rng.standard_normal((n, 2))
+    sources = np.column_stack([a, (a[:, 0] + a[:, 1]) / math.sqrt(2)])
+    return np.column_stack([0.9 * sources[:, b] + math.sqrt(1 - 0.81) * rng.standard_normal(n)
+                            for b in range(3) for _ in range(8)]), a[:, 0]
+
+
+PLANTED = ("synergy, 3 variables", "redundancy, 3 variables", "independent, 24 variables",
+           "3 bins of 8: synergy between bins")
+ESTIMATORS = (("index (authors')", dict(ties="index")), ("random, 1 draw", dict(ties="random", tie_draws=1)),
+              ("random, mean of 10", dict(ties="random", tie_draws=10)), ("average (default)", dict(ties="average")))
+
+
+def latent_oinfo_bits(kind: str) -> float:
+    """O-information of the latent Gaussian, from the covariance of 10^6 of its samples."""
+    z, _ = planted_latent(kind, 1_000_000, np.random.default_rng(12345))
+    cov = np.cov(z, rowvar=False)
+    k = len(cov)
+
+    def half_logdet(subset):
+        return 0.5 * np.linalg.slogdet(cov[np.ix_(subset, subset)])[1]
+
+    every = list(range(k))
+    total = (k - 2) * half_logdet(every) + sum(
+        half_logdet([j]) - half_logdet([v for v in every if v != j]) for j in every)
+    return total / math.log(2)
+
+
+def planted_oinfo(x: np.ndarray, seed: int, **kwargs) -> tuple[float, float]:
+    """O-information (bits) of all the planted variables together, and its tie spread."""
+    bins = np.arange(x.shape[1]) // (x.shape[1] // 3)  # 3 groups of variables: one multiplet
+    row = oinfo_search(x, labels=bins, min_size=3, seed=seed, **kwargs)[0]
+    return row["value"], row["value_sd"]
+
+
+def estimators_table(n_datasets: int):
+    """Per planted structure: the latent truth, and per estimator (mean over data sets, sd over
+    data sets, mean tie spread, mean |change| when shuffled, mean |change| when sorted)."""
+    cut = ndtri(PLANTED_ZEROS)
+    tables = {}
+    for kind in PLANTED:
+        results = {name: [] for name, _ in ESTIMATORS + (("latent values (no point mass)", {}),)}
+        for d in range(n_datasets):
+            z, driver = planted_latent(kind, N_SAMPLES, np.random.default_rng(d))
+            x = np.maximum(z - cut, 0.0)
+            shuffled = np.random.default_rng(10_000 + d).permutation(N_SAMPLES)
+            by_driver = np.argsort(driver)
+            for name, kwargs in ESTIMATORS:
+                value, sd = planted_oinfo(x, d, **kwargs)
+                moved = [planted_oinfo(x[order], d, **kwargs)[0] - value for order in (shuffled, by_driver)]
+                results[name].append((value, sd, *moved))
+            results["latent values (no point mass)"].append((planted_oinfo(z, d, tie_draws=0)[0], math.nan, 0.0, 0.0))
+        tables[kind] = (latent_oinfo_bits(kind), {name: np.array(r) for name, r in results.items()})
+    return tables
+
+
 def load() -> str:
     return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -221,7 +372,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--numpy-sample", type=int, default=2000)
     parser.add_argument("--skip-thoi", action="store_true")
-    parser.add_argument("--part", choices=("1", "2", "both"), default="both")
+    parser.add_argument("--part", choices=("1", "2", "both", "ties", "estimators"), default="both")
+    parser.add_argument("--datasets", type=int, default=10, help="planted data sets per structure (part estimators)")
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
     threads = ([int(t) for t in args.threads.split(",")] if args.threads
@@ -229,6 +381,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, "
           f"torch default {default_threads} threads; {load()}")
 
+    if args.part == "estimators":
+        print_estimators(args.datasets)
+        return
     best: dict[str, tuple[float, int]] = {}  # method -> (seconds, threads) of its best run
     for n_threads in threads:
         torch.set_num_threads(n_threads)
@@ -258,6 +413,16 @@ def main() -> None:
                       f"{check_text:>15s}")
             print(f"  neurons mode: synergy {low:.4f} bits, redundancy {high:.4f} bits; "
                   f"[{load()}]")
+        if args.part == "ties":
+            print(f"\n(3) cost per checkpoint of each treatment of ties: 250 ReLU neurons x 3763 "
+                  f"samples, 10 bins, 1013 multiplets; {n_threads} thread(s); median of {args.repeats}")
+            print(f"{'treatment':58s} {'seconds':>8s} {'x today':>8s} {'synergy, bits':>16s}")
+            today, rows = ties_cost_table(args.repeats)
+            for name, seconds, row in rows:
+                value = "-" if row is None else f"{row['value']:+.3f} ± {row['value_sd']:.3f}" \
+                    if row["value_sd"] == row["value_sd"] else f"{row['value']:+.3f}"
+                print(f"{name:58s} {seconds:8.3f} {seconds / today:8.2f} {value:>16s}")
+            print(f"  [{load()}]")
     ours_name = "grokscope lattice (cov -> values)"
     if len(threads) > 1 and ours_name in best:
         print("\n(1) each method at its best thread count")
@@ -265,6 +430,21 @@ def main() -> None:
         for name, (seconds, n_threads) in best.items():
             print(f"{name:58s} {seconds:9.3f} {seconds / ours_seconds:8.1f}   "
                   f"({n_threads} thread(s))")
+
+
+def print_estimators(n_datasets: int) -> None:
+    print(f"(4) planted structure, every variable {PLANTED_ZEROS:.0%} exact zeros; {n_datasets} data sets "
+          f"of {N_SAMPLES} samples; O-information of the planted set in bits")
+    print("    mean, sd: over data sets; tie sd: mean value_sd (10 random tie orders); shuffled, sorted:")
+    print("    mean |change| when the samples are shuffled / stored sorted by a latent source")
+    for kind, (truth, results) in estimators_table(n_datasets).items():
+        print(f"\n{kind}: latent Gaussian {truth:+.3f}")
+        print(f"  {'estimator':32s} {'mean':>8s} {'sd':>7s} {'tie sd':>7s} {'shuffled':>9s} {'sorted':>8s}")
+        for name, r in results.items():
+            tie_sd = "-" if np.isnan(r[:, 1]).all() else f"{np.nanmean(r[:, 1]):.4f}"
+            print(f"  {name:32s} {r[:, 0].mean():+8.4f} {r[:, 0].std(ddof=1):7.4f} {tie_sd:>7s} "
+                  f"{np.abs(r[:, 2]).mean():9.4f} {np.abs(r[:, 3]).mean():8.4f}")
+    print(f"\n[{load()}]")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from grokscope.measures.oinfo import (
     _check_ties,
     _check_units,
     _direct_values_chunked,
+    _oinfo_of_blocks,
     _tie_covariances,
     _union_fits,
     _union_values,
@@ -207,34 +208,37 @@ def _annealing(evaluate: Evaluate, n_bins: int, min_size: int, max_size: int, se
 # the per-checkpoint entry point
 
 
-def _rows(best_low, best_high, bin_neurons, scale, common, per_size) -> list[dict]:
-    """Rows from {size: (multiplet, value, sd)} of each objective (values in nats)."""
-    def row(metric, scope, multiplet, value, sd):
-        return {"metric": metric, "scope": scope, "value": value * scale, "value_sd": sd * scale,
-                "size": len(multiplet), "bins": ",".join(str(b) for b in multiplet),
-                "n_neurons": int(sum(len(bin_neurons[b]) for b in multiplet)), **common}
-
-    low = min(best_low.values(), key=lambda mvs: mvs[1])
-    high = max(best_high.values(), key=lambda mvs: mvs[1])
-    rows = [row("synergy", "overall", *low), row("redundancy", "overall", *high)]
+def _reported(best_low, best_high, per_size) -> list[tuple[str, str, tuple[int, ...], float]]:
+    """(metric, scope, multiplet, value) of each row: the overall extremes first (chosen on the
+    searched values), then, with ``per_size``, each size's."""
+    low = min(best_low.values(), key=lambda mv: mv[1])
+    high = max(best_high.values(), key=lambda mv: mv[1])
+    entries = [("synergy", "overall", *low), ("redundancy", "overall", *high)]
     if per_size:
         for size in sorted(best_low):
-            rows.append(row("synergy", "size", *best_low[size]))
-            rows.append(row("redundancy", "size", *best_high[size]))
-    return rows
+            entries.append(("synergy", "size", *best_low[size]))
+            entries.append(("redundancy", "size", *best_high[size]))
+    return entries
 
 
 def _tie_spread(drawn: Sequence[torch.Tensor], sets: Sequence[Sequence[int]], n_samples: int,
                 bias_correction: bool) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n - 1 denominator; NaN below two draws) of each set's
-    O-information (nats) over the covariances of the random tie orders."""
+    O-information (nats) over the covariances of the random tie orders: one batched
+    factorisation of the set's block in every draw."""
     if not drawn:
         nan = np.full(len(sets), math.nan)
         return nan, nan
-    values = torch.stack([_direct_values_chunked(c, sets, n_samples, bias_correction)
-                          for c in drawn])  # (R, S)
-    sd = values.std(dim=0) if len(drawn) > 1 else torch.full_like(values[0], math.nan)
-    return values.mean(dim=0).cpu().numpy(), sd.cpu().numpy()
+    stacked = torch.stack(list(drawn))  # (R, m, m)
+    means, sds = [], []
+    for members in sets:
+        index = torch.as_tensor(list(members), device=stacked.device)
+        blocks = stacked[:, index][:, :, index]  # (R, k, k)
+        sizes = torch.full((len(drawn),), len(index), device=stacked.device)
+        values = _oinfo_of_blocks(blocks, sizes, n_samples, bias_correction)  # (R,)
+        means.append(float(values.mean()))
+        sds.append(float(values.std()) if len(drawn) > 1 else math.nan)
+    return np.array(means), np.array(sds)
 
 
 def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_size: int = 2,
@@ -402,19 +406,23 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
                                annealing_steps)
     best_high = {k: (m, -v) for k, (m, v) in best_high.items()}
 
-    # the chosen multiplets again on every random tie order: one batch of sets per draw
-    chosen = sorted({m for best in (best_low, best_high) for m, _ in best.values()})
+    # the reported multiplets again on every random tie order
+    entries = _reported(best_low, best_high, per_size)
+    chosen = sorted({multiplet for _, _, multiplet, _ in entries})
     mean, sd = _tie_spread(drawn, [variables_of(m) for m in chosen], n_samples, bias_correction)
     over_draws = {m: (float(a), float(b)) for m, a, b in zip(chosen, mean, sd)}
 
-    # positions in bin_ids -> the bins' own ids; random ties report the mean over their draws
-    def relabel(best):
-        return {k: (tuple(int(bin_ids[i]) for i in m),
-                    over_draws[m][0] if ties == "random" else v, over_draws[m][1])
-                for k, (m, v) in best.items()}
-
-    neurons_of_bin = {int(b): bin_neurons[int(b)] for b in bin_ids}
+    scale = _unit_scale(units)
     common = {"n_bins": n_used, "n_excluded": n_excluded, "variables": variables,
               "search": search, "draws": len(drawn)}
-    return _rows(relabel(best_low), relabel(best_high), neurons_of_bin, _unit_scale(units),
-                 common, per_size)
+    rows = []
+    for metric, scope, multiplet, value in entries:
+        draws_mean, draws_sd = over_draws[multiplet]
+        bins = tuple(int(bin_ids[i]) for i in multiplet)  # positions -> the bins' own ids
+        rows.append({"metric": metric, "scope": scope,
+                     # random ties report the mean over their draws
+                     "value": (draws_mean if ties == "random" else value) * scale,
+                     "value_sd": draws_sd * scale, "size": len(bins),
+                     "bins": ",".join(str(b) for b in bins),
+                     "n_neurons": int(sum(len(bin_neurons[b]) for b in bins)), **common})
+    return rows

@@ -578,7 +578,15 @@ def _direct_values(cov: torch.Tensor, padded: torch.Tensor, sizes: torch.Tensor,
     sub = cov[idx.unsqueeze(2), idx.unsqueeze(1)]  # (B, s, s)
     eye = torch.eye(s, dtype=cov.dtype, device=cov.device).expand(b, s, s)
     both = valid.unsqueeze(2) & valid.unsqueeze(1)  # (B, s, s)
-    sub = torch.where(both, sub, eye)  # (B, s, s)
+    return _oinfo_of_blocks(torch.where(both, sub, eye), sizes, n_samples, bias_correction)
+
+
+def _oinfo_of_blocks(sub: torch.Tensor, sizes: torch.Tensor, n_samples: int,
+                     bias_correction: bool) -> torch.Tensor:
+    """O-information (nats) of each covariance block of ``sub`` (B, s, s), ``sizes`` (B,)
+    variables each (the rest an identity padding); the formula of :func:`_direct_values`."""
+    b, s = sub.shape[:2]
+    eye = torch.eye(s, dtype=sub.dtype, device=sub.device).expand(b, s, s)
     chol = torch.linalg.cholesky(sub)  # (B, s, s)
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (B,)
     inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)  # (B, s, s)
