@@ -231,11 +231,11 @@ def draw_covariances(features, seed, draws):
     return drawn
 
 
-def test_default_search_uses_the_tie_averaged_covariance_and_reports_the_spread_of_its_choice():
+def test_average_ties_search_the_tie_averaged_covariance_and_report_the_spread_of_their_choice():
     features = relu_features(seed=11)
     labels = cluster_neurons(features, n_bins=5)
-    rows = oinfo_search(features, labels=labels, per_size=True, seed=4)
-    values = brute_values(copula_covariance(features), labels, len(features))
+    rows = oinfo_search(features, labels=labels, per_size=True, ties="average", seed=4)
+    values = brute_values(copula_covariance(features, ties="average"), labels, len(features))
     drawn = [brute_values(c, labels, len(features)) for c in draw_covariances(features, 4, 10)]
     assert all(r["draws"] == 10 for r in rows)
     for row in rows:
@@ -253,7 +253,7 @@ def test_random_ties_report_the_mean_over_their_draws_of_the_multiplet_chosen_on
     drawn = draw_covariances(features, 2, 3)
     pooled = brute_values(np.mean(drawn, axis=0), labels, len(features))
     per_draw = [brute_values(c, labels, len(features)) for c in drawn]
-    rows = oinfo_search(features, labels=labels, ties="random", tie_draws=3, seed=2)
+    rows = oinfo_search(features, labels=labels, tie_draws=3, seed=2)  # random ties: the default
     for row, pick in zip(rows, (min, max)):
         multiplet = pick(pooled, key=pooled.get)
         assert row["bins"] == bins_text(multiplet)

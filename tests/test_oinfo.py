@@ -253,11 +253,11 @@ def test_average_ties_give_the_mean_covariance_over_every_tie_order():
     per_column = [every_tie_order_scores(c) for c in x.T]  # 6, 4 and 1 orders
     covs = [np.cov(np.column_stack(zs), rowvar=False) for zs in itertools.product(*per_column)]
     expected = np.mean(covs, axis=0)
-    np.testing.assert_allclose(copula_covariance(x), expected, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(copula_covariance(x, ties="average"), expected, rtol=0, atol=1e-14)
     # without ties it is the plain copula covariance; a random order is one of those averaged
     untied = correlated(50, 3, seed=20)
-    np.testing.assert_allclose(copula_covariance(untied), np.cov(brute_copnorm(untied), rowvar=False),
-                               rtol=0, atol=1e-14)
+    np.testing.assert_allclose(copula_covariance(untied, ties="average"),
+                               np.cov(brute_copnorm(untied), rowvar=False), rtol=0, atol=1e-14)
     one_order = copula_covariance(x, ties="random", seed=3)
     assert any(np.allclose(one_order, c, rtol=0, atol=1e-14) for c in covs)
 
@@ -267,14 +267,15 @@ def test_random_tie_orders_average_to_the_tie_averaged_covariance():
     x = np.maximum(rng.standard_normal((60, 3)) @ rng.standard_normal((3, 3)), 0.0)
     drawn = np.array([copula_covariance(x, ties="random", seed=s) for s in range(600)])
     standard_error = drawn.std(axis=0) / math.sqrt(len(drawn)) + 1e-13  # the diagonal: exact
-    assert np.all(np.abs(drawn.mean(axis=0) - copula_covariance(x)) < 5 * standard_error)
+    assert np.all(np.abs(drawn.mean(axis=0) - copula_covariance(x, ties="average")) < 5 * standard_error)
 
 
-def test_average_and_random_ties_are_the_only_ones_that_do_not_follow_the_row_order():
+def test_the_tie_averaged_covariance_does_not_follow_the_row_order_and_the_index_one_does():
     rng = np.random.default_rng(22)
     x = np.maximum(rng.standard_normal((300, 4)) @ rng.standard_normal((4, 4)), 0.0)
     order = np.argsort(x[:, 0] + rng.standard_normal(300))
-    np.testing.assert_allclose(copula_covariance(x[order]), copula_covariance(x), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(copula_covariance(x[order], ties="average"), copula_covariance(x, ties="average"),
+                               rtol=0, atol=1e-15)
     index_moves = np.abs(copula_covariance(x[order], ties="index") - copula_covariance(x, ties="index")).max()
     assert index_moves > 0.05
 
@@ -300,10 +301,11 @@ def test_planted_synergy_with_a_point_mass_does_not_depend_on_the_sample_order()
         assert row["bins"] == "0,1,2"
         return row["value"], row["value_sd"]
 
-    value, spread = synergy(x, "average")
+    value, spread = synergy(x, "random")  # the default: the mean over 10 random tie orders
     assert value < -2 * spread < 0  # the planted sign, clear of the tie spread
     for order in (shuffled, by_driver):
-        assert abs(synergy(x[order], "average")[0] - value) < spread
+        assert abs(synergy(x[order], "random")[0] - value) < spread
+        assert synergy(x[order], "average")[0] == pytest.approx(synergy(x, "average")[0], abs=1e-12)
     index_value, index_sd = synergy(x, "index")
     assert math.isnan(index_sd)  # one fixed order: no draws
     assert abs(synergy(x[by_driver], "index")[0] - index_value) > 5 * spread

@@ -53,8 +53,8 @@ def measure(
     max_size: Optional[int] = typer.Option(None, "--max-size", help="o-info: largest multiplet, in bins (default all)."),
     search: str = typer.Option("auto", "--search", help="o-info: auto, exhaustive, greedy or annealing."),
     per_size: bool = typer.Option(False, "--per-size", help="o-info: also the extremes of every multiplet size."),
-    ties: str = typer.Option("average", "--ties", help="o-info: tied activations (ReLU zeros): average over every random order (exact), random (mean of --tie-draws orders) or index (row order, as the authors' code; depends on the sample order)."),
-    tie_draws: int = typer.Option(10, "--tie-draws", help="o-info: random tie orders each chosen multiplet is re-evaluated on; their spread is value_sd (0: none)."),
+    ties: str = typer.Option("random", "--ties", help="o-info: tied activations (ReLU zeros): random (mean over --tie-draws random orders), average (covariance averaged over every order, exact) or index (row order, as the authors' code; depends on the sample order)."),
+    tie_draws: int = typer.Option(10, "--tie-draws", help="o-info: random tie orders each reported multiplet is evaluated on; value = their mean (random ties), value_sd = their spread."),
     seed: int = typer.Option(0, "--seed", help="o-info: seed of the random tie orders and annealing; hsic: of the batch shuffles."),
     units: str = typer.Option("bits", "--units", help="o-info: bits or nats."),
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction", help="o-info: Ince et al.'s entropy bias correction."),
@@ -80,7 +80,7 @@ def measure(
                                    ("--hsic-order", hsic_order, ("shuffled", "stored")),
                                    ("--variables", variables, ("neurons", "bins")),
                                    ("--search", search, ("auto", "exhaustive", "greedy", "annealing")),
-                                   ("--ties", ties, ("average", "random", "index")),
+                                   ("--ties", ties, ("random", "average", "index")),
                                    ("--units", units, ("bits", "nats"))):
         if value not in allowed:
             raise GrokscopeError(f"{option}: unknown value {value!r}; known: {', '.join(allowed)}")

@@ -243,7 +243,7 @@ def _tie_spread(drawn: Sequence[torch.Tensor], sets: Sequence[Sequence[int]], n_
 
 def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_size: int = 2,
                  max_size: int | None = None, search: str = "auto", per_size: bool = False,
-                 ties: str = "average", tie_draws: int = 10, seed: int = 0, units: str = "bits",
+                 ties: str = "random", tie_draws: int = 10, seed: int = 0, units: str = "bits",
                  bias_correction: bool = True, device=None, labels=None, ridge: float = 0.0,
                  annealing_steps: int = 300) -> list[dict]:
     r"""Most synergistic and most redundant multiplet of bins of neurons, for one checkpoint.
@@ -277,19 +277,22 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
         they visit by batched Cholesky factorisations. Both give the same values.
     per_size : bool
         Also return the best multiplet of each size.
-    ties : {"average", "random", "index"}
+    ties : {"random", "average", "index"}
         Tied activations (the exact zeros of a ReLU) in the copula ranks; see
-        :func:`grokscope.measures.oinfo.copula_covariance`. ``"average"`` (default): the
-        search runs on the covariance averaged over every random order of the ties, in closed
-        form, so no order of the samples enters the value. ``"random"``: on the mean covariance
-        of ``tie_draws`` random orders, and each chosen multiplet's value is the mean of its
-        O-information over them. ``"index"``: ties in row order, as the reference code; the
-        value then depends on the order in which the samples are stored.
+        :func:`grokscope.measures.oinfo.copula_covariance`. ``"random"`` (default): each
+        multiplet's value is the mean of its O-information over ``tie_draws`` independent
+        random orders of the tied values (seeded), the multiplets being chosen by one search on
+        the mean of the draws' covariances; the value then depends on the order of the samples
+        only through the draws' noise, which ``value_sd`` reports. ``"average"``: the search and
+        the values on the covariance averaged over every random order, in closed form (no
+        order enters; but on features of the default run it is biased at 3763 samples, see
+        docs/oinfo.md). ``"index"``: ties in row order, as the reference code; the value then
+        depends on the order in which the samples are stored.
     tie_draws : int
-        Random tie orders (seeded by ``seed``) on which every chosen multiplet is evaluated
-        again; their standard deviation is the row's ``value_sd``, how far the value moves with
-        the order given to tied values. Each draw costs one copula normalisation and one
-        covariance, not a search. Not used with ``ties="index"``.
+        Random tie orders (seeded by ``seed``) on which every reported multiplet is evaluated;
+        their standard deviation is the row's ``value_sd``, how far one arbitrary order of the
+        tied values moves the value. Each draw costs one copula normalisation, one covariance and
+        one factorisation per reported multiplet, not a search. Not used with ``ties="index"``.
     seed : int
         Seeds the random tie orders and the annealing.
     units : {"bits", "nats"}

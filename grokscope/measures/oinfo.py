@@ -59,7 +59,7 @@ LATTICE_MAX_VARIABLES = 22
 COLLINEARITY_TOLERANCE = 1e-10
 
 _UNITS = ("bits", "nats")
-_TIES = ("average", "random", "index")
+_TIES = ("random", "average", "index")
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def _tie_covariances(x: torch.Tensor, ties: str, seed: int, draws: int
     return _tie_averaged_covariance(x, key), drawn
 
 
-def copula_covariance(x, *, ties: str = "average", seed: int = 0):
+def copula_covariance(x, *, ties: str = "random", seed: int = 0):
     r"""Covariance of the copula-normalised columns of ``x``, ties treated as ``ties`` says.
 
     .. math::
@@ -331,19 +331,20 @@ def copula_covariance(x, *, ties: str = "average", seed: int = 0):
         \operatorname{var}\big(\Phi^{-1}(\tfrac{1}{n+1}), \dots,
         \Phi^{-1}(\tfrac{n}{n+1})\big) & j = k \end{cases}
 
-    for ``ties="average"`` (default): the expectation, over independent uniform random orders
+    for ``ties="average"``: the expectation, over independent uniform random orders
     :math:`\pi` of each column's tied values, of the covariance of :func:`copnorm`'s scores
     :math:`\tilde z`, in closed form: :math:`\bar z` are the tie-averaged scores
     (``copnorm(x, ties="average")``), and every order leaves each column's variance that of all
     n scores. No order of the samples enters it, and it costs one sort per column. This is the
     mid-rank treatment of ties with the copula's variance correction; with no ties it is the
-    plain copula covariance (Ince et al. 2017). ``"random"``: the covariance of one random order
-    (seeded); ``"index"``: of the row order (the reference code's; order-dependent).
+    plain copula covariance (Ince et al. 2017). ``"random"`` (default): the covariance of one
+    random order of the ties (seeded), what an infinitesimal independent jitter gives;
+    ``"index"``: of the row order (the reference code's; order-dependent).
 
     Parameters
     ----------
     x : array_like or torch.Tensor, shape (n_samples, n_variables)
-    ties : {"average", "random", "index"}
+    ties : {"random", "average", "index"}
     seed : int
         Seed of the tie order (``ties="random"`` only).
 
@@ -906,7 +907,7 @@ def oinfo_of_sets(cov, sets: Sequence[Sequence[int]], n_samples: int, units: str
 
 def oinfo_multiplets(x, min_size: int = 2, max_size: int | None = None, units: str = "bits",
                      bias_correction: bool = True, *, device=None, copnormed: bool = False,
-                     ties: str = "average", seed: int = 0, ridge: float = 0.0):
+                     ties: str = "random", seed: int = 0, ridge: float = 0.0):
     r"""O-information of every multiplet of the columns of ``x``, by the Gaussian copula.
 
     .. math::
@@ -929,10 +930,11 @@ def oinfo_multiplets(x, min_size: int = 2, max_size: int | None = None, units: s
         Where to compute (default: ``x``'s device; a CUDA tensor is computed on its GPU).
     copnormed : bool
         ``x`` is already copula-normalised: use it as it is.
-    ties : {"average", "random", "index"}
-        Ties in the ranks, see :func:`copula_covariance`: ``"average"`` (default) averages the
-        covariance over every random order of each column's ties; ``"random"`` takes one random
-        order (``seed``); ``"index"`` the row order, as the reference code (order-dependent).
+    ties : {"random", "average", "index"}
+        Ties in the ranks, see :func:`copula_covariance`: ``"random"`` (default) takes one random
+        order of each column's tied values (``seed``); ``"average"`` the covariance averaged
+        over every order; ``"index"`` the row order, as the reference code (order-dependent).
+        :func:`grokscope.measures.multiplets.oinfo_search` averages over several random orders.
     seed : int
         Seed of the random tie order.
     ridge : float
