@@ -22,13 +22,22 @@ with that same setting for every method, so ratios compare like with like:
     rebuilt here), on the checkpoint of part (2): ``average`` with and without the 10 random tie
     draws of the spread, ``random`` with 10 draws, ``index``, and the naive way to get 10 draws
     (10 whole searches).
-(4) ``--part estimators``: the estimators compared on planted data with a point mass at zero
-    (every variable cut at its 60% quantile into exact zeros, as ReLU features), ``--datasets``
-    data sets of 3763 samples each: the O-information of the planted set under each treatment of
-    ties, its spread over data sets, the tie spread (``value_sd``), how far it moves when the
-    samples are shuffled or stored sorted by a latent variable (as modular-arithmetic samples are
-    stored by operand), and, for reference, the latent Gaussian's O-information and the estimate
-    on the latent values (no point mass). docs/oinfo.md quotes this table.
+(4) ``--part estimators``: the treatments of ties compared on data with a point mass at zero,
+    ``--datasets`` data sets of 3763 samples (the default run's training split) per structure:
+    planted latent-Gaussian structures cut at their 60% quantile into exact zeros (as ReLU
+    features), and the ReLU features of a freshly initialised 422 -> 250 MLP on (a+b) mod 211,
+    whose 44,521 pairs are the population the data sets are drawn from. Per estimator: the mean
+    over data sets, its bias against the population value (for the planted structures, the
+    estimate on 200,000 samples, where all treatments agree), the sd over data sets, the tie
+    spread (``value_sd``), and how far the value moves when the rows are shuffled or stored
+    sorted by a source of the structure (as the task stores samples by operand).
+    docs/oinfo.md quotes this table.
+(5) ``--part claims --runs RUN...``: no timing; the synergy and redundancy curves of measured runs
+    (``grokscope measure RUN --metric o-info``) summed up in the windows the phases of Clauw et
+    al. are stated in: the initial transient (steps 0-2), before memorisation, between
+    memorisation and generalisation, after generalisation (steps from the run's history, 0.99
+    accuracy). Per window: the lowest O-information (the synergy peak) with its step and tie
+    spread, the median of the synergy curve, the median redundancy. docs/oinfo.md quotes it.
 
 Timings are medians of ``--repeats`` runs (thoi: of 1 run, it is slow); the machine's load
 average is printed before and after, since other jobs share it.
@@ -42,6 +51,7 @@ import os
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.special import digamma
 
@@ -312,9 +322,12 @@ def planted_latent(kind: str, n: int, rng: np.random.Generator) -> tuple[np.ndar
 
 
 PLANTED = ("synergy, 3 variables", "redundancy, 3 variables", "independent, 24 variables",
-           "3 bins of 8: synergy between bins")
+           "24 neurons in 3 bins: copies of s1, s2, s1 + s2")
+MLP = "random MLP on (a+b) mod 211: 250 ReLU neurons, 10 Ward bins"
 ESTIMATORS = (("index (authors')", dict(ties="index")), ("random, 1 draw", dict(ties="random", tie_draws=1)),
-              ("random, mean of 10", dict(ties="random", tie_draws=10)), ("average (default)", dict(ties="average")))
+              ("random, mean of 10 (default)", dict(ties="random", tie_draws=10)),
+              ("average", dict(ties="average")))
+POPULATION_SAMPLES = 200_000  # a planted structure's population value: the estimate on this many
 
 
 def latent_oinfo_bits(kind: str) -> float:
@@ -332,32 +345,119 @@ def latent_oinfo_bits(kind: str) -> float:
     return total / math.log(2)
 
 
-def planted_oinfo(x: np.ndarray, seed: int, **kwargs) -> tuple[float, float]:
-    """O-information (bits) of all the planted variables together, and its tie spread."""
-    bins = np.arange(x.shape[1]) // (x.shape[1] // 3)  # 3 groups of variables: one multiplet
-    row = oinfo_search(x, labels=bins, min_size=3, seed=seed, **kwargs)[0]
-    return row["value"], row["value_sd"]
+def mlp_features(p: int = 211, width: int = 250) -> tuple[torch.Tensor, np.ndarray]:
+    """Post-ReLU features of a freshly initialised 2p -> width layer on every pair (a, b), in the
+    task's order (by operand a), and each pair's a. All p^2 pairs are the population."""
+    a, b = (v.ravel() for v in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
+    x = torch.zeros(p * p, 2 * p)
+    x[torch.arange(p * p), torch.from_numpy(a)] = 1.0
+    x[torch.arange(p * p), torch.from_numpy(p + b)] = 1.0
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(2 * p, width)
+    with torch.no_grad():
+        return torch.relu(layer(x)).to(torch.float64), a
+
+
+def extremes(x, groups, seed: int, **kwargs) -> list[tuple[float, float]]:
+    """(value, tie sd) in bits of the synergy and redundancy rows of the multiplets of groups."""
+    rows = oinfo_search(x, labels=groups, seed=seed, **kwargs)
+    return [(row["value"], row["value_sd"]) for row in rows[:2]]
+
+
+def planted_reference(kind: str) -> tuple[dict, np.ndarray]:
+    """The latent Gaussian's O-information and the population value of a planted structure (the
+    estimate on 200,000 samples, where every treatment of ties agrees), and its 3 groups."""
+    big, _ = planted_latent(kind, POPULATION_SAMPLES, np.random.default_rng(54321))
+    groups = np.arange(big.shape[1]) // (big.shape[1] // 3)  # 3 groups of variables: one multiplet
+    population = extremes(np.maximum(big - ndtri(PLANTED_ZEROS), 0.0), groups, 0, ties="random",
+                          tie_draws=1, min_size=3)[0][0]
+    return {"latent Gaussian": latent_oinfo_bits(kind),
+            f"population (n = {POPULATION_SAMPLES:,})": population}, groups
+
+
+def data_set(kind: str, d: int, population=None, operand=None):
+    """Data set ``d`` of a structure, its rows in a random order, and the key it can be stored
+    sorted by (the first source; for the MLP, the operand a)."""
+    rng = np.random.default_rng(d)
+    if kind == MLP:
+        pick = rng.choice(len(population), N_SAMPLES, replace=False)  # a random order already
+        return population[torch.from_numpy(pick)], operand[pick]
+    z, driver = planted_latent(kind, N_SAMPLES, rng)
+    return np.maximum(z - ndtri(PLANTED_ZEROS), 0.0), driver
 
 
 def estimators_table(n_datasets: int):
-    """Per planted structure: the latent truth, and per estimator (mean over data sets, sd over
-    data sets, mean tie spread, mean |change| when shuffled, mean |change| when sorted)."""
-    cut = ndtri(PLANTED_ZEROS)
+    """Per structure, per quantity: (name, reference values, {estimator: array of (value, tie sd,
+    change when shuffled, change when stored sorted) over the data sets})."""
     tables = {}
-    for kind in PLANTED:
-        results = {name: [] for name, _ in ESTIMATORS + (("latent values (no point mass)", {}),)}
+    for kind in PLANTED + (MLP,):
+        population = operand = None
+        if kind == MLP:
+            population, operand = mlp_features()
+            groups = cluster_neurons(population, 10)
+            whole = extremes(population, groups, 0, ties="random", tie_draws=2)
+            references = [{"population (all 44,521 pairs)": value} for value, _ in whole]
+            quantities, options = ("synergy", "redundancy"), {}
+        else:
+            reference, groups = planted_reference(kind)
+            references, quantities, options = [reference], ("O-information",), {"min_size": 3}
+        results = [{name: [] for name, _ in ESTIMATORS} for _ in quantities]
         for d in range(n_datasets):
-            z, driver = planted_latent(kind, N_SAMPLES, np.random.default_rng(d))
-            x = np.maximum(z - cut, 0.0)
-            shuffled = np.random.default_rng(10_000 + d).permutation(N_SAMPLES)
-            by_driver = np.argsort(driver)
+            x, key = data_set(kind, d, population, operand)
+            orders = (np.random.default_rng(10_000 + d).permutation(N_SAMPLES), np.argsort(key, kind="stable"))
             for name, kwargs in ESTIMATORS:
-                value, sd = planted_oinfo(x, d, **kwargs)
-                moved = [planted_oinfo(x[order], d, **kwargs)[0] - value for order in (shuffled, by_driver)]
-                results[name].append((value, sd, *moved))
-            results["latent values (no point mass)"].append((planted_oinfo(z, d, tie_draws=0)[0], math.nan, 0.0, 0.0))
-        tables[kind] = (latent_oinfo_bits(kind), {name: np.array(r) for name, r in results.items()})
+                base = extremes(x, groups, d, **kwargs, **options)
+                moved = [extremes(x[order], groups, d, **kwargs, **options) for order in orders]
+                for q in range(len(quantities)):
+                    results[q][name].append([base[q][0], base[q][1]] + [m[q][0] - base[q][0] for m in moved])
+        tables[kind] = [(quantity, references[q], {n: np.array(r) for n, r in results[q].items()})
+                        for q, quantity in enumerate(quantities)]
     return tables
+
+
+def claims_table(run_dir: str) -> tuple[str, list[tuple]]:
+    """The run's label (name, ties) and rows (window, steps, synergy peak, its step, its sd,
+    median synergy, median redundancy) of its measured O-information."""
+    import json
+
+    from grokscope.plotting.data import load
+    from grokscope.plotting.summary import overall_oinfo, run_summaries
+
+    tables = load([run_dir])
+    summary = run_summaries(tables).iloc[0]
+    synergy, redundancy = overall_oinfo(tables, "synergy"), overall_oinfo(tables, "redundancy")
+    params = json.loads(synergy["params"].iloc[0]) if "params" in synergy.columns else {}
+    sd = synergy["value_sd"] if "value_sd" in synergy.columns else pd.Series(np.nan, index=synergy.index)
+    memorised, generalised = summary["memorization_step"], summary["generalization_step"]
+    windows = [("initial transient", 0, 2), ("before memorisation", 3, memorised - 1),
+               ("memorisation to generalisation", memorised, generalised - 1),
+               ("after generalisation", generalised, np.inf)]
+    rows = []
+    for name, first, last in windows:
+        inside = (synergy["step"] >= first) & (synergy["step"] <= last)
+        if not inside.any():
+            continue
+        peak = synergy.loc[inside, "value"].idxmin()
+        red = redundancy[(redundancy["step"] >= first) & (redundancy["step"] <= last)]["value"]
+        rows.append((name, f"{int(first)}-{'' if last == np.inf else int(last)}",
+                     synergy.loc[peak, "value"], int(synergy.loc[peak, "step"]), sd.loc[peak],
+                     synergy.loc[inside, "value"].median(), red.median()))
+    label = (f"{summary['run']} (memorised {memorised}, generalised {generalised}; "
+             f"ties={params.get('ties', '?')})")
+    return label, rows
+
+
+def print_claims(runs: list[str]) -> None:
+    print("(5) O-information curves by window; bits; synergy = lowest O-information (more negative: "
+          "more synergy), sd = its tie spread")
+    for run_dir in runs:
+        label, rows = claims_table(run_dir)
+        print(f"\n{label}")
+        print(f"  {'window':32s} {'steps':>10s} {'peak synergy':>13s} {'at step':>8s} {'sd':>7s} "
+              f"{'median syn.':>12s} {'median red.':>12s}")
+        for name, steps, peak, step, sd, median, red in rows:
+            sd_text = "-" if sd != sd else f"{sd:.3f}"
+            print(f"  {name:32s} {steps:>10s} {peak:+13.3f} {step:8d} {sd_text:>7s} {median:+12.3f} {red:12.2f}")
 
 
 def load() -> str:
@@ -372,8 +472,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--numpy-sample", type=int, default=2000)
     parser.add_argument("--skip-thoi", action="store_true")
-    parser.add_argument("--part", choices=("1", "2", "both", "ties", "estimators"), default="both")
+    parser.add_argument("--part", choices=("1", "2", "both", "ties", "estimators", "claims"), default="both")
     parser.add_argument("--datasets", type=int, default=10, help="planted data sets per structure (part estimators)")
+    parser.add_argument("--runs", nargs="+", default=[], help="measured run directories (part claims)")
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
     threads = ([int(t) for t in args.threads.split(",")] if args.threads
@@ -383,6 +484,11 @@ def main() -> None:
 
     if args.part == "estimators":
         print_estimators(args.datasets)
+        return
+    if args.part == "claims":
+        if not args.runs:
+            parser.error("--part claims needs --runs RUN...")
+        print_claims(args.runs)
         return
     best: dict[str, tuple[float, int]] = {}  # method -> (seconds, threads) of its best run
     for n_threads in threads:
@@ -433,17 +539,21 @@ def main() -> None:
 
 
 def print_estimators(n_datasets: int) -> None:
-    print(f"(4) planted structure, every variable {PLANTED_ZEROS:.0%} exact zeros; {n_datasets} data sets "
-          f"of {N_SAMPLES} samples; O-information of the planted set in bits")
-    print("    mean, sd: over data sets; tie sd: mean value_sd (10 random tie orders); shuffled, sorted:")
-    print("    mean |change| when the samples are shuffled / stored sorted by a latent source")
-    for kind, (truth, results) in estimators_table(n_datasets).items():
-        print(f"\n{kind}: latent Gaussian {truth:+.3f}")
-        print(f"  {'estimator':32s} {'mean':>8s} {'sd':>7s} {'tie sd':>7s} {'shuffled':>9s} {'sorted':>8s}")
-        for name, r in results.items():
-            tie_sd = "-" if np.isnan(r[:, 1]).all() else f"{np.nanmean(r[:, 1]):.4f}"
-            print(f"  {name:32s} {r[:, 0].mean():+8.4f} {r[:, 0].std(ddof=1):7.4f} {tie_sd:>7s} "
-                  f"{np.abs(r[:, 2]).mean():9.4f} {np.abs(r[:, 3]).mean():8.4f}")
+    print(f"(4) estimators on data with a point mass at zero ({PLANTED_ZEROS:.0%} exact zeros in every planted "
+          f"variable; ReLU zeros in the MLP's); {n_datasets} data sets of {N_SAMPLES} samples; bits")
+    print("    bias: mean minus the population value; sd: over data sets; tie sd: mean value_sd (10 random")
+    print("    tie orders); shuffled, sorted: mean |change| when the rows are shuffled / stored sorted by a")
+    print("    source of the structure (the MLP's: by operand a, as the task stores its samples)")
+    for kind, quantities in estimators_table(n_datasets).items():
+        for quantity, references, results in quantities:
+            population = next(v for k, v in references.items() if k.startswith("population"))
+            print(f"\n{kind}, {quantity}: " + ", ".join(f"{k} {v:+.3f}" for k, v in references.items()))
+            print(f"  {'estimator':30s} {'mean':>8s} {'bias':>8s} {'sd':>7s} {'tie sd':>7s} {'shuffled':>9s} {'sorted':>8s}")
+            for name, r in results.items():
+                tie_sd = "-" if np.isnan(r[:, 1]).all() else f"{np.nanmean(r[:, 1]):.4f}"
+                print(f"  {name:30s} {r[:, 0].mean():+8.4f} {r[:, 0].mean() - population:+8.4f} "
+                      f"{r[:, 0].std(ddof=1):7.4f} {tie_sd:>7s} {np.abs(r[:, 2]).mean():9.4f} "
+                      f"{np.abs(r[:, 3]).mean():8.4f}")
     print(f"\n[{load()}]")
 
 
