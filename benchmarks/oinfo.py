@@ -38,6 +38,12 @@ with that same setting for every method, so ratios compare like with like:
     memorisation and generalisation, after generalisation (steps from the run's history, 0.99
     accuracy). Per window: the lowest O-information (the synergy peak) with its step and tie
     spread, the median of the synergy curve, the median redundancy. docs/oinfo.md quotes it.
+(6) ``--part samples --runs RUN --steps 305,3700``: no timing; a trained run's penultimate
+    features at those steps, on random subsets of 1000, 2000 and 3763 of its samples and on all of
+    them (9409, both splits), bins fixed by Ward on the training split: synergy and redundancy
+    with average ties and with the mean of 10 random tie orders. Both converge to the same value
+    as samples grow; the one that moves less with the sample size has the smaller bias at the
+    run's 3763 training samples. docs/oinfo.md quotes it.
 
 Timings are medians of ``--repeats`` runs (thoi: of 1 run, it is slow); the machine's load
 average is printed before and after, since other jobs share it.
@@ -460,6 +466,29 @@ def print_claims(runs: list[str]) -> None:
             print(f"  {name:32s} {steps:>10s} {peak:+13.3f} {step:8d} {sd_text:>7s} {median:+12.3f} {red:12.2f}")
 
 
+def print_samples(run_dir: str, steps: list[int]) -> None:
+    from grokscope.features import iter_run_features, load_samples
+
+    samples = load_samples(run_dir)
+    train = torch.from_numpy(samples.split == 0)
+    print(f"(6) {run_dir}: synergy / redundancy in bits on random subsets of its samples, 10 Ward bins "
+          f"of the training split; random = mean of 10 random tie orders (± their sd)")
+    print(f"  {'step':>5s} {'samples':>8s} {'synergy, average':>17s} {'synergy, random':>17s} "
+          f"{'redundancy, average':>20s} {'redundancy, random':>20s}")
+    for item in iter_run_features(run_dir, steps):
+        features = item.layers[item.penultimate].to(torch.float64)
+        alive = features[train].amax(0) != features[train].amin(0)  # as oinfo_search drops
+        features = features[:, alive]
+        bins = cluster_neurons(features[train], 10)
+        for n in (1000, 2000, N_SAMPLES, len(features)):
+            rows = torch.from_numpy(np.random.default_rng(0).permutation(len(features))[:n])
+            average = oinfo_search(features[rows], labels=bins, ties="average", tie_draws=0)
+            drawn = oinfo_search(features[rows], labels=bins, ties="random", tie_draws=10)
+            print(f"  {item.step:5d} {n:8d} {average[0]['value']:+17.3f} "
+                  f"{drawn[0]['value']:+10.3f} ± {drawn[0]['value_sd']:.3f} {average[1]['value']:20.3f} "
+                  f"{drawn[1]['value']:13.3f} ± {drawn[1]['value_sd']:.3f}")
+
+
 def load() -> str:
     return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -472,7 +501,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--numpy-sample", type=int, default=2000)
     parser.add_argument("--skip-thoi", action="store_true")
-    parser.add_argument("--part", choices=("1", "2", "both", "ties", "estimators", "claims"), default="both")
+    parser.add_argument("--part", choices=("1", "2", "both", "ties", "estimators", "claims", "samples"),
+                        default="both")
+    parser.add_argument("--steps", default="305,3700", help="checkpoints (part samples)")
     parser.add_argument("--datasets", type=int, default=10, help="planted data sets per structure (part estimators)")
     parser.add_argument("--runs", nargs="+", default=[], help="measured run directories (part claims)")
     args = parser.parse_args()
@@ -484,6 +515,11 @@ def main() -> None:
 
     if args.part == "estimators":
         print_estimators(args.datasets)
+        return
+    if args.part == "samples":
+        if len(args.runs) != 1:
+            parser.error("--part samples needs --runs RUN (one run)")
+        print_samples(args.runs[0], [int(step) for step in args.steps.split(",")])
         return
     if args.part == "claims":
         if not args.runs:

@@ -15,6 +15,13 @@ Two ways to turn a multiplet of bins into variables:
   activations; the bin means are copula-normalised and every multiplet of bins is evaluated on
   the lattice of :func:`grokscope.measures.oinfo.oinfo_values_from_cov`.
 
+Ties: post-ReLU features are 40-50% exact zeros, whose ranks have no order. By default each
+reported multiplet's value is the mean of its O-information over ``tie_draws`` random orders of
+the tied values (an infinitesimal independent jitter; seeded), the multiplets being found by one
+search on the mean of those orders' covariances, and ``value_sd`` is the spread over the orders.
+The reference code's row order (``ties="index"``) and the closed-form average over every order
+(``ties="average"``) are there for comparison; docs/oinfo.md compares all three.
+
 Degenerate data: constant (dead) neurons are dropped before clustering (their entropy is
 :math:`-\infty`) and counted in ``n_excluded``; bins left with no live neuron (possible only with
 given ``labels``) are left out of the search, and ``n_bins`` says how many bins took part; a

@@ -12,6 +12,11 @@ the standard-normal scores of its ranks (:func:`copnorm`) and the entropy of a s
 Gaussian with the sets's covariance, :math:`H(Z) = \tfrac12 \log\det(2 \pi e \Sigma_Z)`, minus
 Ince's analytic bias correction.
 
+Tied values (the exact zeros of ReLU features) have no rank order; :func:`copula_covariance`
+takes them in a random order (``ties="random"``, an infinitesimal jitter), averaged over every
+order in closed form (``"average"``), or in row order (``"index"``, the reference code's, which
+makes the value depend on the order in which the samples are stored).
+
 Speed: the covariance is taken once; no entropy is ever re-estimated from samples. Two routes give
 the same numbers:
 
