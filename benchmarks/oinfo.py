@@ -19,9 +19,9 @@ with that same setting for every method, so ratios compare like with like:
 
 (3) ``--part ties``: the cost per checkpoint of each treatment of tied activations, against
     today's default as of this branch's start (random ties, one draw, the two-sort copula ranks
-    rebuilt here), on the checkpoint of part (2): ``average`` with and without the 10 random tie
-    draws of the spread, ``random`` with 10 draws, ``index``, and the naive way to get 10 draws
-    (10 whole searches).
+    rebuilt here), on the checkpoint of part (2): ``random`` with 10 draws (the default) and 1,
+    ``average`` with and without the 10 draws of the spread, ``index``, and the naive way to get
+    10 draws (10 whole searches).
 (4) ``--part estimators``: the treatments of ties compared on data with a point mass at zero,
     ``--datasets`` data sets of 3763 samples (the default run's training split) per structure:
     planted latent-Gaussian structures cut at their 60% quantile into exact zeros (as ReLU
@@ -290,10 +290,10 @@ def ties_cost_table(repeats: int, draws: int = 10):
     today = "today's default: random ties, 1 draw (branch start)"
     calls = {today: lambda: branch_point_checkpoint(features)}
     for name, kwargs in (
-            (f"average, {draws} draws for the spread (new default)", dict(ties="average", tie_draws=draws)),
+            (f"random, mean of {draws} draws (the default)", dict(ties="random", tie_draws=draws)),
+            ("random, 1 draw (--tie-draws 1)", dict(ties="random", tie_draws=1)),
+            (f"average, {draws} draws for the spread", dict(ties="average", tie_draws=draws)),
             ("average, no draws (--tie-draws 0)", dict(ties="average", tie_draws=0)),
-            (f"random, mean of {draws} draws", dict(ties="random", tie_draws=draws)),
-            ("random, 1 draw", dict(ties="random", tie_draws=1)),
             ("index (the authors' order)", dict(ties="index"))):
         calls[name] = lambda kwargs=kwargs: oinfo_search(features, **kwargs)[0]
     calls[f"naive: {draws} whole searches"] = lambda: [branch_point_checkpoint(features, seed)
@@ -466,13 +466,14 @@ def print_claims(runs: list[str]) -> None:
             print(f"  {name:32s} {steps:>10s} {peak:+13.3f} {step:8d} {sd_text:>7s} {median:+12.3f} {red:12.2f}")
 
 
-def print_samples(run_dir: str, steps: list[int]) -> None:
+def print_samples(run_dir: str, steps: list[int], bias_correction: bool = True) -> None:
     from grokscope.features import iter_run_features, load_samples
 
     samples = load_samples(run_dir)
     train = torch.from_numpy(samples.split == 0)
     print(f"(6) {run_dir}: synergy / redundancy in bits on random subsets of its samples, 10 Ward bins "
-          f"of the training split; random = mean of 10 random tie orders (± their sd)")
+          f"of the training split; random = mean of 10 random tie orders (± their sd); "
+          f"bias correction {'on' if bias_correction else 'off'}")
     print(f"  {'step':>5s} {'samples':>8s} {'synergy, average':>17s} {'synergy, random':>17s} "
           f"{'redundancy, average':>20s} {'redundancy, random':>20s}")
     for item in iter_run_features(run_dir, steps):
@@ -482,8 +483,10 @@ def print_samples(run_dir: str, steps: list[int]) -> None:
         bins = cluster_neurons(features[train], 10)
         for n in (1000, 2000, N_SAMPLES, len(features)):
             rows = torch.from_numpy(np.random.default_rng(0).permutation(len(features))[:n])
-            average = oinfo_search(features[rows], labels=bins, ties="average", tie_draws=0)
-            drawn = oinfo_search(features[rows], labels=bins, ties="random", tie_draws=10)
+            average = oinfo_search(features[rows], labels=bins, ties="average", tie_draws=0,
+                                   bias_correction=bias_correction)
+            drawn = oinfo_search(features[rows], labels=bins, ties="random", tie_draws=10,
+                                 bias_correction=bias_correction)
             print(f"  {item.step:5d} {n:8d} {average[0]['value']:+17.3f} "
                   f"{drawn[0]['value']:+10.3f} ± {drawn[0]['value_sd']:.3f} {average[1]['value']:20.3f} "
                   f"{drawn[1]['value']:13.3f} ± {drawn[1]['value_sd']:.3f}")
@@ -504,6 +507,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("1", "2", "both", "ties", "estimators", "claims", "samples"),
                         default="both")
     parser.add_argument("--steps", default="305,3700", help="checkpoints (part samples)")
+    parser.add_argument("--no-bias-correction", action="store_true", help="part samples: without Ince's correction")
     parser.add_argument("--datasets", type=int, default=10, help="planted data sets per structure (part estimators)")
     parser.add_argument("--runs", nargs="+", default=[], help="measured run directories (part claims)")
     args = parser.parse_args()
@@ -519,7 +523,7 @@ def main() -> None:
     if args.part == "samples":
         if len(args.runs) != 1:
             parser.error("--part samples needs --runs RUN (one run)")
-        print_samples(args.runs[0], [int(step) for step in args.steps.split(",")])
+        print_samples(args.runs[0], [int(step) for step in args.steps.split(",")], not args.no_bias_correction)
         return
     if args.part == "claims":
         if not args.runs:
