@@ -53,7 +53,7 @@ def measure(
     max_size: Optional[int] = typer.Option(None, "--max-size", help="o-info: largest multiplet, in bins (default all)."),
     search: str = typer.Option("auto", "--search", help="o-info: auto, exhaustive, greedy or annealing."),
     per_size: bool = typer.Option(False, "--per-size", help="o-info: also the extremes of every multiplet size."),
-    ties: str = typer.Option("random", "--ties", help="o-info: tied activations (ReLU zeros): random (mean over --tie-draws random orders), average (covariance averaged over every order, exact) or index (row order, as the authors' code; depends on the sample order)."),
+    ties: str = typer.Option("random", "--ties", help="o-info: order of tied activations (ReLU zeros): random (mean over --tie-draws orders), average (exact mean covariance) or index (row order, the authors'; order-dependent)."),
     tie_draws: int = typer.Option(10, "--tie-draws", help="o-info: random tie orders each reported multiplet is evaluated on; value = their mean (random ties), value_sd = their spread."),
     seed: int = typer.Option(0, "--seed", help="o-info: seed of the random tie orders and annealing; hsic: of the batch shuffles."),
     units: str = typer.Option("bits", "--units", help="o-info: bits or nats."),
