@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from grokscope.errors import GrokscopeError
-from grokscope.measures.hsic import HsicReference, cka, hsic, hsic_measures, hsic_reference, nhsic
+from grokscope.measures.hsic import HsicReference, cka, hsic, hsic_measures, hsic_reference, nhsic, pass_orders
 
 
 # --- the reference: kernel matrices, centring matrix, explicit inverses, one batch at a time ----
@@ -35,16 +35,19 @@ def centred(k):
     return h @ k @ h
 
 
-def batches(n, batch_size):
+def batches(n, batch_size, passes=3, seed=0):
+    """Sample indices of every minibatch of every pass: consecutive slices of each pass's order
+    (what a loader over that order yields), a last batch of one sample left out."""
     size = n if batch_size is None else batch_size
-    return [np.arange(s, min(s + size, n)) for s in range(0, n, size) if min(s + size, n) - s >= 2]
+    orders = pass_orders(n, passes=passes, seed=seed).numpy()
+    return [order[s:s + size] for order in orders for s in range(0, n, size) if min(s + size, n) - s >= 2]
 
 
 def reference_nhsic(
-    t, x, kernel_t="gaussian", kernel_x="gaussian", batch_size=100, eps=1e-5, bandwidth="fixed"
+    t, x, kernel_t="gaussian", kernel_x="gaussian", batch_size=100, eps=1e-5, bandwidth="fixed", passes=3, seed=0
 ):
     values = []
-    for idx in batches(len(t), batch_size):
+    for idx in batches(len(t), batch_size, passes, seed):
         m = len(idx)
         r = []
         for z, name in ((t[idx], kernel_t), (x[idx], kernel_x)):
@@ -54,9 +57,9 @@ def reference_nhsic(
     return float(np.mean(values))
 
 
-def reference_hsic(t, x, kernel_t="gaussian", kernel_x="gaussian", batch_size=100):
+def reference_hsic(t, x, kernel_t="gaussian", kernel_x="gaussian", batch_size=100, passes=3, seed=0):
     values = []
-    for idx in batches(len(t), batch_size):
+    for idx in batches(len(t), batch_size, passes, seed):
         m = len(idx)
         kt, kx = centred(kernel(t[idx], kernel_t)), centred(kernel(x[idx], kernel_x))
         values.append(np.trace(kt @ kx) / (m - 1) ** 2)
@@ -116,7 +119,7 @@ def test_hsic_measures_share_batches_with_nhsic():
 
 def test_single_sample_remainder_batch_is_dropped():
     t, x = dependent_pair(seed=4, n=201)
-    assert nhsic(t, x) == pytest.approx(reference_nhsic(t[:200], x[:200]), rel=1e-8)
+    assert nhsic(t, x, seed=None) == pytest.approx(reference_nhsic(t[:200], x[:200], seed=None), rel=1e-8)
 
 
 def test_torch_float32_input_matches_numpy():
@@ -182,10 +185,10 @@ def test_reference_records_its_options_and_stays_on_the_input_device():
     _, x = dependent_pair(seed=25, n=130)
     reference = hsic_reference(torch.tensor(x), np.arange(130) % 4, batch_size=np.int64(50), seed=2)
     assert isinstance(reference, HsicReference)
-    assert (reference.n_samples, reference.batch_size, reference.seed) == (130, 50, 2)
+    assert (reference.n_samples, reference.batch_size, reference.passes, reference.seed) == (130, 50, 3, 2)
     assert reference.kernel_x == "gaussian" and reference.finite
-    # two full batches of 50 and the remainder of 30, for x and for y
-    assert [r.shape for r in reference.operators["y"]] == [(2, 50, 50), (1, 30, 30)]
+    # per pass, two full batches of 50 and the remainder of 30, for x and for y
+    assert [r.shape for r in reference.operators["y"]] == [(6, 50, 50), (3, 30, 30)]
     assert all(r.dtype == torch.float64 and r.device == torch.device("cpu") for r in reference.operators["x"])
 
 
@@ -307,3 +310,107 @@ def test_integer_feature_matrix_and_numpy_integer_options_are_accepted():
     assert nhsic(t, one_hot, batch_size=np.int64(50)) == pytest.approx(
         reference_nhsic(t, one_hot.astype(float), batch_size=50), rel=1e-8
     )
+
+
+# --- batches drawn as the authors draw them: shuffled passes -------------------------------------
+
+
+class GivenOrders(torch.utils.data.Sampler):
+    """A sampler that yields the next of the given orders at each pass (epoch)."""
+
+    def __init__(self, orders):
+        self.orders, self.epoch = orders, 0
+
+    def __iter__(self):
+        order = self.orders[self.epoch]
+        self.epoch += 1
+        return iter(order.tolist())
+
+    def __len__(self):
+        return len(self.orders[0])
+
+
+def authors_procedure(t, x, y, num_classes, loader, num_iter=3, eps=1e-5):
+    """calc_nhsic_plane of keitaroskmt/collapse-dynamics, transcribed: a running sum of NOCCO over
+    every batch the loader yields in ``num_iter`` passes, divided by the number of batches. The
+    NOCCO of a batch is the explicit-inverse formula above (both kernels centred on both sides)."""
+    total_x = total_y = 0.0
+    count = 0
+    for _ in range(num_iter):
+        for idx, in loader:
+            idx = idx.numpy()
+            m = len(idx)
+            r = {}
+            for name, z, kind in (("t", t[idx], "gaussian"), ("x", x[idx], "gaussian"),
+                                  ("y", np.eye(num_classes)[y[idx]], "linear")):
+                k = centred(kernel(z, kind))
+                r[name] = k @ np.linalg.inv(k + m * eps * np.eye(m))
+            total_x += np.trace(r["t"] @ r["x"])
+            total_y += np.trace(r["t"] @ r["y"])
+            count += 1
+    return total_x / count, total_y / count
+
+
+def test_nhsic_is_the_authors_shuffled_three_pass_mean_on_the_same_seeded_batches():
+    t, x = dependent_pair(seed=30, n=345)  # 3 full batches of 100 and one of 45 per pass
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0)
+    orders = pass_orders(len(t), passes=3, seed=7)
+    assert all(sorted(o.tolist()) == list(range(len(t))) for o in orders)  # permutations
+    assert len({tuple(o.tolist()) for o in orders}) == 3 and torch.equal(orders, pass_orders(len(t), passes=3, seed=7))
+    indices = torch.utils.data.TensorDataset(torch.arange(len(t)))
+    loader = torch.utils.data.DataLoader(indices, batch_size=100, sampler=GivenOrders(orders))
+    want_x, want_y = authors_procedure(t, x, y, 4, loader)
+    got = hsic_measures(t, x, y, seed=7)
+    assert got["nhsic_x"] == pytest.approx(want_x, rel=1e-9)
+    assert got["nhsic_y"] == pytest.approx(want_y, rel=1e-9)
+    per_pass = hsic_measures(t, x, y, seed=7, per_pass=True)
+    assert per_pass["nhsic_x"].shape == (3,) and per_pass["nhsic_x"].mean() == pytest.approx(got["nhsic_x"], rel=1e-12)
+    assert per_pass["nhsic_x"].std() > 0  # the passes see different batches
+
+
+def run_features(p=31, width=64, seed=0):
+    """The test split of (a+b) mod p, stored by operand as the task enumerates it, and the
+    penultimate features of a freshly initialised MLP on it."""
+    from grokscope.config import TaskConfig
+    from grokscope.tasks import load_task
+
+    data = load_task(TaskConfig(p=p, split_seed=0))
+    test = data.split == 1
+    x, y = data.x[test].astype(np.float64), data.y[test]
+    torch.manual_seed(seed)
+    layer = torch.nn.Linear(x.shape[1], width)
+    with torch.no_grad():
+        h = torch.relu(layer(torch.tensor(x, dtype=torch.float32))).numpy()
+    return h, x, y
+
+
+def test_nhsic_of_a_run_does_not_depend_on_the_order_the_samples_are_stored_in():
+    h, x, y = run_features()
+    stored = hsic_measures(h, x, y, per_pass=True)
+    for seed in range(3):
+        order = np.random.default_rng(seed).permutation(len(h))
+        moved = hsic_measures(h[order], x[order], y[order], per_pass=True)
+        for key in stored:
+            # two means of 3 passes differ by ~0.8 of one pass's standard deviation
+            assert abs(moved[key].mean() - stored[key].mean()) < 2 * stored[key].std(ddof=1)
+    # batches in the stored order (by operand) move it by many times that spread
+    as_stored = hsic_measures(h, x, y, seed=None)
+    reordered = hsic_measures(h[order], x[order], y[order], seed=None)
+    for key in stored:
+        assert abs(as_stored[key] - reordered[key]) > 10 * stored[key].std(ddof=1)
+
+
+def test_passes_that_cannot_differ_are_equal_and_bad_passes_raise():
+    t, x = dependent_pair(seed=31)
+    same = nhsic(t, x, seed=None, per_pass=True)  # the stored order every pass
+    assert same.shape == (3,) and np.all(same == same[0])
+    whole = nhsic(t, x, batch_size=None, per_pass=True)  # one batch of everything
+    assert np.all(whole == whole[0]) and whole[0] == pytest.approx(reference_nhsic(t, x, batch_size=None))
+    assert cka(t, x, passes=2, per_pass=True).shape == (2,)
+    assert hsic(t, x, passes=1) == pytest.approx(reference_hsic(t, x, passes=1), rel=1e-10)
+    for bad in (0, 1.5):
+        with pytest.raises(GrokscopeError, match="passes"):
+            nhsic(t, x, passes=bad)
+    reference = hsic_reference(x, passes=2)
+    with pytest.raises(GrokscopeError, match="passes: the reference was built with passes=2"):
+        hsic_measures(t, reference, passes=4)

@@ -1,6 +1,7 @@
 """Neuron binning and the synergy / redundancy search against brute force over bin multiplets."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from scipy.special import digamma
 
 from grokscope.errors import GrokscopeError
 from grokscope.measures.multiplets import cluster_neurons, oinfo_search
-from grokscope.measures.oinfo import _union_values, copnorm, oinfo_of_sets
+from grokscope.measures.oinfo import _tie_covariances, _union_values, copnorm, copula_covariance, oinfo_of_sets
 
 
 def relu_features(n_samples=600, n_neurons=24, seed=0):
@@ -210,3 +211,62 @@ def test_cluster_neurons_matches_sklearn_ward():
             # same partition: each of our bins is exactly one of theirs
             pairs = set(zip(ours.tolist(), theirs.tolist()))
             assert len(pairs) == n_bins == len(set(ours.tolist()))
+
+
+# --- ties: the search on the tie-averaged covariance, the spread over random tie orders -----------
+
+
+def brute_values(cov, labels, n_samples, min_size=2):
+    """O-information of the union of every multiplet of bins, one by one."""
+    bins = sorted(set(labels))
+    return {m: oinfo_of_sets(cov, [[i for i in range(len(labels)) if labels[i] in m]], n_samples)[0]
+            for k in range(min_size, len(bins) + 1) for m in itertools.combinations(bins, k)}
+
+
+def draw_covariances(features, seed, draws):
+    """The covariances of the search's random tie orders; the first is copnorm's with ``seed``."""
+    drawn = [c.numpy() for c in _tie_covariances(torch.tensor(features), "random", seed, draws)[1]]
+    np.testing.assert_allclose(drawn[0], np.cov(copnorm(features, ties="random", seed=seed), rowvar=False),
+                               rtol=0, atol=1e-13)
+    return drawn
+
+
+def test_average_ties_search_the_tie_averaged_covariance_and_report_the_spread_of_their_choice():
+    features = relu_features(seed=11)
+    labels = cluster_neurons(features, n_bins=5)
+    rows = oinfo_search(features, labels=labels, per_size=True, ties="average", seed=4)
+    values = brute_values(copula_covariance(features, ties="average"), labels, len(features))
+    drawn = [brute_values(c, labels, len(features)) for c in draw_covariances(features, 4, 10)]
+    assert all(r["draws"] == 10 for r in rows)
+    for row in rows:
+        multiplet = tuple(int(b) for b in row["bins"].split(","))
+        chosen = {m: v for m, v in values.items() if row["scope"] == "overall" or len(m) == row["size"]}
+        extreme = min(chosen.values()) if row["metric"] == "synergy" else max(chosen.values())
+        assert row["value"] == pytest.approx(extreme, abs=1e-10)
+        assert values[multiplet] == pytest.approx(extreme, abs=1e-10)
+        assert row["value_sd"] == pytest.approx(np.std([d[multiplet] for d in drawn], ddof=1), rel=1e-8)
+
+
+def test_random_ties_report_the_mean_over_their_draws_of_the_multiplet_chosen_on_their_mean():
+    features = relu_features(seed=12)
+    labels = cluster_neurons(features, n_bins=4)
+    drawn = draw_covariances(features, 2, 3)
+    pooled = brute_values(np.mean(drawn, axis=0), labels, len(features))
+    per_draw = [brute_values(c, labels, len(features)) for c in drawn]
+    rows = oinfo_search(features, labels=labels, tie_draws=3, seed=2)  # random ties: the default
+    for row, pick in zip(rows, (min, max)):
+        multiplet = pick(pooled, key=pooled.get)
+        assert row["bins"] == bins_text(multiplet)
+        assert row["value"] == pytest.approx(np.mean([d[multiplet] for d in per_draw]), abs=1e-10)
+    single = oinfo_search(features, labels=labels, ties="random", tie_draws=1, seed=2)[0]
+    assert math.isnan(single["value_sd"]) and single["draws"] == 1
+    assert single["value"] == pytest.approx(min(per_draw[0].values()), abs=1e-10)
+
+
+def test_index_ties_make_no_draws_and_bad_draw_counts_raise():
+    features = relu_features(n_neurons=8, seed=13)
+    rows = oinfo_search(features, n_bins=3, ties="index", tie_draws=5)
+    assert all(r["draws"] == 0 and math.isnan(r["value_sd"]) for r in rows)
+    for kwargs in ({"tie_draws": -1}, {"tie_draws": 2.5}, {"ties": "random", "tie_draws": 0}):
+        with pytest.raises(GrokscopeError, match="tie_draws"):
+            oinfo_search(features, n_bins=3, **kwargs)

@@ -10,8 +10,10 @@ from scipy.special import digamma, ndtri
 from scipy.stats import rankdata
 
 from grokscope.errors import GrokscopeError
+from grokscope.measures.multiplets import oinfo_search
 from grokscope.measures.oinfo import (
     copnorm,
+    copula_covariance,
     gaussian_entropy,
     oinfo_multiplets,
     oinfo_multiplets_from_cov,
@@ -183,7 +185,7 @@ def test_duplicated_columns_raise_unless_a_ridge_is_given():
     ({"min_size": 1}, "min_size"),
     ({"max_size": 9}, "max_size"),
     ({"units": "dits"}, "units"),
-    ({"ties": "average"}, "ties"),
+    ({"ties": "midrank"}, "ties"),
 ])
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(GrokscopeError, match=message):
@@ -224,3 +226,86 @@ def test_random_ties_do_not_follow_row_order():
     z = copnorm(x, seed=5)
     assert not np.array_equal(z[:, 1], z[:, 2])
     assert abs(np.corrcoef(z[:, 1], np.arange(200))[0, 1]) < 0.3
+
+
+# --- ties: the point mass of ReLU features ------------------------------------------------------
+
+
+def every_tie_order_scores(column):
+    """All score columns a tie order can give ``column``: its tied blocks permuted every way."""
+    n = len(column)
+    scores = ndtri(np.arange(1, n + 1) / (n + 1))
+    base = np.argsort(column, kind="stable")  # rows from smallest to largest, ties by row
+    blocks = [list(range(s, s + c)) for s, c in
+              zip(*np.unique(np.sort(column), return_index=True, return_counts=True)[1:])]
+    out = []
+    for arrangement in itertools.product(*(itertools.permutations(b) for b in blocks)):
+        ranks = np.concatenate([np.array(a) for a in arrangement])  # rank positions in value order
+        z = np.empty(n)
+        z[base] = scores[ranks]
+        out.append(z)
+    return out
+
+
+def test_average_ties_give_the_mean_covariance_over_every_tie_order():
+    x = np.array([[0.0, 1.0, 0.3], [0.0, 0.0, 0.1], [2.0, 0.0, 0.7], [0.0, 5.0, 0.2],
+                  [1.0, 5.0, 0.9], [3.0, 2.0, 0.5]])
+    per_column = [every_tie_order_scores(c) for c in x.T]  # 6, 4 and 1 orders
+    covs = [np.cov(np.column_stack(zs), rowvar=False) for zs in itertools.product(*per_column)]
+    expected = np.mean(covs, axis=0)
+    np.testing.assert_allclose(copula_covariance(x, ties="average"), expected, rtol=0, atol=1e-14)
+    # without ties it is the plain copula covariance; a random order is one of those averaged
+    untied = correlated(50, 3, seed=20)
+    np.testing.assert_allclose(copula_covariance(untied, ties="average"),
+                               np.cov(brute_copnorm(untied), rowvar=False), rtol=0, atol=1e-14)
+    one_order = copula_covariance(x, ties="random", seed=3)
+    assert any(np.allclose(one_order, c, rtol=0, atol=1e-14) for c in covs)
+
+
+def test_random_tie_orders_average_to_the_tie_averaged_covariance():
+    rng = np.random.default_rng(21)
+    x = np.maximum(rng.standard_normal((60, 3)) @ rng.standard_normal((3, 3)), 0.0)
+    drawn = np.array([copula_covariance(x, ties="random", seed=s) for s in range(600)])
+    standard_error = drawn.std(axis=0) / math.sqrt(len(drawn)) + 1e-13  # the diagonal: exact
+    assert np.all(np.abs(drawn.mean(axis=0) - copula_covariance(x, ties="average")) < 5 * standard_error)
+
+
+def test_the_tie_averaged_covariance_does_not_follow_the_row_order_and_the_index_one_does():
+    rng = np.random.default_rng(22)
+    x = np.maximum(rng.standard_normal((300, 4)) @ rng.standard_normal((4, 4)), 0.0)
+    order = np.argsort(x[:, 0] + rng.standard_normal(300))
+    np.testing.assert_allclose(copula_covariance(x[order], ties="average"), copula_covariance(x, ties="average"),
+                               rtol=0, atol=1e-15)
+    index_moves = np.abs(copula_covariance(x[order], ties="index") - copula_covariance(x, ties="index")).max()
+    assert index_moves > 0.05
+
+
+def planted_synergy(n=2000, seed=0):
+    """x3 mostly the sum of independent x1 and x2 (synergy), each cut at its 60% quantile into
+    exact zeros, as ReLU features; and the latent x1, by which the samples can be ordered."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, 2))
+    c = 0.95 * (a[:, 0] + a[:, 1]) / math.sqrt(2) + math.sqrt(1 - 0.95**2) * rng.standard_normal(n)
+    latent = np.column_stack([a, c])
+    return np.maximum(latent - ndtri(0.6), 0.0), a[:, 0]
+
+
+def test_planted_synergy_with_a_point_mass_does_not_depend_on_the_sample_order():
+    x, driver = planted_synergy()
+    assert 0.55 < (x == 0).mean() < 0.65
+    shuffled = np.random.default_rng(1).permutation(len(x))
+    by_driver = np.argsort(driver)  # like samples stored grouped by an operand
+
+    def synergy(features, ties):
+        row = oinfo_search(features, n_bins=3, min_size=3, ties=ties)[0]
+        assert row["bins"] == "0,1,2"
+        return row["value"], row["value_sd"]
+
+    value, spread = synergy(x, "random")  # the default: the mean over 10 random tie orders
+    assert value < -2 * spread < 0  # the planted sign, clear of the tie spread
+    for order in (shuffled, by_driver):
+        assert abs(synergy(x[order], "random")[0] - value) < spread
+        assert synergy(x[order], "average")[0] == pytest.approx(synergy(x, "average")[0], abs=1e-12)
+    index_value, index_sd = synergy(x, "index")
+    assert math.isnan(index_sd)  # one fixed order: no draws
+    assert abs(synergy(x[by_driver], "index")[0] - index_value) > 5 * spread

@@ -19,11 +19,14 @@ Examples:
 
   grokscope measure runs/add-p97 --metric o-info --steps every:4 --per-size
 
+  grokscope measure runs/add-p97 --metric o-info --ties index -o authors.parquet   # the authors' order-dependent ranks
+
   grokscope measure runs/add-p97 --metric rnc1 --format csv | head
 
   grokscope measure ckpts/ --metric weights        # another tool's series: weights need no probe
 
   grokscope probe ckpts/ --model net.py:build --data d.npz | grokscope measure - --metric all
+
   grokscope measure runs/ --metric complexity --workers 2        # DeMoss et al.'s complexity curve
 
   grokscope measure runs/add-p97 --metric complexity --tolerance 0.01,0.03,0.1,0.3,1 --steps every:10
@@ -51,14 +54,17 @@ def measure(
     hsic_sigma: float = typer.Option(5.0, "--hsic-sigma", help="hsic: Gaussian kernel width (scaled by the feature dimension)."),
     hsic_bandwidth: str = typer.Option("fixed", "--hsic-bandwidth", help="hsic: fixed (sigma) or median heuristic."),
     hsic_estimator: str = typer.Option("nocco", "--hsic-estimator", help="hsic: nocco (normalised HSIC, nhsic_*), hsic (biased HSIC, hsic_*) or cka (cka_*)."),
+    hsic_passes: int = typer.Option(3, "--hsic-passes", help="hsic: passes over the samples, each in a new random order; value = their mean, value_sd = their spread (the authors make 3)."),
+    hsic_order: str = typer.Option("shuffled", "--hsic-order", help="hsic: shuffled (seeded by --seed, as the authors' loader) or stored (batches follow the stored sample order)."),
     bins: int = typer.Option(10, "--bins", help="o-info: Ward clusters of neurons."),
     variables: str = typer.Option("neurons", "--variables", help="o-info: neurons (authors' code) or bins (paper's text)."),
     min_size: int = typer.Option(2, "--min-size", help="o-info: smallest multiplet, in bins."),
     max_size: Optional[int] = typer.Option(None, "--max-size", help="o-info: largest multiplet, in bins (default all)."),
     search: str = typer.Option("auto", "--search", help="o-info: auto, exhaustive, greedy or annealing."),
     per_size: bool = typer.Option(False, "--per-size", help="o-info: also the extremes of every multiplet size."),
-    ties: str = typer.Option("random", "--ties", help="o-info: break rank ties at random (seeded) or by index."),
-    seed: int = typer.Option(0, "--seed", help="o-info: seed of tie-breaking and annealing."),
+    ties: str = typer.Option("random", "--ties", help="o-info: order of tied activations (ReLU zeros): random (mean over --tie-draws orders), average (exact mean covariance) or index (row order, the authors'; order-dependent)."),
+    tie_draws: int = typer.Option(10, "--tie-draws", help="o-info: random tie orders each reported multiplet is evaluated on; value = their mean (random ties), value_sd = their spread."),
+    seed: int = typer.Option(0, "--seed", help="o-info: seed of the random tie orders and annealing; hsic: of the batch shuffles."),
     units: str = typer.Option("bits", "--units", help="o-info: bits or nats."),
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction", help="o-info: Ince et al.'s entropy bias correction."),
     threshold: float = typer.Option(0.99, "--threshold", help="grokking: the accuracy that counts as reached."),
@@ -81,9 +87,24 @@ def measure(
         raise GrokscopeError(f"--workers: must be at least 1, got {workers}")
     for option, value, allowed in (("--split", split, ("train", "test", "both")),
                                    ("--hsic-split", hsic_split, ("train", "test", "both")),
-                                   ("--hsic-estimator", hsic_estimator, ("nocco", "hsic", "cka"))):
+                                   ("--hsic-estimator", hsic_estimator, ("nocco", "hsic", "cka")),
+                                   ("--hsic-bandwidth", hsic_bandwidth, ("fixed", "median")),
+                                   ("--hsic-order", hsic_order, ("shuffled", "stored")),
+                                   ("--variables", variables, ("neurons", "bins")),
+                                   ("--search", search, ("auto", "exhaustive", "greedy", "annealing")),
+                                   ("--ties", ties, ("random", "average", "index")),
+                                   ("--units", units, ("bits", "nats"))):
         if value not in allowed:
-            raise GrokscopeError(f"{option}: unknown split {value!r}; known: {', '.join(allowed)}")
+            raise GrokscopeError(f"{option}: unknown value {value!r}; known: {', '.join(allowed)}")
+    for option, value, least in (("--hsic-passes", hsic_passes, 1), ("--hsic-batch-size", hsic_batch_size, 0),
+                                 ("--tie-draws", tie_draws, 1 if ties == "random" else 0), ("--bins", bins, 1)):
+        if value < least:
+            raise GrokscopeError(f"{option}: must be at least {least}, got {value}"
+                                 + (" (--ties random averages over the draws)" if option == "--tie-draws" else ""))
+    if hsic_batch_size == 1:
+        raise GrokscopeError("--hsic-batch-size: a batch needs at least 2 samples (0 for the full sample)")
+    if not hsic_sigma > 0:
+        raise GrokscopeError(f"--hsic-sigma: must be positive, got {hsic_sigma}")
     wanted = measuring.resolve_metrics(metric)
     estimators = {m.split("_")[0] for m in wanted.get("hsic") or ()}
     named = {"nhsic": "nocco", "hsic": "hsic", "cka": "cka"}
@@ -101,9 +122,9 @@ def measure(
     options = measuring.MeasureOptions(
         split=split, layers=tuple(layer) if layer else None, hsic_split=hsic_split,
         hsic_batch_size=hsic_batch_size or None, hsic_sigma=hsic_sigma, hsic_bandwidth=hsic_bandwidth,
-        hsic_estimator=hsic_estimator,
+        hsic_estimator=hsic_estimator, hsic_passes=hsic_passes, hsic_shuffle=hsic_order == "shuffled",
         bins=bins, variables=variables, min_size=min_size, max_size=max_size, search=search,
-        per_size=per_size, ties=ties, seed=seed, units=units, bias_correction=bias_correction,
+        per_size=per_size, ties=ties, tie_draws=tie_draws, seed=seed, units=units, bias_correction=bias_correction,
         threshold=threshold, tolerance=tolerances, compressor=compressor,
     )
     if out_table is not None:

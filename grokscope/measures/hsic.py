@@ -1,15 +1,21 @@
 r"""Kernel dependence measures: normalised HSIC (NOCCO), plain HSIC and CKA.
 
 All of them are estimated the way Sakamoto & Sato estimate the nHSIC information plane: on
-minibatches of ``batch_size`` samples, averaged over the minibatches. Their code
-(github.com/keitaroskmt/E2E-info ``src/nhsic/nhsic.py``, reused in
-github.com/keitaroskmt/collapse-dynamics ``src/information_plane/nhsic.py`` and ``train.py``)
-runs over the *test* loader, built with ``shuffle=False`` and ``drop_last=False``: the batches
-are the samples in their stored order, the last, smaller batch is kept, and the batch values
-are averaged unweighted. Its ``num_iter=10`` passes over the unshuffled loader see the same
-batches every time and so do not change the mean. Here ``seed=None`` reproduces that order and
-an integer ``seed`` shuffles the samples first. Which split to pass is the caller's choice (the
-authors use the test split).
+minibatches of ``batch_size`` samples, averaged over the minibatches. Their public code
+(github.com/keitaroskmt/collapse-dynamics: ``calc_nhsic_plane`` in
+``src/information_plane/nhsic.py`` with ``nhsic_num_iter: 3`` in ``config/train.yaml``, and the
+test loader of ``src/dataset.py``; the NOCCO class is that of github.com/keitaroskmt/E2E-info
+``src/hsic/hsic.py``) makes three passes over a *shuffled* test loader (``shuffle=True``,
+``drop_last=False``): each pass is a fresh random order of the samples cut into consecutive
+batches, the last, smaller batch kept, and the value is the unweighted mean over all batches of
+all passes. Here pass ``p``'s order is the ``p``-th ``torch.randperm(n)`` of a generator seeded
+with ``seed`` (:func:`pass_orders`), so the value is reproducible and does not depend on the order
+in which the samples are stored; ``per_pass=True`` returns each pass's mean, whose spread says how
+much the choice of batches moves the value. ``seed=None`` batches the samples in their stored
+order in every pass, as the authors' code did before it shuffled (and grokscope before it
+followed): modular-arithmetic samples are stored by operand, so that order fills each batch with
+related samples and gives another value. Which split to pass is the caller's choice (the authors
+use the test split).
 
 Kernels, on a minibatch :math:`z_1, \dots, z_m` of ``d``-dimensional vectors:
 
@@ -28,10 +34,11 @@ final batch of a single sample (whose centred kernel is zero) is dropped. On syn
 default run's shape, their exact formulas (in float64) and these agree to 1e-12 for
 nHSIC(T; X) and to 3e-6 relative for nHSIC(T; Y).
 
-All batches of equal size are computed together as ``(B, m, m)`` tensors: one batched matmul
-for the distances, one batched Cholesky factorisation per variable, no Python loop per batch.
-Over a checkpoint series only the representation changes: :func:`hsic_reference` computes the
-input and label operators once and :func:`hsic_measures` accepts it in place of ``x``.
+All batches of equal size, of every pass, are computed together as ``(B, m, m)`` tensors: one
+batched matmul for the distances, one batched Cholesky factorisation per variable, no Python
+loop per batch. Over a checkpoint series only the representation changes:
+:func:`hsic_reference` computes the input and label operators once and :func:`hsic_measures`
+accepts it in place of ``x``.
 """
 
 from __future__ import annotations
@@ -76,7 +83,7 @@ def _is_positive(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-def _check_options(sigma, batch_size, bandwidth, seed, eps=1e-5) -> None:
+def _check_options(sigma, batch_size, bandwidth, seed, eps=1e-5, passes=1) -> None:
     if not _is_positive(sigma):
         raise GrokscopeError(f"sigma: must be a positive number, got {sigma!r}")
     if not _is_positive(eps):
@@ -87,6 +94,8 @@ def _check_options(sigma, batch_size, bandwidth, seed, eps=1e-5) -> None:
         raise GrokscopeError(f"bandwidth: unknown {bandwidth!r}; choose one of {', '.join(BANDWIDTHS)}")
     if seed is not None and not _is_integer(seed):
         raise GrokscopeError(f"seed: must be an integer or None, got {seed!r}")
+    if not (_is_integer(passes) and passes >= 1):
+        raise GrokscopeError(f"passes: must be an integer >= 1, got {passes!r}")
 
 
 def _resolve_kernel(kernel: str | None, is_labels: bool, name: str) -> str:
@@ -123,33 +132,48 @@ def _check_labels(y) -> None:
         )
 
 
-def _batch_views(z: torch.Tensor, batch_size: int | None) -> list[torch.Tensor]:
-    """Consecutive batches of ``z`` ``(n, d)``: a ``(B, m, d)`` view of the full batches, then a
-    ``(1, r, d)`` remainder if it has at least two samples. No copy."""
-    n = z.shape[0]
-    if batch_size is None or batch_size >= n:
-        return [z[None]]
-    full = n - n % batch_size
-    views = [z[:full].reshape(-1, int(batch_size), z.shape[1])]
-    if n - full >= 2:
-        views.append(z[None, full:])
-    return views
+def pass_orders(n: int, *, passes: int = 3, seed: int | None = 0) -> torch.Tensor:
+    """``(passes, n)`` int64: the order of the samples in each pass over the minibatches.
 
-
-def _order(n: int, seed: int | None, device: torch.device) -> torch.Tensor | None:
-    """The permutation that ``seed`` applies to the samples, or ``None`` to keep their order.
-    Drawn on the CPU so a reference and a later representation get the same one anywhere."""
+    Pass ``p`` is the ``p``-th ``torch.randperm(n)`` of a CPU generator seeded with ``seed`` (so
+    the same on every device); ``seed=None`` keeps the stored order in every pass. With a batch
+    size ``m``, batch ``b`` of pass ``p`` holds the samples ``orders[p, b * m:(b + 1) * m]``; the
+    last batch holds the remainder and is dropped if that is a single sample.
+    """
     if seed is None:
-        return None
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).to(device)
+        return torch.arange(n).expand(passes, n)
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.stack([torch.randperm(n, generator=generator) for _ in range(passes)])
 
 
-def _shuffled(variables: Variables, seed: int | None) -> Variables:
-    z = next(iter(variables.values()))[0]
-    order = _order(z.shape[0], seed, z.device)
-    if order is None:
-        return variables
-    return {name: (z[order], kernel) for name, (z, kernel) in variables.items()}
+def _distinct_orders(n: int, batch_size: int | None, passes: int, seed: int | None) -> torch.Tensor:
+    """The pass orders that give different batches, ``(P, n)``: one when every pass sees the same
+    batches (the stored order; or one batch of all the samples, whose value no order changes)."""
+    if seed is None or batch_size is None or batch_size >= n:
+        return torch.arange(n)[None]
+    return pass_orders(n, passes=passes, seed=seed)
+
+
+def _batches(z: torch.Tensor, orders: torch.Tensor, batch_size: int | None) -> list[torch.Tensor]:
+    """The minibatches of ``z`` ``(n, d)`` in each order of ``orders`` ``(P, n)``, grouped by size:
+    the full batches of every pass as one ``(P * B, m, d)`` tensor, pass after pass, then the
+    remainders as ``(P, r, d)`` if they hold at least two samples."""
+    n = z.shape[0]
+    orders = orders.to(z.device)
+    if batch_size is None or batch_size >= n:
+        return [z[orders]]  # (P, n, d)
+    full = n - n % batch_size
+    groups = [z[orders[:, :full]].reshape(-1, int(batch_size), z.shape[1])]  # (P * B, m, d)
+    if n - full >= 2:
+        groups.append(z[orders[:, full:]])  # (P, r, d)
+    return groups
+
+
+def _pass_means(values: list[torch.Tensor], n_orders: int, passes: int) -> torch.Tensor:
+    """``(passes,)``: each pass's mean over its batches, from per-batch ``values`` (one tensor per
+    group of :func:`_batches` over ``n_orders`` distinct orders, repeated if fewer than passes)."""
+    per_order = torch.cat([v.reshape(n_orders, -1) for v in values], dim=1).mean(dim=1)  # (P,)
+    return per_order.expand(passes) if n_orders < passes else per_order
 
 
 # --- kernels -----------------------------------------------------------------------------------
@@ -188,8 +212,8 @@ def _centred_gram(z: torch.Tensor, kernel: str, sigma: float, bandwidth: str) ->
     return gram.sub_(column_means).sub_(row_means).add_(grand_mean)  # (B, m, m)
 
 
-def _grams(z: torch.Tensor, kernel: str, batch_size, sigma: float, bandwidth: str) -> list[torch.Tensor]:
-    return [_centred_gram(batch, kernel, sigma, bandwidth) for batch in _batch_views(z, batch_size)]
+def _grams(z: torch.Tensor, kernel: str, orders, batch_size, sigma: float, bandwidth: str) -> list[torch.Tensor]:
+    return [_centred_gram(batch, kernel, sigma, bandwidth) for batch in _batches(z, orders, batch_size)]
 
 
 def _nocco_operator(centred: torch.Tensor, eps: float) -> torch.Tensor:
@@ -213,15 +237,13 @@ def _nocco_operator(centred: torch.Tensor, eps: float) -> torch.Tensor:
     return operator  # (B, m, m), symmetric
 
 
-def _batch_nocco(operators_a: list[torch.Tensor], operators_b: list[torch.Tensor]) -> torch.Tensor:
+def _batch_nocco(operators_a: list[torch.Tensor], operators_b: list[torch.Tensor]) -> list[torch.Tensor]:
     # tr(R_A R_B) = sum_ij (R_A)_ij (R_B)_ij since R_B is symmetric.
-    return torch.cat([(a * b).sum(dim=(1, 2)) for a, b in zip(operators_a, operators_b)])  # (batches,)
+    return [(a * b).sum(dim=(1, 2)) for a, b in zip(operators_a, operators_b)]  # (batches,) per group
 
 
-def _batch_hsic(grams_a: list[torch.Tensor], grams_b: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat(
-        [(a * b).sum(dim=(1, 2)) / (a.shape[-1] - 1) ** 2 for a, b in zip(grams_a, grams_b)]
-    )  # (batches,)
+def _batch_hsic(grams_a: list[torch.Tensor], grams_b: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [(a * b).sum(dim=(1, 2)) / (a.shape[-1] - 1) ** 2 for a, b in zip(grams_a, grams_b)]  # per group
 
 
 def _finite(variables: Variables) -> bool:
@@ -229,14 +251,16 @@ def _finite(variables: Variables) -> bool:
     return all(bool(torch.isfinite(z.sum())) for z, _ in variables.values())
 
 
-def _centred_grams(variables, sigma, batch_size, bandwidth, seed) -> dict[str, list[torch.Tensor]]:
-    return {
-        name: _grams(z, kernel, batch_size, sigma, bandwidth)
-        for name, (z, kernel) in _shuffled(variables, seed).items()
-    }
+def _centred_grams(variables, orders, sigma, batch_size, bandwidth) -> dict[str, list[torch.Tensor]]:
+    return {name: _grams(z, kernel, orders, batch_size, sigma, bandwidth) for name, (z, kernel) in variables.items()}
 
 
 # --- public functions --------------------------------------------------------------------------
+
+
+def _result(per_pass: torch.Tensor, keep_passes: bool):
+    """A pass's values as returned: the array of them, or their mean as a float."""
+    return per_pass.cpu().numpy() if keep_passes else float(per_pass.mean())
 
 
 def nhsic(
@@ -249,24 +273,28 @@ def nhsic(
     eps: float = 1e-5,
     batch_size: int | None = 100,
     bandwidth: str = "fixed",
-    seed: int | None = None,
-) -> float:
+    passes: int = 3,
+    seed: int | None = 0,
+    per_pass: bool = False,
+):
     r"""Normalised HSIC (NOCCO) between a representation and an input or the labels.
 
     .. math::
 
-        \mathrm{nHSIC}(T; X) = \operatorname{tr}(R_T R_X), \qquad
+        \mathrm{nHSIC}(T; X) = \frac{1}{P} \sum_{p=1}^{P} \frac{1}{B_p} \sum_{b=1}^{B_p}
+        \operatorname{tr}(R_T^{(p,b)} R_X^{(p,b)}), \qquad
         R = \tilde K (\tilde K + m \epsilon I_m)^{-1}
 
-    on each minibatch of ``m`` samples, averaged over the minibatches (see the module
-    docstring for the batching and the kernels). Each :math:`R` is symmetric with eigenvalues
-    in [0, 1), so a batch's value lies in [0, min(rank R_T, rank R_X)) and grows with the
-    dependence between the two variables.
+    on each minibatch :math:`b` of ``m`` samples of each pass :math:`p` over a random order of
+    the samples (see the module docstring for the batching and the kernels). Each :math:`R` is
+    symmetric with eigenvalues in [0, 1), so a batch's value lies in [0, min(rank R_T,
+    rank R_X)) and grows with the dependence between the two variables.
 
     Sources: Fukumizu, Gretton, Sun & Schoelkopf (2008), "Kernel measures of conditional
     dependence", NeurIPS (NOCCO); Sakamoto & Sato (2024), "End-to-end training induces
     information bottleneck through layer-role differentiation", TMLR (sigma = 5, eps = 1e-5,
-    minibatches of 100, the information plane nHSIC(T; X) vs nHSIC(T; Y)).
+    minibatches of 100 of a shuffled loader, three passes, the information plane nHSIC(T; X)
+    vs nHSIC(T; Y)).
 
     Parameters
     ----------
@@ -282,16 +310,21 @@ def nhsic(
     eps : float
         Regulariser; the ridge on a batch of ``m`` samples is ``m * eps``.
     batch_size : int or None
-        Minibatch size; ``None`` uses all samples at once (memory grows as ``n**2``).
+        Minibatch size; ``None`` uses all samples at once (memory grows as ``n**2``; every pass
+        is then the same).
     bandwidth : {"fixed", "median"}
         ``"median"`` replaces ``sigma**2 * d`` by each batch's median squared distance.
+    passes : int
+        Passes over the samples, each in a new random order (the authors make 3).
     seed : int or None
-        ``None`` batches the samples in the order given (as the authors); an integer shuffles
-        them first with that seed.
+        Seed of the passes' orders (:func:`pass_orders`); ``None`` batches the samples in their
+        stored order in every pass.
+    per_pass : bool
+        Return each pass's mean instead of their overall mean.
 
     Returns
     -------
-    float
+    float, or numpy.ndarray of shape (passes,) with ``per_pass``
         ``nan`` if ``t`` or ``x`` holds a non-finite value.
 
     Raises
@@ -302,7 +335,7 @@ def nhsic(
     """
     return hsic_measures(
         t, x, None, kernel_t=kernel_t, kernel_x=kernel_x, sigma=sigma, eps=eps,
-        batch_size=batch_size, bandwidth=bandwidth, seed=seed,
+        batch_size=batch_size, bandwidth=bandwidth, passes=passes, seed=seed, per_pass=per_pass,
     )["nhsic_x"]
 
 
@@ -312,9 +345,10 @@ class HsicReference:
 
     Over a checkpoint series the samples, and so :math:`X` and :math:`Y`, stay the same: only
     the representation :math:`T` changes. A reference holds the NOCCO operators :math:`R_X`
-    (and :math:`R_Y`) of every minibatch together with the options that defined them, so that
-    :func:`hsic_measures` ``(t, reference)`` computes only :math:`R_T` per checkpoint. Build it
-    with :func:`hsic_reference`; the values are the same as without it.
+    (and :math:`R_Y`) of every minibatch of every pass together with the options that defined
+    them, so that :func:`hsic_measures` ``(t, reference)`` computes only :math:`R_T` per
+    checkpoint, on the same batches. Build it with :func:`hsic_reference`; the values are the
+    same as without it.
 
     Attributes
     ----------
@@ -324,10 +358,13 @@ class HsicReference:
         ``("x",)`` or ``("x", "y")``: the keys ``nhsic_x``, ``nhsic_y`` of the results.
     kernel_x : str
         The kernel of ``x`` after resolving ``None``.
-    sigma, eps, batch_size, bandwidth, seed
+    sigma, eps, batch_size, bandwidth, passes, seed
         As in :func:`nhsic`; they apply to the representation's kernel too.
     finite : bool
         False if ``x`` or ``y`` held a non-finite value: every result is then ``nan``.
+    orders : torch.Tensor
+        ``(P, n)`` the distinct pass orders the batches were cut from (see :func:`pass_orders`;
+        a single order when every pass gives the same batches).
     operators : dict[str, tuple of torch.Tensor]
         Name -> one float64 ``(B, m, m)`` tensor of :math:`R` per group of equal-size
         minibatches (empty when not finite).
@@ -340,8 +377,10 @@ class HsicReference:
     eps: float
     batch_size: int | None
     bandwidth: str
+    passes: int
     seed: int | None
     finite: bool
+    orders: torch.Tensor = field(repr=False)
     operators: dict[str, tuple[torch.Tensor, ...]] = field(repr=False)
 
 
@@ -353,19 +392,20 @@ def _reference_variables(x, y, kernel_x) -> tuple[dict[str, object], dict[str, s
     return named, kernels
 
 
-def _build_reference(variables: Variables, sigma, eps, batch_size, bandwidth, seed) -> HsicReference:
+def _build_reference(variables: Variables, sigma, eps, batch_size, bandwidth, passes, seed) -> HsicReference:
     """The operators of the validated ``x`` (and ``y``) variables, batched as ``t`` will be."""
+    x, kernel_x = variables["x"]
+    orders = _distinct_orders(x.shape[0], batch_size, passes, seed)
     finite = _finite(variables)
     operators = {}
     if finite:
-        grams = _centred_grams(variables, sigma, batch_size, bandwidth, seed)
+        grams = _centred_grams(variables, orders, sigma, batch_size, bandwidth)
         operators = {name: tuple(_nocco_operator(g, eps) for g in gs) for name, gs in grams.items()}
-    x, kernel_x = variables["x"]
     return HsicReference(
         n_samples=x.shape[0], names=tuple(variables), kernel_x=kernel_x, sigma=float(sigma),
         eps=float(eps), batch_size=None if batch_size is None else int(batch_size),
-        bandwidth=bandwidth, seed=None if seed is None else int(seed), finite=finite,
-        operators=operators,
+        bandwidth=bandwidth, passes=int(passes), seed=None if seed is None else int(seed),
+        finite=finite, orders=orders, operators=operators,
     )
 
 
@@ -380,18 +420,18 @@ def _check_reference_options(reference: HsicReference, given: dict[str, object])
             )
 
 
-def _measures_against(reference: HsicReference, t: torch.Tensor, kernel_t: str) -> dict[str, float]:
-    r""":math:`\operatorname{tr}(R_T R_V)` averaged over the minibatches, for each ``V`` of the
-    reference; ``t`` is a validated ``(n, d)`` tensor."""
+def _measures_against(reference: HsicReference, t: torch.Tensor, kernel_t: str) -> dict[str, torch.Tensor]:
+    r"""Each pass's mean of :math:`\operatorname{tr}(R_T R_V)` over its minibatches, ``(passes,)``,
+    for each ``V`` of the reference; ``t`` is a validated ``(n, d)`` tensor."""
     if not (reference.finite and _finite({"t": (t, kernel_t)})):
-        return dict.fromkeys((f"nhsic_{name}" for name in reference.names), math.nan)
-    order = _order(t.shape[0], reference.seed, t.device)
-    if order is not None:
-        t = t[order]
-    grams_t = _grams(t, kernel_t, reference.batch_size, reference.sigma, reference.bandwidth)
+        nan = torch.full((reference.passes,), math.nan, dtype=torch.float64)
+        return dict.fromkeys((f"nhsic_{name}" for name in reference.names), nan)
+    grams_t = _grams(t, kernel_t, reference.orders, reference.batch_size, reference.sigma, reference.bandwidth)
     operators_t = [_nocco_operator(g, reference.eps) for g in grams_t]  # (B, m, m) per batch size
+    n_orders = reference.orders.shape[0]
     return {
-        f"nhsic_{name}": float(_batch_nocco(operators_t, [r.to(t.device) for r in operators]).mean())
+        f"nhsic_{name}": _pass_means(_batch_nocco(operators_t, [r.to(t.device) for r in operators]),
+                                     n_orders, reference.passes)
         for name, operators in reference.operators.items()
     }
 
@@ -406,13 +446,15 @@ def hsic_reference(
     eps: float = 1e-5,
     batch_size: int | None = 100,
     bandwidth: str = "fixed",
-    seed: int | None = None,
+    passes: int = 3,
+    seed: int | None = 0,
 ) -> HsicReference:
     r"""Precompute the input (and label) side of :func:`hsic_measures` for many representations.
 
-    Computes, on every minibatch, :math:`R_X = \tilde K_X (\tilde K_X + m\epsilon I_m)^{-1}`
-    (and :math:`R_Y`) once; ``hsic_measures(t, reference)`` then costs one :math:`R_T` per
-    call instead of three. Use it when the same samples are measured at many checkpoints.
+    Computes, on every minibatch of every pass, :math:`R_X = \tilde K_X (\tilde K_X +
+    m\epsilon I_m)^{-1}` (and :math:`R_Y`) once; ``hsic_measures(t, reference)`` then costs one
+    :math:`R_T` per batch instead of three. Use it when the same samples are measured at many
+    checkpoints: every checkpoint is then measured on the same batches.
 
     Parameters
     ----------
@@ -420,9 +462,9 @@ def hsic_reference(
         The network's input (or labels), as in :func:`hsic_measures`.
     y : array_like of int, shape (n,), or None
         Labels; ``None`` leaves ``nhsic_y`` out.
-    kernel_x, sigma, eps, batch_size, bandwidth, seed
-        As in :func:`nhsic`; ``sigma``, ``bandwidth``, ``batch_size`` and ``seed`` also apply
-        to every representation measured against this reference.
+    kernel_x, sigma, eps, batch_size, bandwidth, passes, seed
+        As in :func:`nhsic`; ``sigma``, ``bandwidth``, ``batch_size``, ``passes`` and ``seed``
+        also apply to every representation measured against this reference.
 
     Returns
     -------
@@ -434,9 +476,9 @@ def hsic_reference(
     GrokscopeError
         As :func:`hsic_measures`.
     """
-    _check_options(sigma, batch_size, bandwidth, seed, eps)
+    _check_options(sigma, batch_size, bandwidth, seed, eps, passes)
     named, kernels = _reference_variables(x, y, kernel_x)
-    return _build_reference(_variables(named, kernels), sigma, eps, batch_size, bandwidth, seed)
+    return _build_reference(_variables(named, kernels), sigma, eps, batch_size, bandwidth, passes, seed)
 
 
 @torch.no_grad()
@@ -451,8 +493,10 @@ def hsic_measures(
     eps: float = 1e-5,
     batch_size: int | None = 100,
     bandwidth: str = "fixed",
-    seed: int | None = None,
-) -> dict[str, float]:
+    passes: int = 3,
+    seed: int | None = 0,
+    per_pass: bool = False,
+) -> dict:
     r"""The nHSIC information plane: :math:`\mathrm{nHSIC}(T; X)` and :math:`\mathrm{nHSIC}(T; Y)`.
 
     Both use the same minibatches and share :math:`R_T`, computed once. ``y`` always uses the
@@ -469,13 +513,14 @@ def hsic_measures(
         options at their defaults: they are the reference's).
     y : array_like of int, shape (n,), or None
         Labels; ``None`` leaves ``nhsic_y`` out.
-    kernel_t, kernel_x, sigma, eps, batch_size, bandwidth, seed
+    kernel_t, kernel_x, sigma, eps, batch_size, bandwidth, passes, seed, per_pass
         As in :func:`nhsic`.
 
     Returns
     -------
-    dict[str, float]
-        ``{"nhsic_x": ..., "nhsic_y": ...}``; ``nan`` values if any input is non-finite.
+    dict
+        ``{"nhsic_x": ..., "nhsic_y": ...}``: floats, or arrays of each pass's mean with
+        ``per_pass``; ``nan`` values if any input is non-finite.
 
     Raises
     ------
@@ -486,20 +531,33 @@ def hsic_measures(
     if isinstance(x, HsicReference):
         if y is not None:
             raise GrokscopeError("y: the reference already fixes the labels; pass y=None with a reference")
-        _check_reference_options(x, {"kernel_x": kernel_x, "sigma": sigma, "eps": eps,
-                                     "batch_size": batch_size, "bandwidth": bandwidth, "seed": seed})
+        _check_reference_options(x, {"kernel_x": kernel_x, "sigma": sigma, "eps": eps, "batch_size": batch_size,
+                                     "bandwidth": bandwidth, "passes": passes, "seed": seed})
         t_variable = _variables({"t": t}, {"t": kernel_t})["t"]
         if t_variable[0].shape[0] != x.n_samples:
             raise GrokscopeError(f"t: has {t_variable[0].shape[0]} samples but the reference has {x.n_samples}")
-        return _measures_against(x, *t_variable)
-    _check_options(sigma, batch_size, bandwidth, seed, eps)
+        values = _measures_against(x, *t_variable)
+        return {name: _result(v, per_pass) for name, v in values.items()}
+    _check_options(sigma, batch_size, bandwidth, seed, eps, passes)
     named, kernels = _reference_variables(x, y, kernel_x)
     variables = _variables({"t": t, **named}, {"t": kernel_t, **kernels})
     t_variable = variables.pop("t")
     if not _finite({"t": t_variable}):  # no operators to compute for a diverged checkpoint
-        return dict.fromkeys((f"nhsic_{name}" for name in variables), math.nan)
-    reference = _build_reference(variables, sigma, eps, batch_size, bandwidth, seed)
-    return _measures_against(reference, *t_variable)
+        nan = torch.full((passes,), math.nan, dtype=torch.float64)
+        return {f"nhsic_{name}": _result(nan, per_pass) for name in variables}
+    reference = _build_reference(variables, sigma, eps, batch_size, bandwidth, passes, seed)
+    return {name: _result(v, per_pass) for name, v in _measures_against(reference, *t_variable).items()}
+
+
+def _plain_grams(t, x, kernel_t, kernel_x, sigma, batch_size, bandwidth, passes, seed):
+    """Validated ``t`` and ``x`` as centred Gram matrices of their shared minibatches, and the
+    number of distinct pass orders; ``None`` grams if either is not finite."""
+    _check_options(sigma, batch_size, bandwidth, seed, passes=passes)
+    variables = _variables({"t": t, "x": x}, {"t": kernel_t, "x": kernel_x})
+    if not _finite(variables):
+        return None, 1
+    orders = _distinct_orders(variables["t"][0].shape[0], batch_size, passes, seed)
+    return _centred_grams(variables, orders, sigma, batch_size, bandwidth), orders.shape[0]
 
 
 @torch.no_grad()
@@ -512,9 +570,11 @@ def hsic(
     sigma: float = 5.0,
     batch_size: int | None = 100,
     bandwidth: str = "fixed",
-    seed: int | None = None,
-) -> float:
-    r"""The biased HSIC estimator, averaged over minibatches.
+    passes: int = 3,
+    seed: int | None = 0,
+    per_pass: bool = False,
+):
+    r"""The biased HSIC estimator, averaged over minibatches and passes.
 
     .. math::
 
@@ -525,15 +585,13 @@ def hsic(
 
     Returns
     -------
-    float
+    float, or numpy.ndarray of shape (passes,) with ``per_pass``
         ``nan`` if ``t`` or ``x`` holds a non-finite value.
     """
-    _check_options(sigma, batch_size, bandwidth, seed)
-    variables = _variables({"t": t, "x": x}, {"t": kernel_t, "x": kernel_x})
-    if not _finite(variables):
-        return math.nan
-    grams = _centred_grams(variables, sigma, batch_size, bandwidth, seed)
-    return float(_batch_hsic(grams["t"], grams["x"]).mean())
+    grams, n_orders = _plain_grams(t, x, kernel_t, kernel_x, sigma, batch_size, bandwidth, passes, seed)
+    if grams is None:
+        return _result(torch.full((passes,), math.nan, dtype=torch.float64), per_pass)
+    return _result(_pass_means(_batch_hsic(grams["t"], grams["x"]), n_orders, passes), per_pass)
 
 
 @torch.no_grad()
@@ -546,8 +604,10 @@ def cka(
     sigma: float = 5.0,
     batch_size: int | None = 100,
     bandwidth: str = "fixed",
-    seed: int | None = None,
-) -> float:
+    passes: int = 3,
+    seed: int | None = 0,
+    per_pass: bool = False,
+):
     r"""Centred kernel alignment, in [0, 1].
 
     .. math::
@@ -555,23 +615,21 @@ def cka(
         \mathrm{CKA}(T, X) = \frac{\overline{\mathrm{HSIC}}(T, X)}
             {\sqrt{\overline{\mathrm{HSIC}}(T, T)\, \overline{\mathrm{HSIC}}(X, X)}}
 
-    with :math:`\overline{\mathrm{HSIC}}` the biased HSIC averaged over the same minibatches
-    (the minibatch CKA of Nguyen, Raghu & Kornblith 2021, with the biased estimator; with
-    ``batch_size=None`` it is the CKA of Kornblith, Norouzi, Lee & Hinton 2019). Invariant to
-    isotropic scaling with linear kernels or the median bandwidth, not with a fixed Gaussian
-    width. Options as in :func:`nhsic`.
+    with :math:`\overline{\mathrm{HSIC}}` the biased HSIC averaged over the minibatches of one
+    pass (the minibatch CKA of Nguyen, Raghu & Kornblith 2021, with the biased estimator; with
+    ``batch_size=None`` it is the CKA of Kornblith, Norouzi, Lee & Hinton 2019), then averaged
+    over the passes. Invariant to isotropic scaling with linear kernels or the median
+    bandwidth, not with a fixed Gaussian width. Options as in :func:`nhsic`.
 
     Returns
     -------
-    float
+    float, or numpy.ndarray of shape (passes,) with ``per_pass``
         ``nan`` if ``t`` or ``x`` holds a non-finite value or either kernel is constant.
     """
-    _check_options(sigma, batch_size, bandwidth, seed)
-    variables = _variables({"t": t, "x": x}, {"t": kernel_t, "x": kernel_x})
-    if not _finite(variables):
-        return math.nan
-    grams = _centred_grams(variables, sigma, batch_size, bandwidth, seed)
-    cross = _batch_hsic(grams["t"], grams["x"]).mean()
-    self_t = _batch_hsic(grams["t"], grams["t"]).mean()
-    self_x = _batch_hsic(grams["x"], grams["x"]).mean()
-    return float(cross / torch.sqrt(self_t * self_x))
+    grams, n_orders = _plain_grams(t, x, kernel_t, kernel_x, sigma, batch_size, bandwidth, passes, seed)
+    if grams is None:
+        return _result(torch.full((passes,), math.nan, dtype=torch.float64), per_pass)
+    cross = _pass_means(_batch_hsic(grams["t"], grams["x"]), n_orders, passes)
+    self_t = _pass_means(_batch_hsic(grams["t"], grams["t"]), n_orders, passes)
+    self_x = _pass_means(_batch_hsic(grams["x"], grams["x"]), n_orders, passes)
+    return _result(cross / torch.sqrt(self_t * self_x), per_pass)

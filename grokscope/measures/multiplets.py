@@ -15,6 +15,13 @@ Two ways to turn a multiplet of bins into variables:
   activations; the bin means are copula-normalised and every multiplet of bins is evaluated on
   the lattice of :func:`grokscope.measures.oinfo.oinfo_values_from_cov`.
 
+Ties: post-ReLU features are 40-50% exact zeros, whose ranks have no order. By default each
+reported multiplet's value is the mean of its O-information over ``tie_draws`` random orders of
+the tied values (an infinitesimal independent jitter; seeded), the multiplets being found by one
+search on the mean of those orders' covariances, and ``value_sd`` is the spread over the orders.
+The reference code's row order (``ties="index"``) and the closed-form average over every order
+(``ties="average"``) are there for comparison; docs/oinfo.md compares all three.
+
 Degenerate data: constant (dead) neurons are dropped before clustering (their entropy is
 :math:`-\infty`) and counted in ``n_excluded``; bins left with no live neuron (possible only with
 given ``labels``) are left out of the search, and ``n_bins`` says how many bins took part; a
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -44,10 +52,11 @@ from grokscope.measures.oinfo import (
     _as_tensor,
     _check_positive_definite,
     _check_samples_matrix,
+    _check_ties,
     _check_units,
-    _copnorm_tensor,
-    _covariance,
     _direct_values_chunked,
+    _oinfo_of_blocks,
+    _tie_covariances,
     _union_fits,
     _union_values,
     _unit_scale,
@@ -206,25 +215,42 @@ def _annealing(evaluate: Evaluate, n_bins: int, min_size: int, max_size: int, se
 # the per-checkpoint entry point
 
 
-def _rows(best_low, best_high, bin_neurons, scale, common, per_size) -> list[dict]:
-    def row(metric, scope, multiplet, value):
-        return {"metric": metric, "scope": scope, "value": value * scale,
-                "size": len(multiplet), "bins": ",".join(str(b) for b in multiplet),
-                "n_neurons": int(sum(len(bin_neurons[b]) for b in multiplet)), **common}
-
+def _reported(best_low, best_high, per_size) -> list[tuple[str, str, tuple[int, ...], float]]:
+    """(metric, scope, multiplet, value) of each row: the overall extremes first (chosen on the
+    searched values), then, with ``per_size``, each size's."""
     low = min(best_low.values(), key=lambda mv: mv[1])
     high = max(best_high.values(), key=lambda mv: mv[1])
-    rows = [row("synergy", "overall", *low), row("redundancy", "overall", *high)]
+    entries = [("synergy", "overall", *low), ("redundancy", "overall", *high)]
     if per_size:
         for size in sorted(best_low):
-            rows.append(row("synergy", "size", *best_low[size]))
-            rows.append(row("redundancy", "size", *best_high[size]))
-    return rows
+            entries.append(("synergy", "size", *best_low[size]))
+            entries.append(("redundancy", "size", *best_high[size]))
+    return entries
+
+
+def _tie_spread(drawn: Sequence[torch.Tensor], sets: Sequence[Sequence[int]], n_samples: int,
+                bias_correction: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (n - 1 denominator; NaN below two draws) of each set's
+    O-information (nats) over the covariances of the random tie orders: one batched
+    factorisation of the set's block in every draw."""
+    if not drawn:
+        nan = np.full(len(sets), math.nan)
+        return nan, nan
+    stacked = torch.stack(list(drawn))  # (R, m, m)
+    means, sds = [], []
+    for members in sets:
+        index = torch.as_tensor(list(members), device=stacked.device)
+        blocks = stacked[:, index][:, :, index]  # (R, k, k)
+        sizes = torch.full((len(drawn),), len(index), device=stacked.device)
+        values = _oinfo_of_blocks(blocks, sizes, n_samples, bias_correction)  # (R,)
+        means.append(float(values.mean()))
+        sds.append(float(values.std()) if len(drawn) > 1 else math.nan)
+    return np.array(means), np.array(sds)
 
 
 def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_size: int = 2,
                  max_size: int | None = None, search: str = "auto", per_size: bool = False,
-                 ties: str = "random", seed: int = 0, units: str = "bits",
+                 ties: str = "random", tie_draws: int = 10, seed: int = 0, units: str = "bits",
                  bias_correction: bool = True, device=None, labels=None, ridge: float = 0.0,
                  annealing_steps: int = 300) -> list[dict]:
     r"""Most synergistic and most redundant multiplet of bins of neurons, for one checkpoint.
@@ -258,9 +284,24 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
         they visit by batched Cholesky factorisations. Both give the same values.
     per_size : bool
         Also return the best multiplet of each size.
-    ties, seed
-        Tie-breaking of the copula ranks (:func:`grokscope.measures.oinfo.copnorm`); ``seed``
-        also seeds the annealing.
+    ties : {"random", "average", "index"}
+        Tied activations (the exact zeros of a ReLU) in the copula ranks; see
+        :func:`grokscope.measures.oinfo.copula_covariance`. ``"random"`` (default): each
+        multiplet's value is the mean of its O-information over ``tie_draws`` independent
+        random orders of the tied values (seeded), the multiplets being chosen by one search on
+        the mean of the draws' covariances; the value then depends on the order of the samples
+        only through the draws' noise, which ``value_sd`` reports. ``"average"``: the search and
+        the values on the covariance averaged over every random order, in closed form (no
+        order enters; but on features of the default run it is biased at 3763 samples, see
+        docs/oinfo.md). ``"index"``: ties in row order, as the reference code; the value then
+        depends on the order in which the samples are stored.
+    tie_draws : int
+        Random tie orders (seeded by ``seed``) on which every reported multiplet is evaluated;
+        their standard deviation is the row's ``value_sd``, how far one arbitrary order of the
+        tied values moves the value. Each draw costs one copula normalisation, one covariance and
+        one factorisation per reported multiplet, not a search. Not used with ``ties="index"``.
+    seed : int
+        Seeds the random tie orders and the annealing.
     units : {"bits", "nats"}
     bias_correction : bool
         Ince's bias correction of every entropy (default true; the reference code has none).
@@ -282,7 +323,9 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
         size), ``value`` (in ``units``), ``size`` (bins in the multiplet), ``bins`` (its sorted
         bin ids, "0,3,7"), ``n_neurons`` (live neurons in those bins), ``n_bins`` (bins that took
         part), ``n_excluded`` (constant neurons dropped), ``variables``, ``search`` (the method
-        that produced the row). Overall rows come first, then per-size rows by size.
+        that produced the row), ``value_sd`` (standard deviation of the multiplet's
+        O-information over the ``draws`` random tie orders, in ``units``; NaN below two draws)
+        and ``draws``. Overall rows come first, then per-size rows by size.
     """
     _check_units(units)
     if variables not in _VARIABLES:
@@ -290,6 +333,13 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
                              f"{variables!r}")
     if search not in _SEARCHES:
         raise GrokscopeError(f"search: expected one of {', '.join(_SEARCHES)}, got {search!r}")
+    _check_ties(ties)
+    if isinstance(tie_draws, bool) or not isinstance(tie_draws, Integral) or tie_draws < 0:
+        raise GrokscopeError(f"tie_draws: must be an integer >= 0, got {tie_draws!r}")
+    if ties == "random" and tie_draws < 1:
+        raise GrokscopeError("tie_draws: ties='random' averages over random tie orders; it needs "
+                             "at least 1")
+    draws = 0 if ties == "index" else int(tie_draws)
     x = _as_tensor(features, device, name="features")
     _check_samples_matrix(x, name="features")
     n_samples = x.shape[0]
@@ -319,21 +369,25 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
                              f"(bins with live neurons), got {min_size} and {max_size}")
 
     if variables == "neurons":
-        cov = _check_positive_definite(_covariance(_copnorm_tensor(x, ties, seed)), ridge)
         local_sets = [bin_neurons[int(b)] for b in bin_ids]
+        columns = x  # (n_samples, n_alive)
 
-        def evaluate(multiplets):
-            sets = [np.concatenate([local_sets[i] for i in m]).tolist() for m in multiplets]
-            return _direct_values_chunked(cov, sets, n_samples, bias_correction).cpu().numpy()
+        def variables_of(multiplet):
+            return np.concatenate([local_sets[i] for i in multiplet]).tolist()
     else:
         index = torch.as_tensor(bin_of, device=x.device)
         member = (index.unsqueeze(0) == torch.as_tensor(bin_ids, device=x.device).unsqueeze(1))
-        means = x @ member.T.to(x.dtype) / member.sum(1).to(x.dtype)  # (n_samples, n_used)
-        cov = _check_positive_definite(_covariance(_copnorm_tensor(means, ties, seed)), ridge)
+        columns = x @ member.T.to(x.dtype) / member.sum(1).to(x.dtype)  # (n_samples, n_used)
 
-        def evaluate(multiplets):
-            return _direct_values_chunked(cov, list(multiplets), n_samples,
-                                          bias_correction).cpu().numpy()
+        def variables_of(multiplet):
+            return list(multiplet)
+    base, drawn = _tie_covariances(columns, ties, seed, draws)
+    cov = _check_positive_definite(base, ridge)
+    drawn = [_check_positive_definite(c, ridge) for c in drawn]
+
+    def evaluate(multiplets):
+        return _direct_values_chunked(cov, [variables_of(m) for m in multiplets], n_samples,
+                                      bias_correction).cpu().numpy()
 
     if search == "auto":
         limit = AUTO_EXHAUSTIVE_NEURON_BINS if variables == "neurons" else LATTICE_MAX_VARIABLES
@@ -362,12 +416,23 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
                                annealing_steps)
     best_high = {k: (m, -v) for k, (m, v) in best_high.items()}
 
-    # positions in bin_ids -> the bins' own ids
-    def relabel(best):
-        return {k: (tuple(int(bin_ids[i]) for i in m), v) for k, (m, v) in best.items()}
+    # the reported multiplets again on every random tie order
+    entries = _reported(best_low, best_high, per_size)
+    chosen = sorted({multiplet for _, _, multiplet, _ in entries})
+    mean, sd = _tie_spread(drawn, [variables_of(m) for m in chosen], n_samples, bias_correction)
+    over_draws = {m: (float(a), float(b)) for m, a, b in zip(chosen, mean, sd)}
 
-    neurons_of_bin = {int(b): bin_neurons[int(b)] for b in bin_ids}
+    scale = _unit_scale(units)
     common = {"n_bins": n_used, "n_excluded": n_excluded, "variables": variables,
-              "search": search}
-    return _rows(relabel(best_low), relabel(best_high), neurons_of_bin, _unit_scale(units),
-                 common, per_size)
+              "search": search, "draws": len(drawn)}
+    rows = []
+    for metric, scope, multiplet, value in entries:
+        draws_mean, draws_sd = over_draws[multiplet]
+        bins = tuple(int(bin_ids[i]) for i in multiplet)  # positions -> the bins' own ids
+        rows.append({"metric": metric, "scope": scope,
+                     # random ties report the mean over their draws
+                     "value": (draws_mean if ties == "random" else value) * scale,
+                     "value_sd": draws_sd * scale, "size": len(bins),
+                     "bins": ",".join(str(b) for b in bins),
+                     "n_neurons": int(sum(len(bin_neurons[b]) for b in bins)), **common})
+    return rows

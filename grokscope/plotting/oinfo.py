@@ -27,8 +27,11 @@ def phases(tables: Tables, options: style.FigureOptions):
     means more synergy), synergy, redundancy and test loss are min-max normalised per run,
     synergy and redundancy are smoothed by an exponential moving average
     :math:`s_t = (1 - a) s_{t-1} + a x_t` (``--smooth`` a, default 0.1), test accuracy is drawn as
-    it is. Dashed and solid vertical lines mark the memorisation and generalisation steps; a
-    second panel shows the size of the multiplet that attains each extreme.
+    it is. Where the rows carry ``value_sd`` (the standard deviation of the O-information over
+    random orders of tied activations, see ``grokscope.measures.multiplets.oinfo_search``), a
+    band of one standard deviation either side goes through the same scaling and smoothing.
+    Dashed and solid vertical lines mark the memorisation and generalisation steps; a second
+    panel shows the size of the multiplet that attains each extreme.
     """
     import plotnine as p9
 
@@ -38,8 +41,8 @@ def phases(tables: Tables, options: style.FigureOptions):
     synergy, redundancy = _extremes(tables)
     style.require_option_columns(synergy, options)
     progress = [
-        _smoothed(_normalised(synergy.assign(value=-synergy["value"])), options.smooth).assign(quantity="synergy"),
-        _smoothed(_normalised(redundancy), options.smooth).assign(quantity="redundancy"),
+        _smoothed(_normalised(_with_band(synergy.assign(value=-synergy["value"]))), options.smooth).assign(quantity="synergy"),
+        _smoothed(_normalised(_with_band(redundancy)), options.smooth).assign(quantity="redundancy"),
     ]
     history = tables.history
     if not history.empty:
@@ -56,11 +59,15 @@ def phases(tables: Tables, options: style.FigureOptions):
     data["quantity"] = pd.Categorical(data["quantity"], categories=list(QUANTITY_COLOURS))
     data["line"] = data["run"].astype(str) + "|" + data["quantity"].astype(str)
     facet_column = options.facet or "run"
+    band = data[(data["panel"] == PROGRESS) & data["low"].notna()] if "low" in data.columns else data.iloc[0:0]
     plot = (
         p9.ggplot(data, p9.aes("step", "value", color="quantity", group="line"))
+        + p9.geom_ribbon(p9.aes(ymin="low", ymax="high", fill="quantity"), data=band, alpha=0.25,
+                         color=None, show_legend=False)
         + p9.geom_line(data=data[data["panel"] == PROGRESS], size=0.7)
         + p9.geom_point(data=data[data["panel"] == SIZE], size=1.2, alpha=0.8)
         + p9.scale_color_manual(values=QUANTITY_COLOURS, drop=True)
+        + p9.scale_fill_manual(values=QUANTITY_COLOURS, drop=True)
         + style.log_step_axis()
         + p9.labs(y="", color="", linetype="")
         + p9.facet_grid(f"panel ~ {facet_column}", scales="free_y",
@@ -76,21 +83,36 @@ def phases(tables: Tables, options: style.FigureOptions):
 
 
 def pareto(tables: Tables, options: style.FigureOptions):
-    """Synergy (-Omega min) against redundancy (Omega max), one trajectory per run, points by step."""
+    """Synergy (-Omega min) against redundancy (Omega max), one trajectory per run, points by step.
+
+    Where the rows carry ``value_sd`` (the spread over random orders of tied activations), each
+    point gets error bars of one standard deviation in both directions.
+    """
     import plotnine as p9
 
     _reject_color(options, "pareto", "step")
     synergy, redundancy = _extremes(tables)
     style.require_option_columns(synergy, options)
     keys = ["run", "step"]
-    pairs = synergy.assign(synergy=-synergy["value"]).drop(columns=["value", "metric"]).merge(
-        redundancy[keys + ["value"]].rename(columns={"value": "redundancy"}), on=keys
-    )
+    synergy, redundancy = _with_sd(synergy), _with_sd(redundancy)
+    pairs = synergy.assign(synergy=-synergy["value"], synergy_sd=synergy["value_sd"]).drop(
+        columns=["value", "metric", "value_sd"]
+    ).merge(redundancy[keys + ["value", "value_sd"]].rename(columns={"value": "redundancy", "value_sd": "redundancy_sd"}),
+            on=keys)
     pairs = style.positive_steps(pairs).sort_values(keys)
     style.require_rows(pairs, "steps with both synergy and redundancy")
+    bars = pairs.dropna(subset=["synergy_sd", "redundancy_sd"]).assign(
+        synergy_low=lambda f: f["synergy"] - f["synergy_sd"], synergy_high=lambda f: f["synergy"] + f["synergy_sd"],
+        redundancy_low=lambda f: f["redundancy"] - f["redundancy_sd"],
+        redundancy_high=lambda f: f["redundancy"] + f["redundancy_sd"],
+    )
     return style.add(
         p9.ggplot(pairs, p9.aes("synergy", "redundancy"))
         + p9.geom_path(p9.aes(group="run"), color="#bbbbbb", size=0.4)
+        + p9.geom_errorbar(p9.aes(ymin="redundancy_low", ymax="redundancy_high"), data=bars, color="#999999",
+                           size=0.3, width=0)
+        + p9.geom_errorbarh(p9.aes(xmin="synergy_low", xmax="synergy_high"), data=bars, color="#999999",
+                            size=0.3, height=0)
         + p9.geom_point(p9.aes(color="step"), size=1.6)
         + p9.scale_color_cmap("viridis", trans="log10")
         + p9.labs(x="synergy (−Ω, lowest O-information)", y="redundancy (Ω, highest O-information)"),
@@ -111,18 +133,37 @@ def _extremes(tables: Tables) -> tuple[pd.DataFrame, pd.DataFrame]:
     return synergy, redundancy
 
 
+BAND = ("low", "high")
+
+
+def _with_sd(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``value_sd`` column (NaN where the table has none)."""
+    return frame if "value_sd" in frame.columns else frame.assign(value_sd=float("nan"))
+
+
+def _with_band(frame: pd.DataFrame) -> pd.DataFrame:
+    """``low`` and ``high``: the value one ``value_sd`` either side (NaN without a spread)."""
+    sd = _with_sd(frame)["value_sd"].astype(float)
+    return frame.assign(low=frame["value"] - sd, high=frame["value"] + sd)
+
+
 def _normalised(frame: pd.DataFrame) -> pd.DataFrame:
-    """``value`` min-max scaled to [0, 1] within each run (a constant series becomes 0)."""
+    """``value`` min-max scaled to [0, 1] within each run (a constant series becomes 0); the band
+    columns, where present, by the same map."""
     grouped = frame.groupby("run")["value"]
     low, high = grouped.transform("min"), grouped.transform("max")
     span = (high - low).where(high > low)
-    return frame.assign(value=((frame["value"] - low) / span).fillna(0.0))
+    scaled = {column: (frame[column] - low) / span for column in BAND if column in frame.columns}
+    return frame.assign(value=((frame["value"] - low) / span).fillna(0.0), **scaled)
 
 
 def _smoothed(frame: pd.DataFrame, weight: float) -> pd.DataFrame:
+    """An exponential moving average of ``value`` (and the band columns) within each run."""
     frame = frame.sort_values(["run", "step"])
-    smooth = frame.groupby("run")["value"].transform(lambda v: v.ewm(alpha=weight, adjust=False).mean())
-    return frame.assign(value=smooth)
+    columns = ["value"] + [c for c in BAND if c in frame.columns]
+    smooth = {c: frame.groupby("run")[c].transform(lambda v: v.ewm(alpha=weight, adjust=False).mean())
+              for c in columns}
+    return frame.assign(**smooth)
 
 
 def _sizes(synergy: pd.DataFrame, redundancy: pd.DataFrame) -> pd.DataFrame:

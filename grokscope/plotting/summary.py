@@ -1,12 +1,22 @@
-"""One summary row per run: hyperparameters, grokking steps and phase, synergy minimum, final RNC1.
+r"""One summary row per run: hyperparameters, grokking steps and phase, synergy minimum, final RNC1.
 
 Shared by ``grokscope report`` and the ``sweep`` and ``phases`` figures. The grokking part comes
 from the run's history when there is one (so the thresholds can be chosen), else from a
 ``grokking`` measure table; the O-information and collapse parts only when those tables exist
 (their cells are empty otherwise).
+
+The synergy minimum is taken over every measured step, step 0 included (the curve at
+initialisation is often its extreme). ``synergy_within_ties`` compares the synergy curve's two
+extremes with the tie spread: true when its lowest and highest values differ by less than twice
+the standard deviation of that difference over random orders of tied activations,
+:math:`|\Omega_{\max} - \Omega_{\min}| < 2 \sqrt{s_{\min}^2 + s_{\max}^2}` with :math:`s` the
+rows' ``value_sd``, i.e. when the rise and fall of the curve is within what the arbitrary order of
+the ReLU zeros alone moves a value (empty where the table has no spread).
 """
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 
@@ -20,7 +30,8 @@ HYPERPARAMETERS = hyperparameter_columns()
 STEP_COLUMNS = ("memorization_step", "generalization_step", "grokking_gap", "synergy_min_step", "synergy_min_size")
 COLUMNS = (
     "run", *HYPERPARAMETERS, "memorization_step", "generalization_step", "grokking_gap", "phase",
-    "synergy_min", "synergy_min_step", "synergy_min_size", "rnc1_train", "rnc1_test",
+    "synergy_min", "synergy_min_step", "synergy_min_size", "synergy_min_sd", "synergy_within_ties",
+    "rnc1_train", "rnc1_test",
 )
 
 
@@ -34,8 +45,9 @@ def run_summaries(
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for column in STEP_COLUMNS:
         frame[column] = pd.array(frame[column], dtype="Float64").round().astype("Int64")
-    for column in ("synergy_min", "rnc1_train", "rnc1_test"):
+    for column in ("synergy_min", "synergy_min_sd", "rnc1_train", "rnc1_test"):
         frame[column] = frame[column].astype("float64")
+    frame["synergy_within_ties"] = frame["synergy_within_ties"].astype("boolean")
     return frame
 
 
@@ -111,8 +123,14 @@ def _synergy_minimum(tables: Tables, run: str) -> dict:
     if synergy.empty:
         return {}
     lowest = synergy.loc[synergy["value"].idxmin()]
+    highest = synergy.loc[synergy["value"].idxmax()]
     size = lowest["size"] if "size" in synergy.columns else None
-    return {"synergy_min": lowest["value"], "synergy_min_step": lowest["step"], "synergy_min_size": size}
+    summary = {"synergy_min": lowest["value"], "synergy_min_step": lowest["step"], "synergy_min_size": size}
+    if "value_sd" in synergy.columns and pd.notna(lowest["value_sd"]) and pd.notna(highest["value_sd"]):
+        spread = math.hypot(lowest["value_sd"], highest["value_sd"])
+        summary["synergy_min_sd"] = lowest["value_sd"]
+        summary["synergy_within_ties"] = bool(highest["value"] - lowest["value"] < 2.0 * spread)
+    return summary
 
 
 def _final_rnc1(tables: Tables, run: str) -> dict:
