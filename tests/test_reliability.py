@@ -253,7 +253,7 @@ def test_ctrl_c_at_any_instant_of_a_real_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # Not earlier: during Python's own start-up, before any grokscope code runs (tens of
     # milliseconds, more on a loaded machine), an interrupt is the interpreter's to report.
-    delays = [1.0, 2.0, 4.0]
+    delays = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]
     processes = []
     for index, delay in enumerate(delays):
         process = subprocess.Popen(command + ["--out", str(tmp_path / str(index))], stdout=subprocess.PIPE,

@@ -34,7 +34,11 @@ app = typer.Typer(
 
 
 INTERRUPTED = "interrupted; files already written are complete, the rest were not written"
+# A Ctrl-C that Python loses (raised inside an import lock's or a destructor's callback, where it
+# is "ignored") still ends the process this long after it arrived.
+INTERRUPT_GRACE_SECONDS = 3.0
 _interrupt_reported = False
+_interrupted = False
 # Set by ``main``: the process is the grokscope command, not a library user's (or a test's).
 _owns_process = False
 
@@ -125,17 +129,47 @@ def main() -> None:
     global _owns_process
     _owns_process = True
     # Commands get KeyboardInterrupt, so an interrupted write removes its temporary file.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _on_interrupt)
     try:
         app()
     except SystemExit as exc:
         # Typer turns an interrupt outside a command (while parsing options) into a silent 130.
         if exc.code == 130 and not _interrupt_reported:
             _say(INTERRUPTED)
+        if _interrupted:
+            _exit_now(130)
         raise
     except KeyboardInterrupt:
         _say(INTERRUPTED)
-        raise SystemExit(130) from None
+        _exit_now(130)
     finally:
         # From here the process only exits: a late Ctrl-C must not print a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _on_interrupt(signum, frame):
+    """Ctrl-C: a KeyboardInterrupt where the process is (so an atomic write removes its temporary),
+    and a timer that ends the process should Python lose the exception on its way up."""
+    global _interrupted
+    if not _interrupted:
+        _interrupted = True
+        import threading
+
+        timer = threading.Timer(INTERRUPT_GRACE_SECONDS, _exit_now, args=(130, True))
+        timer.daemon = True
+        timer.start()
+    raise KeyboardInterrupt
+
+
+def _exit_now(code: int, lost: bool = False) -> None:
+    """Leave with ``code`` at once. An interrupt that passed through code Python runs as a string
+    (inside some library imports) marks the process for a SIGINT death at exit (status -2, not
+    130), whatever caught it since: ``os._exit`` keeps the promised status."""
+    if lost and not _interrupt_reported:
+        os.write(2, f"error: {INTERRUPTED}\n".encode())
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
