@@ -6,7 +6,7 @@ import pandas as pd
 
 from grokscope.errors import GrokscopeError
 from grokscope.plotting import style
-from grokscope.plotting.data import Tables
+from grokscope.plotting.data import Tables, label_column, series_key
 from grokscope.plotting.summary import overall_oinfo, run_summaries
 
 PROGRESS = "progress (normalised)"
@@ -41,9 +41,10 @@ def phases(tables: Tables, options: style.FigureOptions):
         _smoothed(_normalised(synergy.assign(value=-synergy["value"])), options.smooth).assign(quantity="synergy"),
         _smoothed(_normalised(redundancy), options.smooth).assign(quantity="redundancy"),
     ]
+    key = series_key(synergy)
     history = tables.history
     if not history.empty:
-        history = history[history["run"].isin(set(synergy["run"]))]
+        history = history[history[series_key(history)].isin(set(synergy[key]))]
         progress.append(history.assign(value=history["test_acc"], quantity="test accuracy"))
         progress.append(_normalised(history.assign(value=history["test_loss"])).assign(quantity="test loss"))
     progress = pd.concat(progress, ignore_index=True).assign(panel=PROGRESS)
@@ -54,8 +55,8 @@ def phases(tables: Tables, options: style.FigureOptions):
     style.require_rows(data, "O-information rows at steps > 0 (the step axis is logarithmic)")
     data["panel"] = pd.Categorical(data["panel"], categories=panels)
     data["quantity"] = pd.Categorical(data["quantity"], categories=list(QUANTITY_COLOURS))
-    data["line"] = data["run"].astype(str) + "|" + data["quantity"].astype(str)
-    facet_column = options.facet or "run"
+    data["line"] = data[series_key(data)].astype(str) + "|" + data["quantity"].astype(str)
+    facet_column = options.facet or label_column(data)
     plot = (
         p9.ggplot(data, p9.aes("step", "value", color="quantity", group="line"))
         + p9.geom_line(data=data[data["panel"] == PROGRESS], size=0.7)
@@ -67,7 +68,7 @@ def phases(tables: Tables, options: style.FigureOptions):
                         labeller=p9.labeller(cols="label_both" if options.facet else "label_value"))
         + style.theme(options)
     )
-    events = _events(tables, options, set(synergy["run"]), facet_column)
+    events = _events(tables, options, set(synergy[key]), facet_column)
     if not events.empty:
         plot += p9.geom_vline(p9.aes(xintercept="step", linetype="event"), data=events,
                               color="#555555", size=0.5)
@@ -82,7 +83,7 @@ def pareto(tables: Tables, options: style.FigureOptions):
     _reject_color(options, "pareto", "step")
     synergy, redundancy = _extremes(tables)
     style.require_option_columns(synergy, options)
-    keys = ["run", "step"]
+    keys = [series_key(synergy), "step"]
     pairs = synergy.assign(synergy=-synergy["value"]).drop(columns=["value", "metric"]).merge(
         redundancy[keys + ["value"]].rename(columns={"value": "redundancy"}), on=keys
     )
@@ -90,11 +91,11 @@ def pareto(tables: Tables, options: style.FigureOptions):
     style.require_rows(pairs, "steps with both synergy and redundancy")
     return style.add(
         p9.ggplot(pairs, p9.aes("synergy", "redundancy"))
-        + p9.geom_path(p9.aes(group="run"), color="#bbbbbb", size=0.4)
+        + p9.geom_path(p9.aes(group=keys[0]), color="#bbbbbb", size=0.4)
         + p9.geom_point(p9.aes(color="step"), size=1.6)
         + p9.scale_color_cmap("viridis", trans="log10")
         + p9.labs(x="synergy (−Ω, lowest O-information)", y="redundancy (Ω, highest O-information)"),
-        style.facet(options, default="run"),
+        style.facet(options, default=label_column(pairs)),
         style.theme(options),
     )
 
@@ -112,16 +113,17 @@ def _extremes(tables: Tables) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _normalised(frame: pd.DataFrame) -> pd.DataFrame:
-    """``value`` min-max scaled to [0, 1] within each run (a constant series becomes 0)."""
-    grouped = frame.groupby("run")["value"]
+    """``value`` min-max scaled to [0, 1] within each series (a constant one becomes 0)."""
+    grouped = frame.groupby(series_key(frame))["value"]
     low, high = grouped.transform("min"), grouped.transform("max")
     span = (high - low).where(high > low)
     return frame.assign(value=((frame["value"] - low) / span).fillna(0.0))
 
 
 def _smoothed(frame: pd.DataFrame, weight: float) -> pd.DataFrame:
-    frame = frame.sort_values(["run", "step"])
-    smooth = frame.groupby("run")["value"].transform(lambda v: v.ewm(alpha=weight, adjust=False).mean())
+    key = series_key(frame)
+    frame = frame.sort_values([key, "step"])
+    smooth = frame.groupby(key)["value"].transform(lambda v: v.ewm(alpha=weight, adjust=False).mean())
     return frame.assign(value=smooth)
 
 
@@ -135,7 +137,7 @@ def _sizes(synergy: pd.DataFrame, redundancy: pd.DataFrame) -> pd.DataFrame:
 
 def _events(tables: Tables, options: style.FigureOptions, runs: set, facet_column: str) -> pd.DataFrame:
     summaries = run_summaries(tables, threshold=options.threshold, delay=options.delay)
-    summaries = summaries[summaries["run"].isin(runs)]
+    summaries = summaries[summaries["series"].isin(runs)]
     rows = []
     for _, summary in summaries.iterrows():
         for event, column in (("memorisation", "memorization_step"), ("generalisation", "generalization_step")):
