@@ -133,7 +133,7 @@ def _with_home(found, model, data, out, already: int = 0):
 
 
 def _plan(found, selection, layer, force, model, data, allow_globals, output, storage: str = "float32") -> _Plan:
-    from grokscope import features, store
+    from grokscope import store
     from grokscope.context import SeriesContext
 
     for step in selection.missing([c.step for c in found.chosen()]):
