@@ -153,7 +153,7 @@ def measure(
     if failed_series:
         raise typer.Exit(2)
     if failures:
-        output.error(f"{len(failures)} checkpoint(s) could not be measured (see above)")
+        output.info(f"measure: {len(failures)} checkpoint(s) could not be measured (see above)")
         raise typer.Exit(1)
 
 
