@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -46,9 +48,9 @@ def fresh(runs, tmp_path) -> list[Path]:
 class Streaming:
     """A command reading ``-`` from a pipe we hold open, its stdout read line by line."""
 
-    def __init__(self, *args: str):
-        self.process = subprocess.Popen([*GROKSCOPE, *args, "-q"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=ENV)
+    def __init__(self, *args: str, quiet: bool = True):
+        self.process = subprocess.Popen([*GROKSCOPE, *args, *(["-q"] if quiet else [])], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -80,16 +82,20 @@ class Streaming:
 
 def test_probe_starts_on_the_first_path_while_its_input_is_still_open(fresh):
     first, second = fresh
-    probe = Streaming("probe", "-")
+    probe = Streaming("probe", "-", quiet=False)
     probe.send(first)
     # The first run's features arrive while stdin is open: probe did not wait for the end of input.
     seen = probe.read_until(lambda line: line.endswith("step-00000020.safetensors"))
     assert all(line.startswith(str(first)) for line in seen) and len(seen) == 3
     assert probe.process.poll() is None  # still reading its input
+    time.sleep(1.0)  # the next run takes its time to arrive
     probe.send(second)
     code, rest, stderr = probe.finish()
     assert code == 0, stderr
     assert rest == [str(store.features_path(second, s)) for s in (0, 10, 20)]
+    # The summary does not count that wait as work.
+    summary = re.search(r"in ([\d.]+)s, ([\d.]+)s more waiting for input$", stderr.strip().splitlines()[-1])
+    assert summary and float(summary.group(2)) >= 1.0, stderr
 
 
 def test_measure_starts_on_the_first_paths_while_its_input_is_still_open(fresh):
