@@ -26,7 +26,9 @@ hsic (nhsic_x, nhsic_y; hsic_* or cka_* with --hsic-estimator), o-info (synergy,
 balancedness, spectral_entropy, effective_rank, stable_rank), grokking (memorization_step,
 generalization_step, grokking_gap), or all. A metric name computes its family and reports that
 metric. Runs that were never probed get their features computed in memory. Checkpoints already
-measured with the same settings are skipped unless --force.
+measured with the same settings are skipped unless --force. Tables are saved as measuring goes
+(every 30 s, GROKSCOPE_SAVE_EVERY; and on Ctrl-C): a rerun computes only the rest. -o and
+--format write nothing into the runs. See docs/measure.md.
 """
 
 

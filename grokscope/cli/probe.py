@@ -27,7 +27,9 @@ Examples:
 Writes RUN/features/step-NNNNNNNN.safetensors, one float32 matrix per
 hidden layer with rows as in RUN/features/samples.safetensors, and prints
 each features file on stdout, those already stored too (skipped unless
---force). Another tool's series (checkpoint-500/, step500.pt,
+--force). They are large (9.4 MB a checkpoint on the default run) and
+measure does not need them: probe the steps you want on disk, or use
+--storage float16. With -, paths are probed as they arrive. Another tool's series (checkpoint-500/, step500.pt,
 model_step_500.safetensors, ...) gets SERIES/features/ unless --out.
 --steps takes steps '1200', ranges '0-1000' or '2000-', and 'every:K'
 (every K-th of the chosen checkpoints). See docs/probe.md.
