@@ -314,7 +314,17 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
 
     def family_rows(family: str, item, layer: str) -> list[dict]:
         if family == "collapse":
-            weight = context.output_weight(item.state) if item.checkpoint is not None else None
+            try:
+                weight = context.output_weight(item.state) if item.checkpoint is not None else None
+            except GrokscopeError as exc:
+                # Stored features of a checkpoint that is no longer readable: everything but the
+                # measures of the output layer (NC3, NC4), which are NaN, and the file is named.
+                problems.append(Problem("error", str(exc), step=item.step))
+                rows = collapse_rows(item.layers, labels, split, [layer], None, item.penultimate, options)
+                if layer == item.penultimate:
+                    rows += [{**row, "metric": m, "value": math.nan} for row in rows if row["metric"] == "rnc1"
+                             for m in ("nc3", "nc4")]
+                return rows
             return collapse_rows(item.layers, labels, split, [layer], weight, item.penultimate, options)
         if family == "hsic":
             return hsic_rows(item.layers, references, split, [layer], options, inputs, labels)

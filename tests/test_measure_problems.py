@@ -161,6 +161,23 @@ def test_a_corrupt_features_file_in_the_middle_keeps_every_other_step(run, tmp_p
     assert sorted(table(run, "hsic")["step"].unique()) == [0, 10, 30]
 
 
+def test_stored_features_of_an_unreadable_checkpoint_keep_all_but_the_output_layer_measures(run, tmp_path):
+    reference = Path(shutil.copytree(run, tmp_path / "reference"))
+    assert invoke("measure", reference, "--metric", "collapse", "-q").exit_code == 0
+    assert invoke("probe", run, "-q").exit_code == 0
+    path = store.checkpoint_path(run, 10)
+    path.write_bytes(path.read_bytes()[:100])
+    result = invoke("measure", run, "--metric", "collapse", "-q")
+    assert result.exit_code == 1
+    assert errors_of(result.stderr) == [f"error: {path}: not a readable safetensors file "
+                                        "(Error while deserializing header: invalid header length)"]
+    got, want = table(run, "collapse"), table(reference, "collapse")
+    assert len(got) == len(want)
+    output_layer = got["metric"].isin(["nc3", "nc4"]) & (got["step"] == 10)
+    assert got.loc[output_layer, "value"].isna().all() and output_layer.sum() == 4
+    np.testing.assert_allclose(got.loc[~output_layer, "value"], want.loc[~output_layer, "value"], rtol=1e-12)
+
+
 def test_weights_skip_a_checkpoint_of_another_architecture(run):
     wide = {"layers.0.weight": torch.zeros(32, 14), "layers.0.bias": torch.zeros(32),
             "layers.1.weight": torch.zeros(7, 32)}
