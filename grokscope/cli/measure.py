@@ -201,7 +201,8 @@ def _measure_series(plan, options, workers: int, device: str, advance, tables) -
 
     threads = measuring.default_threads(workers)
     # spawn, not fork: a forked torch with live thread pools can deadlock.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_leave_ctrl_c_to_the_parent)
     try:
         futures = {}
         for part in measuring.chunk(feature_steps, workers * 4):
@@ -221,6 +222,15 @@ def _measure_series(plan, options, workers: int, device: str, advance, tables) -
         raise
     pool.shutdown()
     return problems
+
+
+def _leave_ctrl_c_to_the_parent() -> None:
+    """In a worker: Ctrl-C reaches the whole process group, and the parent alone reacts (saves what
+    was measured, drops the queued chunks, says one line) instead of every worker printing a
+    traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _report_problems(output: Output, root, problems) -> set[str]:
