@@ -436,6 +436,8 @@ def iter_features(source, steps: Iterable[int] | None = None, *, layers: Iterabl
             elif stored == "only":
                 raise GrokscopeError(f"{series.root}: no stored features with layers {', '.join(keys)} for step {step}")
             elif step not in checkpoints:
+                if path is not None:
+                    store.features_header(path)  # an unreadable features file: raises, naming it
                 raise GrokscopeError(f"{series.root}: no checkpoint for step {step}")
             else:
                 item = compute_checkpoint(extractor, checkpoints[step], device)

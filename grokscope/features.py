@@ -651,7 +651,12 @@ def stored_features(path: Path, keys: Iterable[str] | None = None, *, device="cp
     """(step, layers, penultimate) of a features file; ``keys`` default to all its layers."""
     step, stored_keys, penultimate = store.features_header(path)
     wanted = stored_keys if keys is None else [k for k in stored_keys if k in set(keys)]
-    tensors, _ = store.load_tensors(path, wanted)
+    tensors, metadata = store.load_tensors(path, wanted)
+    storage = store.features_storage(metadata)
+    for key in wanted:
+        if str(tensors[key].dtype).removeprefix("torch.") != storage:
+            raise GrokscopeError(f"{path}: layer {key!r} is stored as {str(tensors[key].dtype).removeprefix('torch.')}, "
+                                 f"but the file's metadata says {storage}")
     return step, {k: tensors[k].to(device=device, dtype=dtype) for k in wanted}, penultimate
 
 

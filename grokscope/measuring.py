@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+import re
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,7 +39,6 @@ FAMILY_METRICS = {
 }
 FAMILY_ALIASES = {"o-info": "oinfo", "o_info": "oinfo", "nc": "collapse", "nhsic": "hsic"}
 FEATURE_FAMILIES = ("collapse", "hsic", "oinfo")
-CHECKPOINT_FAMILIES = ("weights", "complexity")  # read the weights only, never features
 SPLITS = {"train": (0,), "test": (1,), "both": (0, 1)}
 SPLIT_NAMES = {0: "train", 1: "test"}
 
@@ -202,25 +203,75 @@ def oinfo_rows(features, split: torch.Tensor, layers: list[str], options: Measur
     rows = []
     train = split == 0
     for layer in layers:
-        found = oinfo_search(
-            features[layer][train], n_bins=options.bins, variables=options.variables, min_size=options.min_size,
-            max_size=options.max_size, search=options.search, per_size=options.per_size, ties=options.ties,
-            tie_draws=options.tie_draws, seed=options.seed, units=options.units,
-            bias_correction=options.bias_correction,
-        )
+        try:
+            found = oinfo_search(
+                features[layer][train], n_bins=options.bins, variables=options.variables, min_size=options.min_size,
+                max_size=options.max_size, search=options.search, per_size=options.per_size, ties=options.ties,
+                tie_draws=options.tie_draws, seed=options.seed, units=options.units, bias_correction=options.bias_correction,
+            )
+        except GrokscopeError as exc:
+            raise GrokscopeError(oinfo_option_names(str(exc))) from None
         rows += [{**row, "split": "train", "layer": layer} for row in found]
     return rows
 
 
+# oinfo_search's parameters and the measure options that set them, so its messages name options.
+_OINFO_OPTIONS = {"n_bins": "--bins", "min_size": "--min-size", "max_size": "--max-size",
+                  "tie_draws": "--tie-draws", "variables": "--variables", "search": "--search", "ties": "--ties",
+                  "units": "--units", "features": "o-info"}
+
+
+def oinfo_option_names(message: str) -> str:
+    """An o-info message with its parameter names replaced by the options that set them
+    (``min_size`` -> ``--min-size``); a plain word (``search``) only where it leads the message."""
+    message = re.sub(r"\b(n_bins|min_size|max_size|tie_draws)\b", lambda m: _OINFO_OPTIONS[m.group(1)], message)
+    head, colon, rest = message.partition(": ")
+    return f"{_OINFO_OPTIONS[head]}{colon}{rest}" if colon and head in _OINFO_OPTIONS else message
+
+
 def nan_rows(family: str, layers: list[str], options: MeasureOptions) -> list[dict]:
-    """Placeholder rows for a diverged checkpoint: NaN values rather than no rows or a crash."""
+    """Placeholder rows for a checkpoint where a family could not be computed (non-finite features,
+    a singular covariance, ...): NaN values rather than no rows, a crash or the loss of the others."""
     splits = {"collapse": options.split, "hsic": options.hsic_split, "oinfo": "train"}[family]
     metrics = FAMILY_METRICS[family]
     if family == "hsic":
         prefix = "nhsic" if options.hsic_estimator == "nocco" else options.hsic_estimator
         metrics = (f"{prefix}_x", f"{prefix}_y")
-    return [{"metric": m, "value": math.nan, "split": SPLIT_NAMES[code], "layer": layer}
+    extra = {"scope": "overall"} if family == "oinfo" else {}
+    return [{"metric": m, "value": math.nan, "split": SPLIT_NAMES[code], "layer": layer, **extra}
             for layer in layers for code in SPLITS[splits] for m in metrics]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something met while measuring a series, for the command to report.
+
+    ``kind``: "error", a checkpoint or file that could not be read (that step has no rows and the
+    command exits 1); "warning", a message as it is; "nan", ``family`` (None: every family) could
+    not be computed at ``step`` because of ``message`` (its rows are NaN; reported once per
+    reason, with the steps it hit).
+    """
+
+    kind: str
+    message: str
+    family: str | None = None
+    step: int | None = None
+
+    @classmethod
+    def of(cls, item) -> "Problem":
+        """A Problem, also from the ``(kind, message)`` pairs that row functions return."""
+        return item if isinstance(item, Problem) else cls(*item)
+
+
+# Names of the families in messages (the --metric spelling).
+FAMILY_LABELS = {"oinfo": "o-info"}
+
+
+def describe_nan(root, family: str | None, reason: str, steps: list[int]) -> str:
+    """One warning for every step where a family could not be computed for the same reason."""
+    shown = ", ".join(str(s) for s in steps[:5]) + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")
+    what = "every measure is" if family is None else f"{FAMILY_LABELS.get(family, family)} is"
+    return f"{root}: {what} NaN at step{'s' if len(steps) > 1 else ''} {shown}: {reason}"
 
 
 def hsic_inputs(x: np.ndarray) -> np.ndarray:
@@ -239,16 +290,33 @@ def hsic_inputs(x: np.ndarray) -> np.ndarray:
     return one_hot.reshape(len(tokens), -1)
 
 
+def _check_classes(series: Series, labels: torch.Tensor, split: torch.Tensor, options: MeasureOptions) -> None:
+    """Neural collapse compares classes: a split with samples of one class only is the data's
+    problem, said once for the series rather than as NaN at every checkpoint."""
+    for code in SPLITS[options.split]:
+        mask = split == code
+        if bool(mask.any()):
+            n_classes = int(torch.unique(labels[mask]).numel())
+            if n_classes < 2:
+                raise GrokscopeError(f"{series.root}: neural-collapse measures need at least two classes, found "
+                                     f"{n_classes} in the {SPLIT_NAMES[code]} split")
+
+
 def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureOptions, device: str = "cpu",
-                  threads: int | None = None, on_step: Callable[[int], None] | None = None,
-                  ) -> tuple[dict[str, list[dict]], list[tuple[str, str]]]:
-    """Rows of the feature families at the given steps of one series, and problems met.
+                  threads: int | None = None,
+                  on_step: Callable[[int, dict[str, list[dict]]], None] | None = None,
+                  ) -> tuple[dict[str, list[dict]], list[Problem]]:
+    """Rows of the feature families at the given steps of one series, and the problems met.
 
-    Problems are ("error", message) for a checkpoint that could not be read (it is skipped) and
-    ("warning", message) for one whose features are not finite (its values are NaN).
+    ``steps`` maps a family to the steps it still needs. A checkpoint or features file that
+    cannot be read, or whose row count differs from the samples', is an "error" problem and its
+    step is skipped; a family that cannot be computed at a step (on one layer) gives NaN rows
+    there and a "nan" problem with the reason; the other families and layers keep their values.
+    Problems of the series as a whole (a changed data split, one class only) raise.
 
-    ``steps`` maps a family to the steps it still needs. Runs in a worker process with
-    ``--workers``, so it takes and returns plain data only.
+    With ``on_step(step, rows)`` each step's rows (family -> rows) are handed over as soon as
+    they are computed, and not returned; without it they are returned at the end. Runs in a
+    worker process with ``--workers``, so it takes and returns plain data only.
     """
     from grokscope.context import SeriesContext, iter_features
     from grokscope.features import resolve_device
@@ -257,7 +325,7 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
         torch.set_num_threads(threads)
     context = SeriesContext.open(series)
     rows: dict[str, list[dict]] = {family: [] for family in steps}
-    problems: list[tuple[str, str]] = []
+    problems: list[Problem] = []
     all_steps = sorted(set().union(*steps.values())) if steps else []
     if not all_steps:
         return rows, problems
@@ -266,42 +334,73 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
     torch_device = resolve_device(device)
     labels = torch.from_numpy(samples.labels).to(torch_device)
     split = torch.from_numpy(samples.split).to(torch_device)
+    if "collapse" in steps:
+        _check_classes(series, labels, split, options)
     references, inputs = None, None
     if "hsic" in steps:
         inputs = torch.from_numpy(hsic_inputs(context.inputs())).to(torch_device)
         references = hsic_references(inputs, labels, split, options)
 
     def on_error(step, error):
-        problems.append(("error", str(error)))
+        problems.append(Problem("error", str(error), step=step))
 
-    features_dir = series.features_dir
+    def family_rows(family: str, item, layer: str) -> list[dict]:
+        if family == "collapse":
+            try:
+                weight = context.output_weight(item.state) if item.checkpoint is not None else None
+            except GrokscopeError as exc:
+                # Stored features of a checkpoint that is no longer readable: everything but the
+                # measures of the output layer (NC3, NC4), which are NaN, and the file is named.
+                problems.append(Problem("error", str(exc), step=item.step))
+                rows = collapse_rows(item.layers, labels, split, [layer], None, item.penultimate, options)
+                if layer == item.penultimate:
+                    rows += [{**row, "metric": m, "value": math.nan} for row in rows if row["metric"] == "rnc1"
+                             for m in ("nc3", "nc4")]
+                return rows
+            return collapse_rows(item.layers, labels, split, [layer], weight, item.penultimate, options)
+        if family == "hsic":
+            return hsic_rows(item.layers, references, split, [layer], options, inputs, labels)
+        return oinfo_rows(item.layers, split, [layer], options)
+
     for item in iter_features(context, all_steps, layers=layers, device=torch_device, on_error=on_error):
-        for layer in layers:
-            if item.layers[layer].shape[0] != len(samples):
-                raise GrokscopeError(
-                    f"{features_dir / store.step_file_name(item.step)}: {item.layers[layer].shape[0]} rows in "
-                    f"{layer}, but {features_dir / store.SAMPLES_FILE} lists {len(samples)} samples"
-                )
-        finite = all(_finite(item.layers[layer]) for layer in layers)
-        if not finite:
-            problems.append(("warning", f"{series.root} step {item.step}: features are not finite (diverged?); "
-                                        "its values are NaN"))
+        wrong = next((layer for layer in layers if item.layers[layer].shape[0] != len(samples)), None)
+        if wrong is not None:
+            source = series.features_dir / store.step_file_name(item.step) if item.from_store else item.checkpoint.path
+            problems.append(Problem("error", (
+                f"{source}: {item.layers[wrong].shape[0]} rows in {wrong}, but {_samples_source(series)} lists "
+                f"{len(samples)} samples; probe it again with --force"), step=item.step))
+            continue
+        finite = {layer: _finite(item.layers[layer]) for layer in layers}
+        if not all(finite.values()):
+            problems.append(Problem("nan", "features are not finite (diverged?)", None, item.step))
+        found: dict[str, list[dict]] = {}
         for family, wanted in steps.items():
             if item.step not in wanted:
                 continue
-            if not finite:
-                new = nan_rows(family, layers, options)
-            elif family == "collapse":
-                weight = context.output_weight(item.state) if item.checkpoint is not None else None
-                new = collapse_rows(item.layers, labels, split, layers, weight, item.penultimate, options)
-            elif family == "hsic":
-                new = hsic_rows(item.layers, references, split, layers, options, inputs, labels)
-            else:
-                new = oinfo_rows(item.layers, split, layers, options)
-            rows[family] += [{"step": item.step, **row} for row in new]
+            new = []
+            for layer in layers:
+                if not finite[layer]:
+                    new += nan_rows(family, [layer], options)
+                    continue
+                try:
+                    new += family_rows(family, item, layer)
+                except (GrokscopeError, torch.linalg.LinAlgError) as exc:
+                    new += nan_rows(family, [layer], options)
+                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    problems.append(Problem("nan", f"{layer}: {reason}" if len(layers) > 1 else reason,
+                                            family, item.step))
+            found[family] = [{"step": item.step, **row} for row in new]
         if on_step is not None:
-            on_step(item.step)
+            on_step(item.step, found)
+        else:
+            for family, new in found.items():
+                rows[family] += new
     return rows, problems
+
+
+def _samples_source(series: Series) -> Path | str:
+    path = series.features_dir / store.SAMPLES_FILE
+    return path if path.is_file() else f"{series.root}'s data"
 
 
 def _penultimate(context) -> str:
@@ -312,29 +411,43 @@ def _penultimate(context) -> str:
     return context.layer_keys()[1]  # a series never probed: raises, naming the probe command
 
 
-def weight_rows(series: Series, steps: list[int]) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Weight measures of the given steps, straight from the checkpoints: no data needed."""
+def iter_weight_rows(series: Series, steps: list[int]) -> Iterator[tuple[int, list[dict], list[Problem]]]:
+    """(step, rows, problems) of the weight measures, checkpoint by checkpoint: no data needed.
+
+    A checkpoint that cannot be read, or that holds another architecture than the series' (other
+    parameter names or shapes than the model's; for a series without a model, than its first
+    checkpoint's), is an "error" problem and has no rows.
+    """
     from grokscope.context import SeriesContext
     from grokscope.measures.weights import weight_measures
     from grokscope.series import load_state
 
     layout = SeriesContext.open(series).weight_layout()
-    rows, problems = [], []
     checkpoints = {c.step: c for c in series.checkpoints}
+    reference = _reference_shapes(layout, series)
     for step in steps:
         try:
-            state = load_state(checkpoints[step])
+            state = layout.fit(load_state(checkpoints[step]))
+            _check_architecture(checkpoints[step], state, reference)
         except GrokscopeError as exc:
-            problems.append(("error", str(exc)))
+            yield step, [], [Problem("error", str(exc), step=step)]
             continue
-        measured = weight_measures(layout.fit(state), parameters=layout.groups, pairs=layout.pairs)
-        rows += [{"step": step, "split": None, **row} for row in measured]
+        measured = weight_measures(state, parameters=layout.groups, pairs=layout.pairs)
+        yield step, [{"step": step, "split": None, **row} for row in measured], []
+
+
+def weight_rows(series: Series, steps: list[int]) -> tuple[list[dict], list[Problem]]:
+    """Weight measures of the given steps, straight from the checkpoints (see :func:`iter_weight_rows`)."""
+    rows, problems = [], []
+    for _, new, found in iter_weight_rows(series, steps):
+        rows += new
+        problems += found
     return rows, problems
 
 
-def complexity_rows(series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
-                    threads: int | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Rows of the complexity family (DeMoss et al.) at the given steps of one series, and problems met.
+def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
+                         threads: int | None = None) -> Iterator[tuple[int, list[dict], list[Problem]]]:
+    """(step, rows, problems) of the complexity family (DeMoss et al.), checkpoint by checkpoint.
 
     The model and the training set come from the series (a run's run.json, another series' probe
     record); the loss is the run's own training loss (cross-entropy for another tool's series) over
@@ -370,19 +483,30 @@ def complexity_rows(series: Series, steps: list[int], options: MeasureOptions, d
     loss = model_loss(model, inputs, targets, criterion, readout=readout)
     error = model_error(model, inputs, targets, readout=readout)
     checkpoints = {c.step: c for c in series.checkpoints}
-    rows, problems = [], []
+    reference = _reference_shapes(layout, series)
     for step in steps:
         try:
             state = layout.fit(load_state(checkpoints[step], device=torch_device))
+            _check_architecture(checkpoints[step], state, reference)
         except GrokscopeError as exc:
-            problems.append(("error", str(exc)))
+            yield step, [], [Problem("error", str(exc), step=step)]
             continue
         results = rate_distortion(state, loss, options.tolerance, compressor=options.compressor, error=error,
                                   names=names)
+        found = []
         if any(math.isnan(r.bits) for r in results):
-            problems.append(("warning", f"{series.root} step {step}: weights or loss not finite (diverged?); "
-                                        "its complexity is NaN"))
-        rows += [{"step": step, **row} for row in complexity_result_rows(results, len(targets))]
+            found.append(Problem("nan", "weights or loss not finite (diverged?)", "complexity", step))
+        yield step, [{"step": step, **row} for row in complexity_result_rows(results, len(targets))], found
+
+
+def complexity_rows(series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
+                    threads: int | None = None) -> tuple[list[dict], list[Problem]]:
+    """Complexity rows of the given steps and the problems met (see :func:`iter_complexity_rows`);
+    what a worker process returns with ``--workers``."""
+    rows, problems = [], []
+    for _, new, found in iter_complexity_rows(series, steps, options, device, threads):
+        rows += new
+        problems += found
     return rows, problems
 
 
@@ -409,6 +533,54 @@ def complexity_result_rows(results, n_train: int) -> list[dict]:
     return rows
 
 
+# Families measured checkpoint by checkpoint from the weights, never from features (complexity
+# also needs the training data): family -> a function (series, steps, options, device) yielding
+# (step, rows, problems) per checkpoint, so that every row is saved as it comes (see SeriesTables).
+CHECKPOINT_FAMILIES: dict[str, Callable[..., Iterator[tuple[int, list[dict], list[Problem]]]]] = {
+    "weights": lambda series, steps, options, device="cpu", threads=None: iter_weight_rows(series, steps),
+    "complexity": iter_complexity_rows,
+}
+
+
+def _reference_shapes(layout, series: Series) -> tuple[str, dict[str, tuple]] | None:
+    """(what it is, name -> shape) that every checkpoint of the series must match: the model's
+    parameters when the series has a model, else its first readable checkpoint's."""
+    from grokscope.series import load_state
+
+    if layout.model is not None:
+        return "the series' model", {k: tuple(v.shape) for k, v in layout.model.state_dict().items()}
+    for checkpoint in series.checkpoints:
+        try:
+            state = load_state(checkpoint)
+        except GrokscopeError:
+            continue
+        return f"its first checkpoint (step {checkpoint.step})", {
+            k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    return None
+
+
+def _check_architecture(checkpoint, state: dict, reference) -> None:
+    if reference is None:
+        return
+    what, shapes = reference
+    have = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    missing = sorted(set(shapes) - set(have))
+    if missing and what.startswith("its first"):
+        missing = []  # a foreign series' checkpoints may differ in optional extras; shapes decide
+    extra = sorted(set(have) - set(shapes))
+    differs = sorted(k for k in set(have) & set(shapes) if have[k] != shapes[k])
+    if differs:
+        name = differs[0]
+        detail = f"{name} is {list(have[name])}, {what} has {list(shapes[name])}"
+    elif missing:
+        detail = f"it lacks {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+    elif extra and not what.startswith("its first"):
+        detail = f"it has {extra[0]}, which {what} lacks"
+    else:
+        return
+    raise GrokscopeError(f"{checkpoint.path}: another architecture than the series' ({detail}); skipped")
+
+
 # --- per series ----------------------------------------------------------------------------
 
 
@@ -416,8 +588,9 @@ def complexity_result_rows(results, n_train: int) -> list[dict]:
 class SeriesPlan:
     series: Series
     columns: dict  # run name and hyperparameters, repeated on every row
-    existing: dict[str, pd.DataFrame]
+    existing: dict[str, pd.DataFrame]  # what the home's tables hold, measured with the same settings
     todo: dict[str, list[int]]  # family -> steps still to measure
+    chosen: dict[str, list[int]] = field(default_factory=dict)  # family -> steps asked for
 
     @property
     def n_steps(self) -> int:
@@ -427,7 +600,11 @@ class SeriesPlan:
 
 def plan_series(series: Series, families: Iterable[str], options: MeasureOptions,
                 select: Callable[[list[int]], list[int]], force: bool) -> SeriesPlan:
-    """What is already measured with the same parameters, and what remains."""
+    """What is already measured with the same parameters, and what remains.
+
+    A table in the home that is not a measure table is refused by name (nothing is merged into
+    it); one measured with other settings counts as empty (its rows are replaced, not mixed).
+    """
     from grokscope.context import SeriesContext
 
     context = SeriesContext.open(series)
@@ -441,27 +618,39 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
         context.layer_keys()  # raises: names the series and the probe command to run
     existing: dict[str, pd.DataFrame] = {}
     todo: dict[str, list[int]] = {}
+    chosen: dict[str, list[int]] = {}
     for family in families:
         path = store.measures_path(series.home, family)
-        table = store.read_table(path) if path.is_file() and not force else None
-        params = options.params(family)
-        if table is not None and "params" in table and len(table) and (table["params"] != params).any():
-            table = None  # measured with other settings: recompute every step rather than mix them
-        existing[family] = table if table is not None else pd.DataFrame()
-        if family == "grokking":
-            todo[family] = [] if len(existing[family]) else [-1]
+        table = store.read_measure_table(path) if path.is_file() else None
+        existing[family] = table if table is not None and _same_params(table, options.params(family)) \
+            else pd.DataFrame()
+        if family in SERIES_FAMILIES:
+            chosen[family] = []
+            todo[family] = [] if len(existing[family]) and not force else [-1]
             continue
-        available = checkpoint_steps if family in CHECKPOINT_FAMILIES else sorted(set(checkpoint_steps) | set(feature_steps))
+        available = checkpoint_steps if family in CHECKPOINT_FAMILIES else \
+            sorted(set(checkpoint_steps) | set(feature_steps))
         if series.selected is not None:
             available = [s for s in available if s in series.selected]
-        done = set(existing[family]["step"]) if len(existing[family]) else set()
-        todo[family] = [s for s in select(available) if s not in done]
-    return SeriesPlan(series, context.columns, existing, todo)
+        done = set(existing[family]["step"]) if len(existing[family]) and not force else set()
+        chosen[family] = select(available)
+        todo[family] = [s for s in chosen[family] if s not in done]
+    return SeriesPlan(series, context.columns, existing, todo, chosen)
+
+
+# Families with one set of rows per series (from its history), replaced whole when measured again.
+SERIES_FAMILIES = ("grokking",)
+
+
+def _same_params(table: pd.DataFrame, params: str) -> bool:
+    return not len(table) or ("params" in table and bool((table["params"] == params).all()))
 
 
 def finish_table(columns: dict, family: str, rows: list[dict], options: MeasureOptions,
                  existing: pd.DataFrame) -> pd.DataFrame:
-    """New rows in the table format, merged with what was there, sorted by step."""
+    """New rows in the table format, merged with ``existing`` (a table of the same series), sorted by
+    step: rows of ``existing`` at the steps of the new rows are replaced, and all of it when it
+    was measured with other settings or the family has one set of rows per series."""
     new = pd.DataFrame(rows)
     if len(new):
         for column in ("split", "layer"):
@@ -472,6 +661,11 @@ def finish_table(columns: dict, family: str, rows: list[dict], options: MeasureO
         new["params"] = options.params(family)
         new["step"] = new["step"].astype("int64")
         new["value"] = new["value"].astype("float64")
+    if len(existing) and len(new):
+        if family in SERIES_FAMILIES or not _same_params(existing, options.params(family)):
+            existing = existing.iloc[0:0]
+        else:
+            existing = existing[~existing["step"].isin(set(new["step"]))]
     table = pd.concat([t for t in (existing, new) if len(t)], ignore_index=True) if len(existing) else new
     if not len(table):
         return table
@@ -480,7 +674,86 @@ def finish_table(columns: dict, family: str, rows: list[dict], options: MeasureO
     return table.sort_values(["step", "metric"], kind="stable").reset_index(drop=True)
 
 
-def grokking_table_rows(series: Series, options: MeasureOptions) -> tuple[list[dict], list[tuple[str, str]]]:
+SAVE_EVERY_ENV = "GROKSCOPE_SAVE_EVERY"
+# A measure killed outright (SIGKILL, a scheduler's limit) loses at most this much work; each save
+# rewrites the series' tables, which costs milliseconds (benchmarks/measure.py: table_saves).
+DEFAULT_SAVE_EVERY_S = 30.0
+
+
+def save_every() -> float:
+    """Seconds between saves of a series' tables while it is measured (``GROKSCOPE_SAVE_EVERY``)."""
+    raw = os.environ.get(SAVE_EVERY_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_SAVE_EVERY_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise GrokscopeError(f"{SAVE_EVERY_ENV}: {raw!r} is not a number of seconds")
+    return seconds
+
+
+class SeriesTables:
+    """The measure tables of one series while it is measured.
+
+    New rows are kept in memory and saved into ``HOME/measures/<family>.parquet`` every
+    :func:`save_every` seconds, when the series is done, and when the command is interrupted, so a
+    killed measure keeps what it had saved and the next one computes only the rest. A save takes
+    the table's lock (:func:`grokscope.store.table_lock`), reads the table as it is on disk now
+    (another process may have added steps), puts this process's rows in place of the same steps
+    and writes it atomically: two processes measuring the same series both keep their rows.
+    Its cost is one table write per family, whatever the number of checkpoints since the last.
+
+    With ``write=False`` (``-o``, ``--format``) nothing is written into the home; :meth:`table`
+    gives what the table would hold.
+    """
+
+    def __init__(self, plan: SeriesPlan, options: MeasureOptions, *, write: bool = True,
+                 every: float | None = None, on_wait: Callable[[str], None] | None = None):
+        self.plan, self.options, self.write = plan, options, write
+        self.every = save_every() if every is None else every
+        self.on_wait = on_wait
+        self.rows: dict[str, list[dict]] = {family: [] for family in plan.existing}
+        self.unsaved: set[str] = set()
+        self.saved: list[Path] = []
+        self._last_save = time.monotonic()
+
+    def add(self, family: str, rows: list[dict]) -> None:
+        if rows:
+            self.rows[family] += rows
+            self.unsaved.add(family)
+
+    def save_if_due(self) -> None:
+        if self.unsaved and time.monotonic() - self._last_save >= self.every:
+            self.save()
+
+    def save(self) -> None:
+        """Write every table with unsaved rows (nothing without ``write``)."""
+        self._last_save = time.monotonic()
+        if not self.write:
+            self.unsaved.clear()
+            return
+        for family in sorted(self.unsaved):
+            path = store.measures_path(self.plan.series.home, family)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with store.table_lock(path, self.on_wait):
+                on_disk = store.read_measure_table(path) if path.is_file() else pd.DataFrame()
+                store.write_table(path, finish_table(self.plan.columns, family, self.rows[family], self.options,
+                                                     on_disk))
+            self.unsaved.discard(family)
+            if path not in self.saved:
+                self.saved.append(path)
+
+    def table(self, family: str) -> pd.DataFrame:
+        """The family's rows at the steps asked for: what was there, with this process's rows."""
+        table = finish_table(self.plan.columns, family, self.rows[family], self.options, self.plan.existing[family])
+        if len(table) and family not in SERIES_FAMILIES:
+            table = table[table["step"].isin(set(self.plan.chosen.get(family, [])))].reset_index(drop=True)
+        return table
+
+
+def grokking_table_rows(series: Series, options: MeasureOptions) -> tuple[list[dict], list[Problem]]:
     """The grokking family from the series' history, or NaN rows and a warning where the history
     lacks train or test accuracy."""
     from grokscope.context import SeriesContext
@@ -496,7 +769,7 @@ def grokking_table_rows(series: Series, options: MeasureOptions) -> tuple[list[d
         warning = (f"{series.root}: grokking steps unknown ({why}; probe the series with --data to compute "
                    "train/test accuracy from the model's output)")
         return [{"step": last, "metric": m, "value": math.nan, "split": None, "layer": None} for m in METRICS], \
-            [("warning", warning)]
+            [Problem("warning", warning)]
     return grokking_rows(history, threshold=options.threshold), []
 
 

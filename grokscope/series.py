@@ -32,7 +32,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from grokscope import store
 from grokscope.errors import GrokscopeError
@@ -324,6 +324,19 @@ def find_series(paths: Iterable[str]) -> list[Series]:
     or measures folder, a measure table), which names the whole series. Series named twice are
     merged; checkpoints sorted by step.
     """
+    return _merged(path for batch in store.InputPaths(paths) for path in batch)
+
+
+def iter_series(inputs: store.InputPaths) -> Iterator[list[Series]]:
+    """The series named by each batch of :class:`~grokscope.store.InputPaths`, as the batches
+    arrive (``-`` reads stdin while the command before the pipe still writes). Series named
+    twice in a batch are merged; one named again in a later batch comes again, with the steps
+    that batch selects."""
+    for batch in inputs:
+        yield _merged(batch)
+
+
+def _merged(paths: Iterable[Path]) -> list[Series]:
     merged: dict[tuple[Path, Path], Series] = {}
 
     def add(found: Series, steps: Iterable[int] | None = None) -> None:
@@ -335,7 +348,7 @@ def find_series(paths: Iterable[str]) -> list[Series]:
         current = merged[key].selected
         merged[key].selected = None if current is None or selected is None else current | selected
 
-    for path in store.expand_inputs(paths):
+    for path in paths:
         for found, steps in _named_by(path):
             add(found, steps)
     return [replace(s, root=_display_path(s.root), home=_display_path(s.home)) for s in merged.values()]

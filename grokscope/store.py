@@ -482,10 +482,20 @@ def load_samples_file(path: Path) -> dict:
     return {key: value.numpy() for key, value in tensors.items()}
 
 
-def save_features(path: Path, step: int, layers: dict, penultimate: str, extra: dict | None = None) -> None:
-    """A features file: one float32 matrix per layer (insertion order = input to output)."""
+# Features files hold float32 matrices (DESIGN.md). float16 halves their size and is only ever
+# written on request (probe --storage float16); such files say so in this metadata key.
+STORAGE_DTYPES = ("float32", "float16")
+STORAGE_KEY = "grokscope.storage_dtype"
+
+
+def save_features(path: Path, step: int, layers: dict, penultimate: str, extra: dict | None = None,
+                  storage: str = "float32") -> None:
+    """A features file: one matrix per layer (insertion order = input to output), float32 unless
+    ``storage="float16"`` (recorded as ``grokscope.storage_dtype``)."""
     import torch
 
+    if storage not in STORAGE_DTYPES:
+        raise GrokscopeError(f"storage: unknown dtype {storage!r}; known: {', '.join(STORAGE_DTYPES)}")
     metadata = {
         "format": "pt",
         "grokscope.schema": FORMAT_SCHEMA,
@@ -494,7 +504,15 @@ def save_features(path: Path, step: int, layers: dict, penultimate: str, extra: 
         "grokscope.penultimate": penultimate,
         **(extra or {}),
     }
-    save_tensors(path, {k: v.to(torch.float32) for k, v in layers.items()}, metadata)
+    if storage != "float32":
+        metadata[STORAGE_KEY] = storage
+    dtype = getattr(torch, storage)
+    save_tensors(path, {k: v.to(dtype) for k, v in layers.items()}, metadata)
+
+
+def features_storage(metadata: dict[str, str]) -> str:
+    """The dtype a features file's matrices are stored in (float32 unless its metadata says)."""
+    return metadata.get(STORAGE_KEY, "float32")
 
 
 def features_metadata(path: Path) -> dict[str, str]:
@@ -563,8 +581,22 @@ def file_digest(path: Path) -> str:
 # --- measures ------------------------------------------------------------------------------
 
 
+# The columns every measure table has (DESIGN.md, "Measure tables"); the rest vary by family.
+MEASURE_COLUMNS = ("run", "step", "metric", "value")
+
+
 def measures_path(run_dir: Path, family: str) -> Path:
     return Path(run_dir) / MEASURES_DIR / f"{family}.parquet"
+
+
+def read_measure_table(path: Path):
+    """A measure table, refused by name when it lacks one of :data:`MEASURE_COLUMNS` (a table
+    that cannot be told apart from another kind of file is never merged into or plotted)."""
+    table = read_table(path)
+    missing = [c for c in MEASURE_COLUMNS if c not in table.columns]
+    if missing:
+        raise GrokscopeError(f"{path}: not a grokscope measure table (no {missing[0]!r} column)")
+    return table
 
 
 def read_measures(run_dir: Path, families: Iterable[str] | None = None):
@@ -576,22 +608,162 @@ def read_measures(run_dir: Path, families: Iterable[str] | None = None):
     if families is not None:
         wanted = set(families)
         paths = [p for p in paths if p.stem in wanted]
-    tables = [read_table(p) for p in paths]
+    tables = [read_measure_table(p) for p in paths]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
-# --- inputs --------------------------------------------------------------------------------
+# How long a command waits for another process's short update of the same table before it says
+# so (an update is a read, a merge and a write: well under a second for any table grokscope writes).
+LOCK_NOTICE_S = 10.0
+
+
+@contextlib.contextmanager
+def table_lock(path: Path, on_wait=None) -> Iterator[None]:
+    """Hold the update lock of ``path`` (a table several processes may update): ``.<name>.lock``
+    beside it, locked with ``flock``.
+
+    The kernel releases the lock of a process that dies, so a killed holder never blocks anyone;
+    the lock file is removed on release (and a file left by a killed holder by the next one).
+    ``on_wait(holder)`` is called once if another process holds the lock for more than
+    :data:`LOCK_NOTICE_S` seconds; the wait goes on until it is released.
+    """
+    import fcntl
+    import time
+
+    path = Path(path)
+    lock_path = path.with_name(f".{path.name}.lock")
+    waited_since = time.monotonic()
+    noticed = False
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:  # a read-only folder: say which table could not be updated
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not noticed and on_wait is not None and time.monotonic() - waited_since > LOCK_NOTICE_S:
+                        noticed = True
+                        on_wait(_lock_holder(fd))
+                    time.sleep(0.05)
+            # The holder before us may have removed the file after we opened it: then our lock is
+            # on a name nobody else will open, and we start over on the current file.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(lock_path, follow_symlinks=False))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{_host_tag()} {os.getpid()}\n".encode())
+            try:
+                yield
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lock_path)
+            return
+        finally:
+            os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 64, 0).decode(errors="replace").split()
+    except OSError:
+        return "another process"
+    return f"process {text[1]}" if len(text) == 2 and text[0] == _host_tag() else "another process"
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+STDIN = "-"
+
+
+class InputPaths:
+    """Command-line paths, with ``-`` standing for the paths on standard input (one per line).
+
+    Iterating gives batches of paths as they become available: the command-line paths first (all
+    checked to exist before anything is done), then, for ``-``, the lines that have arrived on
+    stdin each time the pipe is read, so a command reading ``-`` starts on the first path while
+    the command before it is still writing the next. ``waited`` is the time spent waiting for
+    stdin (not work). ``-`` that gives no path at all is an error: the command before the pipe
+    wrote nothing, most likely because it failed.
+    """
+
+    def __init__(self, paths: Iterable[str]):
+        self.raw = list(paths)
+        self.waited = 0.0
+
+    def __iter__(self) -> Iterator[list[Path]]:
+        named = [Path(raw) for raw in self.raw if raw != STDIN]
+        for path in named:
+            _require_exists(path)
+        if STDIN not in self.raw:
+            if named:
+                yield named
+            return
+        before = self.raw[: self.raw.index(STDIN)]
+        after = [Path(raw) for raw in self.raw[self.raw.index(STDIN) + 1:] if raw != STDIN]
+        if before:
+            yield [Path(raw) for raw in before]
+        received = 0
+        for lines in self._stdin_batches():
+            batch = [Path(line) for line in lines]
+            for path in batch:
+                _require_exists(path)
+            received += len(batch)
+            yield batch
+        if received == 0:
+            raise GrokscopeError("-: no paths on standard input (did the command before the pipe fail?)")
+        if after:
+            yield after
+
+    def _stdin_batches(self) -> Iterator[list[str]]:
+        import select
+        import time
+
+        try:
+            fd = sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None  # a stream without a file descriptor (tests): read it whole
+        if fd is None:
+            lines = [line.strip() for line in sys.stdin.read().splitlines()]
+            yield [line for line in lines if line]
+            return
+        pending = b""
+        while True:
+            started = time.monotonic()
+            select.select([fd], [], [])  # wait for the next path (or the end of input)
+            self.waited += time.monotonic() - started
+            chunk = os.read(fd, 1 << 16)
+            ended = not chunk
+            pending += chunk
+            # Take whatever else has arrived already, so one batch holds every path written so far.
+            while not ended and select.select([fd], [], [], 0)[0]:
+                chunk = os.read(fd, 1 << 16)
+                ended = not chunk
+                pending += chunk
+            *complete, pending = pending.split(b"\n")
+            if ended:
+                complete.append(pending)
+            lines = [os.fsdecode(line).strip() for line in complete]
+            lines = [line for line in lines if line]
+            if lines:
+                yield lines
+            if ended:
+                return
+
+
+def _require_exists(path: Path) -> None:
+    if not path.exists():
+        raise GrokscopeError(f"{path}: no such file or directory")
 
 
 def expand_inputs(paths: Iterable[str]) -> list[Path]:
-    """Command-line paths, with ``-`` replaced by the paths on standard input (one per line)."""
-    expanded: list[Path] = []
-    for raw in paths:
-        if raw == "-":
-            expanded.extend(Path(line.strip()) for line in sys.stdin if line.strip())
-        else:
-            expanded.append(Path(raw))
-    for path in expanded:
-        if not path.exists():
-            raise GrokscopeError(f"{path}: no such file or directory")
-    return expanded
+    """Command-line paths, with ``-`` replaced by every path on standard input (see
+    :class:`InputPaths`, which gives them as they arrive)."""
+    return [path for batch in InputPaths(paths) for path in batch]

@@ -9,7 +9,7 @@ import torch
 from scipy.special import digamma
 
 from grokscope.errors import GrokscopeError
-from grokscope.measures.multiplets import cluster_neurons, oinfo_search
+from grokscope.measures.multiplets import cluster_neurons, independent_columns, oinfo_search
 from grokscope.measures.oinfo import _tie_covariances, _union_values, copnorm, copula_covariance, oinfo_of_sets
 
 
@@ -123,13 +123,31 @@ def test_greedy_and_annealing_match_exhaustive_on_a_small_problem():
     assert [r["value"] for r in annealed] == pytest.approx([r["value"] for r in exhaustive])
 
 
-def test_duplicated_neurons_raise_unless_ridge():
+def test_duplicated_and_dependent_neurons_are_dropped_and_counted():
     features = relu_features(n_neurons=6, seed=6)
-    features = np.column_stack([features, features[:, 0]])
-    with pytest.raises(GrokscopeError, match="duplicates"):
-        oinfo_search(features, n_bins=3, ties="index")
-    rows = oinfo_search(features, n_bins=3, ties="index", ridge=1e-6)
-    assert all(np.isfinite(r["value"]) for r in rows)
+    copies = np.column_stack([features, features[:, 0], 2.0 * features[:, 1] - features[:, 4]])
+    rows = oinfo_search(copies, n_bins=3, ties="index")
+    reference = oinfo_search(features, n_bins=3, ties="index")
+    assert all(r["n_excluded"] == 2 for r in rows)
+    assert [(r["bins"], r["value"]) for r in rows] == [(r["bins"], pytest.approx(r["value"], abs=1e-10))
+                                                       for r in reference]
+
+
+@pytest.mark.parametrize(("n_samples", "n_neurons"), [(40, 12), (9, 20)])
+def test_independent_columns_keeps_a_basis_in_index_order(n_samples, n_neurons):
+    rng = np.random.default_rng(n_samples)
+    x = rng.normal(size=(n_samples, n_neurons))
+    x[:, 3] = x[:, 1]  # a duplicate
+    x[:, 7] = x[:, 0] - 2 * x[:, 2] + 5.0  # a combination (the constant goes with centring)
+    keep = independent_columns(torch.from_numpy(x)).numpy()
+    centred = x - x.mean(axis=0)
+    # Brute force: a column is kept iff it raises the rank of the kept columns before it.
+    kept = []
+    for j in range(n_neurons):
+        if np.linalg.matrix_rank(centred[:, kept + [j]]) > len(kept):
+            kept.append(j)
+    assert np.flatnonzero(keep).tolist() == kept
+    assert len(kept) == min(n_neurons, n_samples - 1) - (2 if n_samples > n_neurons else 0)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -215,7 +215,9 @@ def test_user_errors_name_what_is_wrong(runs, tmp_path, args, named):
     collapse = runs / "add-p7-wd1-seed0" / "measures" / "collapse.parquet"
     empty = tmp_path / "empty.parquet"
     pd.read_parquet(collapse).iloc[0:0].to_parquet(empty, index=False)
-    paths = {"runs": runs, "table": collapse, "empty": empty, "collapse": collapse, "tmp": tmp_path}
+    alone = tmp_path / "collapse.parquet"  # a table outside its run: no history comes with it
+    alone.write_bytes(collapse.read_bytes())
+    paths = {"runs": runs, "table": alone, "empty": empty, "collapse": alone, "tmp": tmp_path}
     args = [a.format(**paths) for a in args]
     if "-o" not in args:
         args += ["-o", str(tmp_path / "figure.png")]
@@ -235,11 +237,18 @@ def test_paths_from_stdin(runs, tmp_path):
     assert png_size(tmp_path / "w.png") == (1050, 675)  # 7 x 4.5 in at 150 dpi: the defaults
 
 
-def test_measure_tables_as_inputs(runs):
+def test_measure_tables_as_inputs(runs, tmp_path):
+    # A run's own table (what measure prints) names its series: history and identity come along.
     oinfo = sorted(runs.glob("*/measures/oinfo.parquet"))
     tables = load([str(p) for p in oinfo])
-    assert tables.history.empty and tables.measures["run"].nunique() == 4
+    assert tables.measures["run"].nunique() == 4 and tables.measures["series"].nunique() == 4
+    assert set(tables.history["series"]) == set(tables.measures["series"])
     assert draw("pareto", tables, style.FigureOptions()).data["run"].nunique() == 4
+    # A table on its own is just its rows.
+    alone = tmp_path / "oinfo.parquet"
+    alone.write_bytes(oinfo[0].read_bytes())
+    tables = load([str(alone)])
+    assert tables.history.empty and tables.measures["run"].nunique() == 1
 
 
 def test_phases_normalise_then_smooth_per_run():
@@ -259,7 +268,7 @@ def test_phases_figure_marks_the_grokking_steps(runs):
     tables = load([str(runs / "add-p7-wd0.1-seed0")])
     plot = draw("phases", tables, style.FigureOptions())
     assert sum(type(layer.geom).__name__ == "geom_vline" for layer in plot.layers) == 1
-    events = _events(tables, style.FigureOptions(), {"add-p7-wd0.1-seed0"}, "run")
+    events = _events(tables, style.FigureOptions(), set(tables.measures["series"]), "run")
     assert events.set_index("event")["step"].to_dict() == {"memorisation": 100.0, "generalisation": 1500.0}
     progress = plot.data[plot.data["panel"] == "progress (normalised)"]
     assert progress["value"].between(0, 1).all()

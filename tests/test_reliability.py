@@ -46,10 +46,15 @@ import torch
 torch.set_num_threads(1)
 from grokscope.cli import app, main
 
-# One run in this process first: the libraries' lazy imports and first-call set-up then happen
-# once here instead of in every child.
+# One run of each command in this process first: the libraries' lazy imports and first-call
+# set-up then happen once here instead of in every child (and before a child becomes a user who
+# may not read the interpreter's own folders).
 with tempfile.TemporaryDirectory() as warm_up, contextlib.redirect_stdout(sys.stderr):
     app(["train", "--p", "3", "--width", "2", "--steps", "2", "-q", "--out", warm_up], standalone_mode=False)
+    run = warm_up + "/add-p3"
+    for args in (["probe", run, "-q"], ["measure", run, "--metric", "all", "--bins", "2", "-q"],
+                 ["plot", "curves", run, "-o", warm_up + "/f.png"], ["report", run]):
+        app(args, standalone_mode=False)
 
 for line in sys.stdin:
     request = json.loads(line)
@@ -425,6 +430,219 @@ def test_bad_new_runs(forks, reference, tmp_path, case, args, fsize, code, needl
         assert again.returncode == 0, again.stderr
         if args == TINY:
             assert_same_run(out / "add-p5", reference)
+
+
+# --- probe, measure, plot, report: bad inputs ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def probed(forks, reference, tmp_path_factory) -> Path:
+    """A copy of the reference run, probed and measured (collapse)."""
+    run_dir = Path(shutil.copytree(reference, tmp_path_factory.mktemp("probed") / "add-p5"))
+    for args in (("probe", run_dir, "-q"), ("measure", run_dir, "--metric", "collapse", "-q")):
+        completed = forks.run(*args)
+        assert completed.returncode == 0, completed.stderr
+    return run_dir
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:120])
+
+
+def fewer_rows(run: Path) -> None:
+    path = store.features_path(run, 4)
+    tensors, metadata = store.load_tensors(path)
+    store.save_tensors(path, {k: v[:-2] for k, v in tensors.items()}, metadata)
+
+
+def corrupt_samples(run: Path) -> None:
+    truncate(store.samples_path(run))
+    store.features_path(run, 4).unlink()  # a step left to probe, which needs the samples
+
+
+def table_without_value(run: Path) -> None:
+    path = store.measures_path(run, "collapse")
+    pd.read_parquet(path).drop(columns=["value"]).to_parquet(path)
+
+
+def read_only_folder(folder: Path) -> None:
+    folder.chmod(0o555)
+
+
+# (case, run to start from, spoil, command (with {run} and {space}), exit code, what the error line
+# names, whether the command may have written other files first: the steps it could measure)
+BAD_INPUTS = [
+    ("probe: truncated checkpoint", "reference", lambda r: truncate(store.checkpoint_path(r, 4)),
+     ["probe", "{run}", "-q"], 1, ["step-00000004.safetensors", "not a readable safetensors"], True),
+    ("probe: run.json not an object", "reference", lambda r: (r / "run.json").write_text("[]"),
+     ["probe", "{run}", "-q"], 2, ["run.json", "not an object"], False),
+    ("probe: samples file corrupt", "probed", corrupt_samples,
+     ["probe", "{run}", "-q"], 1, ["samples.safetensors", "not a readable"], False),
+    ("probe: read-only features folder", "probed", lambda r: read_only_folder(r / store.FEATURES_DIR),
+     ["probe", "{run}", "--force", "-q"], 1, ["samples.safetensors", "Permission denied"], False),
+    ("measure: truncated checkpoint", "reference", lambda r: truncate(store.checkpoint_path(r, 4)),
+     ["measure", "{run}", "--metric", "collapse,weights", "-q"], 1,
+     ["step-00000004.safetensors", "not a readable safetensors"], True),
+    ("measure: features of the wrong size", "probed", fewer_rows,
+     ["measure", "{run}", "--metric", "hsic", "-q"], 1, ["step-00000004.safetensors", "23 rows", "25 samples"], True),
+    ("measure: weights of another architecture", "reference", other_architecture,
+     ["measure", "{run}", "--metric", "weights", "-q"], 1, ["step-00000004.safetensors", "another architecture"],
+     True),
+    ("measure: table without its value column", "probed", table_without_value,
+     ["measure", "{run}", "--metric", "collapse", "--force", "-q"], 2, ["collapse.parquet", "'value'"], False),
+    ("measure: table not Parquet", "probed", lambda r: store.measures_path(r, "collapse").write_text("x"),
+     ["measure", "{run}", "--metric", "collapse", "-q"], 2, ["collapse.parquet", "not a readable Parquet"], False),
+    ("measure: read-only measures folder", "probed", lambda r: read_only_folder(r / store.MEASURES_DIR),
+     ["measure", "{run}", "--metric", "hsic", "-q"], 1, ["hsic.parquet", "Permission denied"], False),
+    ("plot: table without its value column", "probed", table_without_value,
+     ["plot", "collapse", "{run}", "-o", "{space}/f.png"], 2, ["collapse.parquet", "'value'"], False),
+    ("plot: history not Parquet", "probed", lambda r: (r / store.HISTORY_FILE).write_text("x"),
+     ["plot", "curves", "{run}", "-o", "{space}/f.png"], 2, ["history.parquet", "not a readable Parquet"], False),
+    ("plot: read-only output folder", "probed", lambda r: (r.parent / "figures").mkdir(mode=0o555),
+     ["plot", "curves", "{run}", "-o", "{space}/figures/f.png"], 1, ["figures/f.png", "Permission denied"], False),
+    ("report: run.json not an object", "probed", lambda r: (r / "run.json").write_text("[]"),
+     ["report", "{run}"], 2, ["run.json", "not an object"], False),
+    ("report: table without its value column", "probed", table_without_value,
+     ["report", "{run}"], 2, ["collapse.parquet", "'value'"], False),
+]
+
+
+@pytest.mark.parametrize(("case", "start", "spoil", "command", "code", "needles", "partial"), BAD_INPUTS,
+                         ids=[c[0] for c in BAD_INPUTS])
+def test_bad_inputs_of_probe_measure_plot_report(forks, reference, probed, tmp_path, case, start, spoil, command,
+                                                 code, needles, partial):
+    with workspace(tmp_path) as space:
+        run_dir = Path(shutil.copytree({"reference": reference, "probed": probed}[start], space / "add-p5"))
+        for path in [run_dir, *run_dir.rglob("*")]:
+            path.chmod(0o777 if path.is_dir() else 0o666)  # the ordinary user the command runs as may write
+        spoil(run_dir)
+        for path in run_dir.rglob("*"):
+            if path.is_file():
+                path.chmod(0o666)  # files the spoil wrote, readable by that user too
+        before = snapshot(space)
+        args = [a.format(run=run_dir, space=space) for a in command]
+        completed = forks.run(*args, uid=NOBODY if os.geteuid() == 0 else None)
+        assert completed.returncode == code, completed.stderr
+        assert "Traceback" not in completed.stderr
+        lines = completed.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), completed.stderr
+        for needle in needles:
+            assert needle in lines[0], (needle, lines[0])
+        after = snapshot(space)
+        assert {k: v for k, v in after.items() if k in before} == before
+        new = set(after) - set(before)
+        if partial:  # what it could do is kept: files of the other steps, and their paths on stdout
+            assert new and all(n.startswith(("add-p5/features/", "add-p5/measures/")) for n in new), new
+            assert all(Path(line).is_file() for line in completed.stdout.split())
+        else:
+            assert new == set() and completed.stdout == ""
+        assert temporaries(space) == [] and not list(space.rglob(".*.lock"))
+
+
+def test_a_read_only_run_is_measured_into_elsewhere(forks, probed, tmp_path):
+    with workspace(tmp_path) as space:
+        run_dir = Path(shutil.copytree(probed, space / "add-p5"))
+        shutil.rmtree(run_dir / store.MEASURES_DIR)
+        for path in [run_dir, *run_dir.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        before = snapshot(space)
+        user = NOBODY if os.geteuid() == 0 else None
+        out = space / "elsewhere.parquet"
+        table_run = forks.run("measure", run_dir, "--metric", "collapse,hsic", "-o", out, "-q", uid=user)
+        assert table_run.returncode == 0, table_run.stderr
+        assert table_run.stdout.split() == [str(out)] and len(pd.read_parquet(out)) > 0
+        rows = forks.run("measure", run_dir, "--metric", "rnc1", "--format", "csv", uid=user)
+        assert rows.returncode == 0, rows.stderr
+        assert rows.stdout.startswith("run,step,metric,value")
+        assert {k: v for k, v in snapshot(space).items() if k in before} == before
+        assert not (run_dir / store.MEASURES_DIR).exists()
+
+
+# --- probe and measure killed at any write ----------------------------------------------------
+
+# measure --metric collapse,weights,grokking with a save after every checkpoint
+# (GROKSCOPE_SAVE_EVERY=0) of the 4-checkpoint TINY run: grokking and weights (step 0), weights
+# (steps 4, 8, 12), then collapse (steps 0, 4, 8, 12): 9 renames.
+MEASURE = ("measure", "--metric", "collapse,weights,grokking", "-q")
+MEASURE_RENAMES = 9
+SAVE_EACH_STEP = {"GROKSCOPE_SAVE_EVERY": "0"}
+# probe: samples.safetensors, then one features file per checkpoint.
+PROBE_RENAMES = 5
+
+
+def tables_of(run_dir: Path) -> dict[str, pd.DataFrame]:
+    return {p.stem: pd.read_parquet(p) for p in sorted((run_dir / store.MEASURES_DIR).glob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def measured(forks, reference, tmp_path_factory) -> dict[str, pd.DataFrame]:
+    run_dir = Path(shutil.copytree(reference, tmp_path_factory.mktemp("measured") / "add-p5"))
+    completed = forks.run(*MEASURE[:1], run_dir, *MEASURE[1:], env=SAVE_EACH_STEP)
+    assert completed.returncode == 0, completed.stderr
+    return tables_of(run_dir)
+
+
+def test_measure_makes_exactly_the_expected_renames(forks, reference, tmp_path):
+    for kill, code in ((MEASURE_RENAMES + 1, 0), (MEASURE_RENAMES, -signal.SIGKILL)):
+        run_dir = Path(shutil.copytree(reference, tmp_path / str(kill) / "add-p5"))
+        completed = forks.run(*MEASURE[:1], run_dir, *MEASURE[1:], env={**SAVE_EACH_STEP, **kill_at(kill)})
+        assert completed.returncode == code, completed.stderr
+
+
+@pytest.mark.parametrize("kill", range(1, MEASURE_RENAMES + 1))
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
+def test_measure_killed_at_any_write_keeps_its_saves_and_completes_to_the_same_tables(
+        forks, reference, measured, tmp_path, kill, signal_name):
+    run_dir = Path(shutil.copytree(reference, tmp_path / "add-p5"))
+    killed = forks.run(*MEASURE[:1], run_dir, *MEASURE[1:], env={**SAVE_EACH_STEP, **kill_at(kill, signal_name)})
+    if signal_name == "SIGKILL":
+        assert killed.returncode == -signal.SIGKILL
+    else:  # Ctrl-C: one line, and what was measured is saved on the way out
+        assert killed.returncode == 130 and killed.stderr.splitlines() == [
+            "error: interrupted; files already written are complete, the rest were not written"]
+    saved = tables_of(run_dir)
+    for family, table in saved.items():  # every save holds whole steps, equal to an unbroken run's
+        steps = set(table["step"])
+        expected = measured[family][measured[family]["step"].isin(steps)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(table, expected)
+    # The rerun computes only the rest: a checkpoint whose steps are all saved may even be gone.
+    done = set.intersection(*(set(t["step"]) for f, t in saved.items() if f != "grokking")) \
+        if {"collapse", "weights"} <= set(saved) else set()
+    for step in done - {max(s for s, _ in store.list_checkpoints(run_dir))}:
+        truncate(store.checkpoint_path(run_dir, step))
+    again = forks.run(*MEASURE[:1], run_dir, *MEASURE[1:])
+    assert again.returncode == 0, again.stderr
+    result = tables_of(run_dir)
+    assert sorted(result) == sorted(measured)
+    for family in measured:
+        pd.testing.assert_frame_equal(result[family], measured[family])
+    assert temporaries(run_dir) == [] and not list(run_dir.rglob(".*.lock"))
+
+
+@pytest.fixture(scope="module")
+def probed_files(forks, reference, tmp_path_factory) -> dict[str, bytes]:
+    run_dir = Path(shutil.copytree(reference, tmp_path_factory.mktemp("probe-reference") / "add-p5"))
+    completed = forks.run("probe", run_dir, "-q")
+    assert completed.returncode == 0, completed.stderr
+    return {p.name: p.read_bytes() for p in (run_dir / store.FEATURES_DIR).iterdir()}
+
+
+def test_probe_makes_exactly_the_expected_renames(forks, reference, tmp_path):
+    for kill, code in ((PROBE_RENAMES + 1, 0), (PROBE_RENAMES, -signal.SIGKILL)):
+        run_dir = Path(shutil.copytree(reference, tmp_path / str(kill) / "add-p5"))
+        assert forks.run("probe", run_dir, "-q", env=kill_at(kill)).returncode == code
+
+
+@pytest.mark.parametrize("kill", range(1, PROBE_RENAMES + 1))
+def test_probe_killed_at_any_write_completes_to_the_same_files(forks, reference, probed_files, tmp_path, kill):
+    run_dir = Path(shutil.copytree(reference, tmp_path / "add-p5"))
+    assert forks.run("probe", run_dir, "-q", env=kill_at(kill)).returncode == -signal.SIGKILL
+    kept = {p.name: p.read_bytes() for p in (run_dir / store.FEATURES_DIR).iterdir() if not p.name.startswith(".")}
+    assert all(probed_files[name] == data for name, data in kept.items())  # whole files only
+    again = forks.run("probe", run_dir, "-q")
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.read_bytes() for p in (run_dir / store.FEATURES_DIR).iterdir()} == probed_files
+    assert temporaries(run_dir) == []
 
 
 # --- atomic writes: temporaries -------------------------------------------------------------

@@ -37,7 +37,9 @@ balancedness, spectral_entropy, effective_rank, stable_rank), grokking (memoriza
 generalization_step, grokking_gap), complexity (complexity in bits, complexity_tau,
 complexity_bin_size, complexity_loss, complexity_bound, complexity_rank, ...), or all. A metric name computes its family and reports that
 metric. Runs that were never probed get their features computed in memory. Checkpoints already
-measured with the same settings are skipped unless --force.
+measured with the same settings are skipped unless --force. Tables are saved as measuring goes
+(every 30 s, GROKSCOPE_SAVE_EVERY; and on Ctrl-C): a rerun computes only the rest. -o and
+--format write nothing into the runs. See docs/measure.md.
 """
 
 
@@ -78,7 +80,7 @@ def measure(
 ) -> None:
     """Compute measures over checkpoint series into tidy Parquet tables (measures/<family>.parquet)."""
     from grokscope import measuring, store
-    from grokscope.series import find_series, parse_steps, trust_globals
+    from grokscope.series import iter_series, parse_steps, trust_globals
 
     output = Output(quiet=quiet)
     if fmt is not None and fmt not in ("csv", "json"):
@@ -105,6 +107,10 @@ def measure(
         raise GrokscopeError("--hsic-batch-size: a batch needs at least 2 samples (0 for the full sample)")
     if not hsic_sigma > 0:
         raise GrokscopeError(f"--hsic-sigma: must be positive, got {hsic_sigma}")
+    if min_size < 2:
+        raise GrokscopeError(f"--min-size: a multiplet has at least 2 bins, got {min_size}")
+    if max_size is not None and not min_size <= max_size <= bins:
+        raise GrokscopeError(f"--max-size: must lie between --min-size ({min_size}) and --bins ({bins}), got {max_size}")
     wanted = measuring.resolve_metrics(metric)
     estimators = {m.split("_")[0] for m in wanted.get("hsic") or ()}
     named = {"nhsic": "nocco", "hsic": "hsic", "cka": "cka"}
@@ -134,138 +140,214 @@ def measure(
             raise GrokscopeError(f"--output: folder {out_table.parent} does not exist")
     selection = parse_steps(steps)
     trust_globals(allow_global or [])
-    plans = [measuring.plan_series(found, wanted, options, selection.select, force) for found in find_series(inputs)]
+    # -o and --format write nothing into the series' homes (which may be read-only): they only
+    # read what is already measured there.
+    write_homes = out_table is None and fmt is None
+    every = measuring.save_every()
 
     failures: set[str] = set()
-    tables: dict[Path, dict[str, object]] = {}
+    failed_series: list[str] = []
+    results: dict[Path, measuring.SeriesTables] = {}
+    printed: set[Path] = set()
+    inputs = store.InputPaths(inputs)
     with output.progress() as bar:
-        task = bar.add_task("measure", total=sum(plan.n_steps for plan in plans))
-        for plan in plans:
-            root = plan.series.root
-            bar.update(task, description=plan.columns["run"])
-            try:
-                rows, problems = _measure_series(plan, options, workers, device, lambda n: bar.advance(task, n))
-            except GrokscopeError as exc:
-                raise GrokscopeError(str(exc) if str(root) in str(exc) else f"{root}: {exc}") from None
-            for kind, message in dict.fromkeys(problems):  # a bad checkpoint is named once
-                (output.error if kind == "error" else output.warn)(message)
-                if kind == "error":
-                    failures.add(message)
-            home = plan.series.home
-            tables[home] = {}
-            for family in wanted:
-                table = measuring.finish_table(plan.columns, family, rows.get(family, []), options,
-                                               plan.existing[family])
-                if rows.get(family):  # unchanged tables are not rewritten
-                    path = store.measures_path(home, family)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    store.write_table(path, table)
-                tables[home][family] = table
+        task = bar.add_task("measure", total=0)
+        total = 0
+        for batch in iter_series(inputs):
+            plans = [measuring.plan_series(found, wanted, options, selection.select, force) for found in batch]
+            total += sum(plan.n_steps for plan in plans)
+            bar.update(task, total=total)
+            for plan in plans:
+                root = plan.series.root
+                bar.update(task, description=plan.columns["run"])
+                tables = measuring.SeriesTables(
+                    plan, options, write=write_homes, every=every,
+                    on_wait=lambda holder, path=root: output.warn(
+                        f"{path}: waiting for {holder} to finish updating its measure tables"))
+                try:
+                    problems = _measure_series(plan, options, workers, device, lambda n: bar.advance(task, n), tables)
+                except GrokscopeError as exc:
+                    # The series as a whole cannot be measured (changed split, one class): said once,
+                    # the other series go on, and what it had measured is kept.
+                    tables.save()
+                    message = str(exc) if str(root) in str(exc) else f"{root}: {exc}"
+                    output.error(message)
+                    failed_series.append(message)
+                    continue
+                except BaseException:
+                    tables.save()  # Ctrl-C: keep what was measured; the next run computes the rest
+                    raise
+                tables.save()
+                failures |= _report_problems(output, root, problems)
+                for family in wanted if write_homes else ():
+                    path = store.measures_path(plan.series.home, family)
+                    if path.is_file() and path not in printed:  # measured now or before: the next command's input
+                        printed.add(path)
+                        output.result(path)
+                results[plan.series.home] = _merged_results(results.get(plan.series.home), tables)
 
-    _report(output, wanted, tables, out_table, fmt)
+    if not write_homes:
+        _write_combined(output, wanted, results, out_table, fmt)
+    if failed_series:
+        raise typer.Exit(2)
     if failures:
-        output.error(f"{len(failures)} checkpoint(s) could not be measured (see above)")
+        output.info(f"measure: {len(failures)} checkpoint(s) could not be measured (see above)")
         raise typer.Exit(1)
 
 
-def _measure_series(plan, options, workers: int, device: str, advance):
-    """Rows per family of one series, and the problems met (see measuring.measure_steps)."""
+def _measure_series(plan, options, workers: int, device: str, advance, tables) -> list:
+    """Measure one series into ``tables`` (saved as it goes); return the problems met."""
     from grokscope import measuring
 
     series = plan.series
-    rows: dict[str, list[dict]] = {family: [] for family in plan.todo}
-    problems: list[tuple[str, str]] = []
+    problems: list = []
     if plan.todo.get("grokking"):
-        rows["grokking"], problems = measuring.grokking_table_rows(series, options)
+        rows, found = measuring.grokking_table_rows(series, options)
+        tables.add("grokking", rows)
+        problems += [measuring.Problem.of(p) for p in found]
         advance(0)
     feature_todo = {f: s for f, s in plan.todo.items() if f in measuring.FEATURE_FAMILIES and s}
     feature_steps = sorted(set().union(*feature_todo.values())) if feature_todo else []
-    if plan.todo.get("weights"):
-        rows["weights"], weight_problems = measuring.weight_rows(series, plan.todo["weights"])
-        problems += weight_problems
-        advance(len([s for s in plan.todo["weights"] if s not in set(feature_steps)]))
-    if plan.todo.get("complexity"):
-        counted = set(feature_steps) | set(plan.todo.get("weights", []))
-        rows["complexity"] = _complexity_rows(plan, options, workers, device, problems,
-                                              lambda steps: advance(len([s for s in steps if s not in counted])))
+    counted = set(feature_steps)
+    for family, iterate in measuring.CHECKPOINT_FAMILIES.items():
+        steps = plan.todo.get(family)
+        if not steps:
+            continue
+        if workers > 1 and family == "complexity":  # a checkpoint's search costs seconds: share them out
+            _complexity_in_workers(plan, options, workers, device, tables, problems, counted, advance)
+            continue
+        for step, rows, found in iterate(series, steps, options, device):
+            tables.add(family, rows)
+            problems += [measuring.Problem.of(p) for p in found]
+            if step not in counted:  # a checkpoint counts once in the bar, whichever family visits it
+                counted.add(step)
+                advance(1)
+            tables.save_if_due()
     if not feature_steps:
-        return rows, problems
+        return problems
+
+    def on_step(step, found):
+        for family, rows in found.items():
+            tables.add(family, rows)
+        advance(1)
+        tables.save_if_due()
+
     if workers == 1:
-        found, found_problems = measuring.measure_steps(series, feature_todo, options, device,
-                                                        on_step=lambda step: advance(1))
-        _merge(rows, problems, found, found_problems)
-        return rows, problems
+        _, found = measuring.measure_steps(series, feature_todo, options, device, on_step=on_step)
+        return problems + found
 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = measuring.default_threads(workers)
     # spawn, not fork: a forked torch with live thread pools can deadlock.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_leave_ctrl_c_to_the_parent)
+    try:
         futures = {}
         for part in measuring.chunk(feature_steps, workers * 4):
             part_set = set(int(s) for s in part)
             todo = {f: [s for s in steps if s in part_set] for f, steps in feature_todo.items()}
             futures[pool.submit(measuring.measure_steps, series, todo, options, device, threads)] = len(part)
         for future in as_completed(futures):
-            found, found_problems = future.result()
-            _merge(rows, problems, found, found_problems)
+            rows, found = future.result()
+            for family, new in rows.items():
+                tables.add(family, new)
+            problems += found
             advance(futures[future])
-    return rows, problems
+            tables.save_if_due()
+    except BaseException:
+        # Ctrl-C or a failed chunk: queued chunks are dropped, finished ones are saved by the caller.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return problems
 
 
-def _complexity_rows(plan, options, workers: int, device: str, problems: list, advance) -> list[dict]:
-    """The complexity family's rows of one series, its checkpoints shared among ``workers`` processes."""
-    from grokscope import measuring
-
-    series, steps = plan.series, plan.todo["complexity"]
-    if workers == 1:
-        found, found_problems = measuring.complexity_rows(series, steps, options, device)
-        problems.extend(found_problems)
-        advance(steps)
-        return found
-
+def _complexity_in_workers(plan, options, workers: int, device: str, tables, problems: list, counted: set,
+                           advance) -> None:
+    """The complexity family of one series, its checkpoints shared among ``workers`` processes."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    rows = []
+    from grokscope import measuring
+
     threads = measuring.default_threads(workers)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(measuring.complexity_rows, series, part, options, device, threads): part
-                   for part in measuring.chunk(steps, workers * 4)}
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_leave_ctrl_c_to_the_parent)
+    try:
+        futures = {pool.submit(measuring.complexity_rows, plan.series, part, options, device, threads): part
+                   for part in measuring.chunk(plan.todo["complexity"], workers * 4)}
         for future in as_completed(futures):
-            found, found_problems = future.result()
-            rows += found
-            problems.extend(found_problems)
-            advance(futures[future])
-    return rows
+            rows, found = future.result()
+            tables.add("complexity", rows)
+            problems += found
+            new = [s for s in futures[future] if s not in counted]
+            counted.update(new)
+            advance(len(new))
+            tables.save_if_due()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
-def _merge(rows, problems, found, found_problems) -> None:
-    for family, new in found.items():
-        rows.setdefault(family, []).extend(new)
-    problems.extend(found_problems)
+def _leave_ctrl_c_to_the_parent() -> None:
+    """In a worker: Ctrl-C reaches the whole process group, and the parent alone reacts (saves what
+    was measured, drops the queued chunks, says one line) instead of every worker printing a
+    traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _report(output: Output, wanted, tables, out_table: Optional[Path], fmt: Optional[str]) -> None:
-    """Print what was written (paths), or the rows themselves (--format), or the combined table (-o)."""
+def _report_problems(output: Output, root, problems) -> set[str]:
+    """Print the problems of one series: each error once, NaN values once per reason with their
+    steps. Returns the error messages (a checkpoint that could not be measured)."""
+    from grokscope import measuring
+
+    errors: set[str] = set()
+    nan: dict[tuple, list[int]] = {}
+    for problem in dict.fromkeys(measuring.Problem.of(p) for p in problems):
+        if problem.kind == "error":
+            output.error(problem.message)
+            errors.add(problem.message)
+        elif problem.kind == "nan":
+            nan.setdefault((problem.family, problem.message), []).append(problem.step)
+        else:
+            output.warn(problem.message)
+    for (family, reason), steps in nan.items():
+        output.warn(measuring.describe_nan(root, family, reason, sorted(set(steps))))
+    return errors
+
+
+def _merged_results(earlier, tables):
+    """A series named again later on stdin: its rows and the steps asked for, together."""
+    if earlier is None:
+        return tables
+    for family, rows in earlier.rows.items():
+        measured = {row["step"] for row in tables.rows.get(family, [])}
+        tables.rows.setdefault(family, [])
+        tables.rows[family] = [r for r in rows if r["step"] not in measured] + tables.rows[family]
+        tables.plan.chosen[family] = sorted(set(earlier.plan.chosen.get(family, [])) | set(tables.plan.chosen.get(family, [])))
+    return tables
+
+
+def _write_combined(output: Output, wanted, results, out_table: Optional[Path], fmt: Optional[str]) -> None:
+    """The rows asked for, of every series, as one table (-o) or on stdout (--format), with a
+    ``series`` column (the home) that tells apart series that share a run name."""
     import pandas as pd
 
     from grokscope import store
 
-    if out_table is None and fmt is None:
-        for home, families in tables.items():
-            for family, table in families.items():
-                if len(table):
-                    output.result(store.measures_path(home, family))
-        return
     selected = []
-    for families in tables.values():
-        for family, table in families.items():
+    for home, tables in results.items():
+        for family in wanted:
+            table = tables.table(family)
             if len(table) and wanted[family] is not None:
                 table = table[table["metric"].isin(wanted[family])]
             if len(table):
-                selected.append(table)
+                selected.append(table.assign(series=str(home)))
     combined = pd.concat(selected, ignore_index=True) if selected else pd.DataFrame()
     if out_table is not None:
         store.write_table(out_table, combined)

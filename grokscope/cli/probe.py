@@ -31,12 +31,15 @@ Examples:
 Writes RUN/features/step-NNNNNNNN.safetensors, one float32 matrix per
 hidden layer with rows as in RUN/features/samples.safetensors, and prints
 each features file on stdout, those already stored too (skipped unless
---force). Another tool's series (checkpoint-500/, epoch=3-step=500.ckpt,
-step500.pt, a file holding a whole run, ...) gets SERIES/features/ and a
+--force). They are large (9.4 MB a checkpoint on the default run) and
+measure does not need them: probe the steps you want on disk, or use
+--storage float16. With -, paths are probed as they arrive. Another tool's
+series (checkpoint-500/, epoch=3-step=500.ckpt, step500.pt, a file holding
+a whole run, ...) gets SERIES/features/ (unless --out) and a
 features/probe.json recording --model, --data and --layer, so measure,
 plot and report need none of them. --steps takes steps '1200', ranges
-'0-1000' or '2000-', and 'every:K'. See docs/probe.md and
-docs/your-checkpoints.md.
+'0-1000' or '2000-', and 'every:K' (every K-th of the chosen
+checkpoints). See docs/probe.md and docs/your-checkpoints.md.
 """
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -52,44 +55,61 @@ def probe(
     force: bool = typer.Option(False, "--force", help="Recompute features that are already stored (and accept a new --model or --data)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(16384, "--batch-size", help="Samples per forward pass."),
-    dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32, float64, float16, bfloat16. Files are float32 either way; half precision rounds activations into ties that rank-based estimators suffer from."),
+    dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32, float64, float16, bfloat16. Files are float32 either way (see --storage); half precision rounds activations into ties that rank-based estimators suffer from."),
+    storage: str = typer.Option("float32", "--storage", help="Dtype of the stored features: float32 (the format's default) or float16 (half the disk; rounds activations into ties). measure needs no stored features: it computes them in memory."),
     allow_global: Optional[List[str]] = typer.Option(None, "--allow-global", help="Let pickled checkpoints hold this class (module.Name, repeatable; e.g. argparse.Namespace in Lightning hyperparameters). Only for files you trust."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr; only paths on stdout."),
 ) -> None:
     """Store the hidden-layer activations of every checkpoint on every train and test sample."""
     import torch
 
-    from grokscope import features, series
+    from grokscope import features, series, store
 
     output = Output(quiet=quiet)
     started = time.perf_counter()
     if dtype not in DTYPES:
         raise GrokscopeError(f"--dtype: unknown {dtype!r}; known: {', '.join(DTYPES)}")
+    if storage not in store.STORAGE_DTYPES:
+        raise GrokscopeError(f"--storage: unknown {storage!r}; known: {', '.join(store.STORAGE_DTYPES)}")
     if batch_size < 1:
         raise GrokscopeError(f"--batch-size: must be positive, got {batch_size}")
     compute_dtype = getattr(torch, dtype)
     selection = series.parse_steps(steps)
     torch_device = features.resolve_device(device)
-    found = _with_home(series.find_series(paths), model, data, out)
     if dtype in ("float16", "bfloat16"):
         output.warn(f"--dtype {dtype}: activations are rounded to half precision; rank-based estimators will see ties")
+    if storage != "float32":
+        output.warn(f"--storage {storage}: features are stored rounded to half precision; measures computed from "
+                    "them see ties (measure computes float32 features in memory where none are stored)")
 
-    plans = [_plan(s, selection, layer, force, model, data, allow_global or [], output) for s in found]
-
-    tally = {"probed": 0, "skipped": 0, "failed": 0}
+    inputs = store.InputPaths(paths)
+    tally = {"probed": 0, "skipped": 0, "failed": 0, "bytes": 0}
+    plans: list[_Plan] = []
     with output.progress() as bar:
-        task = bar.add_task("probe", total=sum(len(p.todo) for p in plans))
-        for plan in plans:
-            bar.update(task, description=str(plan.context.name))
-            _probe_series(plan, torch_device, compute_dtype, batch_size, force, output, tally,
-                          lambda: bar.advance(task))
+        task = bar.add_task("probe", total=0)
+        total = 0
+        # Series are probed as their paths arrive: `train | probe -` starts on the first run
+        # while the next one trains.
+        for batch in series.iter_series(inputs):
+            found = _with_home(batch, model, data, out, already=len(plans))
+            new = [_plan(s, selection, layer, force, model, data, allow_global or [], output, storage) for s in found]
+            plans += new
+            total += sum(len(p.todo) for p in new)
+            bar.update(task, total=total)
+            for plan in new:
+                bar.update(task, description=str(plan.context.name))
+                _probe_series(plan, torch_device, compute_dtype, batch_size, force, output, tally,
+                              lambda: bar.advance(task), storage,
+                              on_first_file=lambda path, n: _warn_size(output, plans, tally, path, n))
 
     n_samples = {p.n_samples for p in plans if p.n_samples}
     n_layers = {len(p.keys) for p in plans if p.keys}
+    elapsed = time.perf_counter() - started
+    waited = f", {inputs.waited:.1f}s more waiting for input" if inputs.waited >= 0.05 else ""
     output.info(
         f"probe: {tally['probed']} probed, {tally['skipped']} already stored, {tally['failed']} failed "
-        f"({len(plans)} series, {_span(n_samples)} samples, {_span(n_layers)} layers) "
-        f"in {time.perf_counter() - started:.1f}s"
+        f"({len(plans)} series, {_span(n_samples)} samples, {_span(n_layers)} layers, "
+        f"{_size(tally['bytes'])} written) in {elapsed - inputs.waited:.1f}s{waited}"
     )
     if tally["failed"]:
         raise typer.Exit(1)
@@ -106,22 +126,23 @@ class _Plan:
     n_samples: int = 0
 
 
-def _with_home(found, model, data, out):
-    """The series to probe, ``--out`` giving a single foreign series its home."""
+def _with_home(found, model, data, out, already: int = 0):
+    """The series to probe, ``--out`` giving a single foreign series its home (``already``: series
+    that earlier batches of stdin named)."""
     from dataclasses import replace
 
     foreign = [s for s in found if not s.is_run]
-    if (model is not None or data is not None) and not foreign:
+    if (model is not None or data is not None) and found and not foreign:
         raise GrokscopeError("--model/--data: only for series written by other tools; grokscope runs rebuild theirs from run.json")
     if out is None:
         return found
-    if len(found) != 1 or found[0].is_run:
+    if len(found) + already != 1 or found[0].is_run:
         raise GrokscopeError("--out: only for a single series written by another tool; a grokscope run's features live in RUN/features")
     return [replace(found[0], home=out)]
 
 
-def _plan(found, selection, layer, force, model, data, allow_globals, output) -> _Plan:
-    from grokscope import features, store
+def _plan(found, selection, layer, force, model, data, allow_globals, output, storage: str = "float32") -> _Plan:
+    from grokscope import store
     from grokscope.context import SeriesContext
 
     for step in selection.missing([c.step for c in found.chosen()]):
@@ -134,11 +155,40 @@ def _plan(found, selection, layer, force, model, data, allow_globals, output) ->
                                           force=force)
     keys, _ = context.layer_keys(layer or None)
     folder = found.features_dir
-    todo = [c for c in chosen if force or not features.holds_layers(folder / store.step_file_name(c.step), keys)]
+    todo = [c for c in chosen if force or not _stored(folder / store.step_file_name(c.step), keys, storage)]
     return _Plan(context, chosen, todo, keys)
 
 
-def _probe_series(plan: _Plan, device, dtype, batch_size, force, output, tally, advance) -> None:
+def _stored(path: Path, keys, storage: str) -> bool:
+    """Whether a features file holds the layers, in the dtype asked for (a float16 file does not
+    count for a float32 probe, nor the other way round)."""
+    from grokscope import features, store
+
+    if not features.holds_layers(path, keys):
+        return False
+    return store.features_storage(store.features_metadata(path)) == storage
+
+
+# Above this, probe says how much it is about to write, and that measure does not need it.
+LARGE_FEATURES_BYTES = 1 << 30
+
+
+def _warn_size(output, plans, tally, path: Path, n_todo: int) -> None:
+    """Once per command, after the first file written: its size times the files still to write,
+    when that is large (every checkpoint of the default run: ~200 x 9.4 MB)."""
+    if tally.get("size_told"):
+        return
+    tally["size_told"] = True
+    remaining = sum(len(p.todo) for p in plans) - tally["probed"] - tally["failed"]
+    estimate = path.stat().st_size * max(remaining, n_todo)
+    if estimate > LARGE_FEATURES_BYTES:
+        output.warn(f"about {_size(estimate)} of features to write ({_size(path.stat().st_size)} a checkpoint); "
+                    "measure does not need them (it computes features in memory), so probe only the steps you "
+                    "want on disk (--steps every:K) or store them as float16 (--storage float16)")
+
+
+def _probe_series(plan: _Plan, device, dtype, batch_size, force, output, tally, advance, storage="float32",
+                  on_first_file=None) -> None:
     from grokscope import features, logs, store
 
     context = plan.context
@@ -172,7 +222,10 @@ def _probe_series(plan: _Plan, device, dtype, batch_size, force, output, tally, 
                      "grokscope.positions": json.dumps(extractor.positions)}
             if item.evaluation is not None:
                 extra["grokscope.eval"] = json.dumps(item.evaluation)
-            store.save_features(path, checkpoint.step, item.layers, item.penultimate, extra)
+            store.save_features(path, checkpoint.step, item.layers, item.penultimate, extra, storage=storage)
+            tally["bytes"] += path.stat().st_size
+            if on_first_file is not None:
+                on_first_file(path, len(todo))
         except GrokscopeError as exc:
             output.error(str(exc))
             tally["failed"] += 1
@@ -206,6 +259,14 @@ def _source(checkpoint, root: Path) -> str:
     except ValueError:
         where = str(checkpoint.path)
     return where if checkpoint.member is None else f"{where}#{checkpoint.member}"
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n_bytes < 1000 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    return f"{n_bytes:.1f} TB"
 
 
 def _span(values: set) -> str:

@@ -17,12 +17,15 @@ Examples:
 
   grokscope report runs/ --where "weight_decay >= 1" --format json | jq .phase
 
-Columns: run, the hyperparameters, memorization_step and generalization_step (first evaluated
-step with train / test accuracy >= --threshold), grokking_gap (their difference), phase
-(Liu et al. 2022: comprehension, grokking, memorization, confusion; grokking when the gap is at
-least --delay steps), synergy_min / _step / _size (the lowest O-information of the run, when an
-oinfo table exists) and rnc1_train / rnc1_test (RNC1 at the last measured step, when a collapse
-table exists). Cells are empty where a run has no such table or never reached the threshold.
+Columns: run, series (the run's folder: two runs of one name stay two rows), the
+hyperparameters, memorization_step and generalization_step (first evaluated step with train /
+test accuracy >= --threshold), grokking_gap (their difference), phase (Liu et al. 2022:
+comprehension, grokking, memorization, confusion; grokking when the gap is at least --delay
+steps), synergy_min / _step / _size (the lowest O-information of the run after its initial
+transient, when an oinfo table exists), rnc1_train / rnc1_test (RNC1 at the last measured step,
+when a collapse table exists) and diverged_step (first step with a non-finite loss or weights).
+Cells are empty where a run has no such table or never reached the threshold. The table format
+leaves out hyperparameters no run has, and series unless run names repeat.
 """
 
 FORMATS = ("table", "csv", "json")
@@ -46,11 +49,25 @@ def report(
     if summaries.empty:
         raise GrokscopeError("nothing to report: no runs (after --where, if given)")
     output = Output()
+    for _, row in summaries[summaries["diverged_step"].notna()].iterrows():
+        output.warn(f"{row['series']}: diverged at step {row['diverged_step']} (non-finite loss or weights); "
+                    "its values from there on are NaN and its summaries leave them out")
     if fmt == "table":
-        output.result(render_table(summaries))
+        output.result(render_table(for_reading(summaries)))
     else:
         # Missing cells as JSON null, not NaN (which JSON does not have).
         output.rows(summaries.astype(object).where(summaries.notna(), None), fmt)
+
+
+def for_reading(summaries):
+    """The table format's columns: ``series`` only where two series share a run name, and no
+    hyperparameter column that is empty in every row (the other formats keep every column)."""
+    from grokscope.plotting.summary import HYPERPARAMETERS
+
+    drop = [c for c in HYPERPARAMETERS if c in summaries.columns and summaries[c].isna().all()]
+    if not summaries["run"].duplicated().any():
+        drop.append("series")
+    return summaries.drop(columns=drop)
 
 
 def render_table(summaries) -> str:

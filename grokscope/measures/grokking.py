@@ -142,3 +142,73 @@ def _phase(memorization: int | None, generalization: int | None, delay: int) -> 
     if generalization is None:
         return "memorization"
     return "grokking" if generalization - memorization >= delay else "comprehension"
+
+
+#: How far the training loss must fall from its first evaluated value (10%) for the initial
+#: transient to be over: before that the network still computes its random initialisation.
+TRANSIENT_LOSS_DROP = 0.1
+
+
+def transient_end(history, drop: float = TRANSIENT_LOSS_DROP) -> int:
+    r"""The first step after a run's initial transient, where its summaries may start.
+
+    .. math::
+
+        t_0 = \min\{t : L_\mathrm{train}(t) \le (1 - \delta)\, L_\mathrm{train}(t_1)\}
+
+    with :math:`t_1` the first evaluated step and :math:`\delta` = ``drop``: the first evaluation
+    at which the training loss has fallen by 10% of its initial value, i.e. the network no longer
+    computes its random initialisation. Random features are strongly synergistic (on the default
+    run the lowest O-information of all is at step 0, -2.0 bits, against -0.3 at the early peak
+    around memorisation), so a minimum over every step would report the initialisation.
+
+    Falls back to 1 (only step 0, the initialisation itself, is excluded) when ``history`` is
+    None, has no finite ``train_loss``, or the loss never falls that far.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame or None
+        One row per evaluation with ``step`` and ``train_loss``.
+    drop : float
+        Fraction of the first training loss the loss must lose, in (0, 1).
+
+    Returns
+    -------
+    int
+        Keep steps ``>=`` this.
+    """
+    if not 0.0 < drop < 1.0:
+        raise GrokscopeError(f"drop: must lie in (0, 1), got {drop}")
+    if history is None or "train_loss" not in getattr(history, "columns", ()) or "step" not in history.columns:
+        return 1
+    rows = history[["step", "train_loss"]].dropna().sort_values("step", kind="stable")
+    rows = rows[rows["train_loss"].map(math.isfinite)]
+    if rows.empty:
+        return 1
+    first = float(rows["train_loss"].iloc[0])
+    fallen = rows[rows["train_loss"] <= (1.0 - drop) * first]
+    return max(1, int(fallen["step"].iloc[0])) if len(fallen) else 1
+
+
+def divergence_step(history) -> int | None:
+    """The first evaluated step at which a run had diverged, or None.
+
+    A row counts as diverged when its ``train_loss`` or ``weight_norm`` is NaN or infinite while
+    its ``train_acc`` is known (so the loss was computed, and is not a row some logger left
+    empty), or when any of those three is infinite.
+    """
+    if history is None or "step" not in getattr(history, "columns", ()):
+        return None
+    import numpy as np
+
+    diverged = np.zeros(len(history), dtype=bool)
+    known = history["train_acc"].notna().to_numpy() if "train_acc" in history.columns else diverged
+    for column in ("train_loss", "weight_norm", "train_acc"):
+        if column not in history.columns:
+            continue
+        values = history[column].to_numpy(dtype=float, na_value=np.nan)
+        diverged |= np.isinf(values)
+        if column != "train_acc":
+            diverged |= known & np.isnan(values)
+    steps = history["step"].to_numpy()[diverged]
+    return int(steps.min()) if len(steps) else None

@@ -23,10 +23,12 @@ The reference code's row order (``ties="index"``) and the closed-form average ov
 (``ties="average"``) are there for comparison; docs/oinfo.md compares all three.
 
 Degenerate data: constant (dead) neurons are dropped before clustering (their entropy is
-:math:`-\infty`) and counted in ``n_excluded``; bins left with no live neuron (possible only with
-given ``labels``) are left out of the search, and ``n_bins`` says how many bins took part; a
-singular neuron covariance (duplicated neurons) raises :class:`GrokscopeError` unless
-``ridge > 0``.
+:math:`-\infty`), and so are neurons that are linear combinations of the live neurons before them
+(duplicates, and every neuron past the rank when there are fewer training samples than neurons:
+:func:`independent_columns`); both are counted in ``n_excluded``. Bins left with no live neuron
+(possible only with given ``labels``) are left out of the search, and ``n_bins`` says how many bins
+took part; a covariance that is still singular after the copula transform raises
+:class:`GrokscopeError` unless ``ridge > 0``.
 
 References
 ----------
@@ -47,6 +49,7 @@ import torch
 
 from grokscope.errors import GrokscopeError
 from grokscope.measures.oinfo import (
+    COLLINEARITY_TOLERANCE,
     LATTICE_MAX_VARIABLES,
     _all_multiplets,
     _as_tensor,
@@ -71,6 +74,43 @@ _VARIABLES = ("neurons", "bins")
 _SEARCHES = ("auto", "exhaustive", "greedy", "annealing")
 
 Evaluate = Callable[[Sequence[tuple[int, ...]]], np.ndarray]
+
+
+def independent_columns(x: torch.Tensor) -> torch.Tensor:
+    r"""Which columns (neurons) of ``x`` to keep so that the kept ones are linearly independent
+    after centring: each column in index order is kept unless its residual variance, given the
+    columns kept before it, is below ``COLLINEARITY_TOLERANCE`` of its variance,
+
+    .. math::
+
+        \lVert (I - P_{K}) \tilde x_j \rVert^2 \le \tau \, \lVert \tilde x_j \rVert^2
+
+    with :math:`\tilde x_j` the centred column and :math:`P_K` the projection onto the kept
+    centred columns. Drops duplicated neurons, exact linear combinations, and every neuron past
+    the rank when there are fewer samples than neurons (at most ``n_samples - 1`` are kept), so
+    that the covariance O-information factorises is not singular for that reason.
+
+    Returns a boolean mask, shape (n_columns,).
+    """
+    centred = x.to(torch.float64)
+    centred = centred - centred.mean(dim=0)  # (n_samples, n)
+    n = centred.shape[1]
+    norms = (centred ** 2).sum(dim=0)  # (n,)
+    gram = centred.T @ centred  # (n, n)
+    chol, info = torch.linalg.cholesky_ex(gram)
+    if info == 0 and bool((torch.diagonal(chol) ** 2 > COLLINEARITY_TOLERANCE * norms).all()):
+        return torch.ones(n, dtype=torch.bool, device=x.device)
+    keep = torch.zeros(n, dtype=torch.bool, device=x.device)
+    basis = torch.zeros(centred.shape[0], 0, dtype=torch.float64, device=x.device)  # (n_samples, kept)
+    for j in range(n):
+        column = centred[:, j]
+        residual = column - basis @ (basis.T @ column)
+        residual = residual - basis @ (basis.T @ residual)  # twice: Gram-Schmidt loses orthogonality
+        energy = float((residual ** 2).sum())
+        if energy > COLLINEARITY_TOLERANCE * float(norms[j]) and energy > 0:
+            keep[j] = True
+            basis = torch.cat([basis, (residual / energy ** 0.5).unsqueeze(1)], dim=1)
+    return keep
 
 
 def cluster_neurons(features, n_bins: int = 10) -> np.ndarray:
@@ -322,7 +362,8 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
         ("overall": the extreme over all sizes; "size": the extreme among multiplets of that
         size), ``value`` (in ``units``), ``size`` (bins in the multiplet), ``bins`` (its sorted
         bin ids, "0,3,7"), ``n_neurons`` (live neurons in those bins), ``n_bins`` (bins that took
-        part), ``n_excluded`` (constant neurons dropped), ``variables``, ``search`` (the method
+        part), ``n_excluded`` (constant or linearly dependent
+        neurons dropped), ``variables``, ``search`` (the method
         that produced the row), ``value_sd`` (standard deviation of the multiplet's
         O-information over the ``draws`` random tie orders, in ``units``; NaN below two draws)
         and ``draws``. Overall rows come first, then per-size rows by size.
@@ -345,6 +386,8 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
     n_samples = x.shape[0]
 
     alive = x.amax(dim=0) != x.amin(dim=0)  # (n_neurons,)
+    # neurons that are linear combinations of earlier live ones carry no variable of their own
+    alive[alive.clone()] = independent_columns(x[:, alive])
     alive_np = alive.cpu().numpy()
     n_excluded = int((~alive_np).sum())
     x = x[:, alive]  # (n_samples, n_alive)

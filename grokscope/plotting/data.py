@@ -10,6 +10,12 @@ standard input). They are gathered into two frames:
   split, layer, family columns, hyperparameter columns);
 - ``history``: the runs' histories, one row per evaluation, with ``run`` and the hyperparameter
   columns added so both frames can be filtered, coloured and faceted the same way.
+
+Both carry a ``series`` column, the path of the series' home, which tells apart runs that share
+a name (``add-p97`` trained twice, in two folders): figures and reports group rows by it, and
+label them by ``run`` unless two series share a run name (:func:`label_column`). A table given
+by itself keeps its own ``series`` column (``measure -o`` writes one); without one, its rows are
+told apart by the home it lies in, else by their run.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import pandas as pd
 from grokscope import store
 from grokscope.errors import GrokscopeError
 
-MEASURE_COLUMNS = ("run", "step", "metric", "value")
+MEASURE_COLUMNS = store.MEASURE_COLUMNS
 HISTORY_COLUMNS = ("step", "train_acc", "test_acc")
+SERIES = "series"
 
 
 @dataclass
@@ -71,13 +78,19 @@ def load(inputs: list[str]) -> Tables:
     from grokscope.series import find_series
 
     measures, histories = [], []
+    seen: set[tuple[str, str]] = set()  # (kind, path): a path named twice is read once
     for path in store.expand_inputs(inputs):
-        if path.is_file() and path.suffix == ".parquet":
+        if path.is_file() and path.suffix == ".parquet" and not _in_a_home(path):
+            if ("table", str(path.resolve())) in seen:
+                continue
+            seen.add(("table", str(path.resolve())))
             table = store.read_table(path)
             if set(MEASURE_COLUMNS) <= set(table.columns):
-                measures.append(table)
+                measures.append(table if SERIES in table.columns else table.assign(**{SERIES: table["run"].astype(str)}))
             elif set(HISTORY_COLUMNS) <= set(table.columns):
                 histories.append(_with_series_columns(table, path.parent))
+            elif "value" not in table.columns and {"run", "step", "metric"} <= set(table.columns):
+                store.read_measure_table(path)  # raises, naming the missing column
             else:
                 raise GrokscopeError(
                     f"{path}: neither a measure table (run, step, metric, value) "
@@ -85,6 +98,10 @@ def load(inputs: list[str]) -> Tables:
                 )
             continue
         for series in find_series([str(path)]):
+            key = ("series", str(Path(series.home).resolve()))
+            if key in seen:  # measure prints one path per table: the series is read once
+                continue
+            seen.add(key)
             series_measures, series_history = _read_series(series)
             measures.append(series_measures)
             histories.append(series_history)
@@ -95,11 +112,14 @@ def _read_series(series) -> tuple[pd.DataFrame, pd.DataFrame]:
     from grokscope.context import SeriesContext
 
     context = SeriesContext.open(series)
+    identity = {SERIES: str(series.home)}
     measures = store.read_measures(series.home)
+    if not measures.empty:
+        measures = _add_columns(measures, identity)
     history = context.history()
     if history is None or history.empty:
         return measures, pd.DataFrame()
-    return measures, _add_columns(history, context.columns)
+    return measures, _add_columns(history, {**context.columns, **identity})
 
 
 def _with_series_columns(history: pd.DataFrame, folder: Path) -> pd.DataFrame:
@@ -111,8 +131,35 @@ def _with_series_columns(history: pd.DataFrame, folder: Path) -> pd.DataFrame:
         found = find_series([str(folder)])
     except GrokscopeError:
         found = []
-    columns = SeriesContext.open(found[0]).columns if len(found) == 1 else {"run": Path(folder).resolve().name}
+    if len(found) == 1:
+        columns = {**SeriesContext.open(found[0]).columns, SERIES: str(found[0].home)}
+    else:
+        columns = {"run": Path(folder).resolve().name, SERIES: str(folder)}
     return _add_columns(history, columns)
+
+
+def _in_a_home(path: Path) -> bool:
+    """Whether a table is one of a series' own (``HOME/measures/x.parquet``, a run's history): then
+    the whole series is read, with its history and identity."""
+    from grokscope.series import is_home
+
+    return (path.parent.name == store.MEASURES_DIR and is_home(path.parent.parent)) or \
+        (path.name == store.HISTORY_FILE and store.is_run_dir(path.parent))
+
+
+def series_key(frame: pd.DataFrame) -> str:
+    """The column whose values are one per series: ``series`` where the frame has it, else ``run``."""
+    return SERIES if SERIES in frame.columns else "run"
+
+
+def label_column(*frames: pd.DataFrame) -> str:
+    """The column to label series by: ``run``, unless two series share a run name (the same run
+    trained in two folders), then ``series`` (their paths)."""
+    pairs = [f[["run", SERIES]] for f in frames if not f.empty and {"run", SERIES} <= set(f.columns)]
+    if not pairs:
+        return "run"
+    pairs = pd.concat(pairs, ignore_index=True).drop_duplicates()
+    return SERIES if pairs["run"].duplicated().any() else "run"
 
 
 def _add_columns(history: pd.DataFrame, columns: dict) -> pd.DataFrame:

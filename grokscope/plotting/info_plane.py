@@ -6,7 +6,7 @@ import pandas as pd
 
 from grokscope.errors import GrokscopeError
 from grokscope.plotting import style
-from grokscope.plotting.data import Tables
+from grokscope.plotting.data import Tables, label_column, series_key
 
 
 def info_plane(tables: Tables, options: style.FigureOptions):
@@ -20,7 +20,7 @@ def info_plane(tables: Tables, options: style.FigureOptions):
     style.require_rows(y, "rows with metric 'nhsic_y' (an hsic table)")
     style.require_columns(x, ["layer"], "info-plane")
     style.require_option_columns(x, options)
-    keys = ["run", "step", "layer"]
+    keys = [series_key(x), "step", "layer"]
     plane = (
         x.rename(columns={"value": "nhsic_x"}).drop(columns=["metric"])
         .merge(y[keys + ["value"]].rename(columns={"value": "nhsic_y"}), on=keys)
@@ -29,13 +29,13 @@ def info_plane(tables: Tables, options: style.FigureOptions):
     style.require_rows(plane, "steps with both nhsic_x and nhsic_y")
     if options.facet:
         facet = p9.facet_grid(f"{options.facet} ~ layer", labeller=p9.labeller(rows="label_both"))
-    elif plane["run"].nunique() > 1:
-        facet = p9.facet_wrap(["run", "layer"])
+    elif plane[keys[0]].nunique() > 1:
+        facet = p9.facet_wrap([label_column(plane), "layer"])
     else:
         facet = p9.facet_wrap("layer")
     return (
         p9.ggplot(plane, p9.aes("nhsic_x", "nhsic_y"))
-        + p9.geom_path(p9.aes(group="run"), color="#bbbbbb", size=0.4)
+        + p9.geom_path(p9.aes(group=keys[0]), color="#bbbbbb", size=0.4)
         + p9.geom_point(p9.aes(color="step"), size=1.4)
         + p9.scale_color_cmap("viridis", trans="log10")
         + p9.labs(x="nHSIC(T; X)", y="nHSIC(T; Y)")

@@ -7,7 +7,7 @@ import pandas as pd
 
 from grokscope.errors import GrokscopeError
 from grokscope.plotting import style
-from grokscope.plotting.data import Tables
+from grokscope.plotting.data import Tables, label_column, series_key
 from grokscope.plotting.summary import overall_oinfo
 
 HISTORY_CURVES = {
@@ -32,8 +32,14 @@ def curves(tables: Tables, options: style.FigureOptions):
     return _lines(long, options, panel="quantity", y_label=None, linetype="split")
 
 
+ACCURACY = "test accuracy"
+
+
 def collapse(tables: Tables, options: style.FigureOptions):
-    """RNC1 on the train and test splits (log10) beside test accuracy, against step."""
+    """RNC1 on the train and test splits (log10) beside test accuracy (on a fixed 0-1 axis, so
+    runs and figures compare), against step."""
+    import plotnine as p9
+
     rnc1 = tables.metric("rnc1")
     style.require_rows(rnc1, "rows with metric 'rnc1' (a collapse table)")
     style.require_columns(rnc1, ["split"], "collapse")
@@ -41,17 +47,34 @@ def collapse(tables: Tables, options: style.FigureOptions):
     rnc1 = rnc1[rnc1["value"] > 0].assign(value=lambda f: np.log10(f["value"]), quantity="RNC1 (log10)")
     panels = [rnc1]
     if not tables.history.empty:
-        accuracy = tables.history.assign(value=tables.history["test_acc"], split="test",
-                                         quantity="test accuracy")
+        accuracy = tables.history.assign(value=tables.history["test_acc"], split="test", quantity=ACCURACY)
         panels.append(accuracy[[c for c in accuracy.columns if c in set(rnc1.columns) | {"quantity"}]])
     long = pd.concat(panels, ignore_index=True)
-    long["quantity"] = pd.Categorical(long["quantity"], categories=["RNC1 (log10)", "test accuracy"])
-    return _lines(long, options, panel="quantity", y_label=None, linetype="split")
+    long["quantity"] = pd.Categorical(long["quantity"], categories=["RNC1 (log10)", ACCURACY])
+    plot = _lines(long, options, panel="quantity", y_label=None, linetype="split")
+    drawn = style.positive_steps(long.dropna(subset=["value"]))
+    if (drawn["quantity"] == ACCURACY).any():
+        # Invisible points at 0 and 1 in every accuracy panel: free y scales, but that one spans 0-1.
+        facets = [c for c in (options.facet,) if c]
+        corners = drawn[drawn["quantity"] == ACCURACY][facets].drop_duplicates() if facets else pd.DataFrame([{}])
+        blank = pd.concat([corners.assign(value=v) for v in (0.0, 1.0)], ignore_index=True).assign(
+            step=float(drawn["step"].min()), quantity=pd.Categorical([ACCURACY] * (2 * len(corners)),
+                                                                     categories=long["quantity"].cat.categories))
+        plot = plot + p9.geom_blank(p9.aes("step", "value"), data=blank, inherit_aes=False)
+    return plot
+
+
+# O-information drawn as in the phases and pareto figures: synergy as -Omega_min, so up means
+# more synergy; redundancy as Omega_max.
+OINFO_LABELS = {"synergy": "synergy (−Ω, lowest O-information)", "redundancy": "redundancy (Ω, highest O-information)"}
 
 
 def metric(tables: Tables, options: style.FigureOptions, name: str):
-    """Any measured quantity against step: a measure table's metric, or a history column."""
+    """Any measured quantity against step: a measure table's metric, or a history column.
+    Synergy is drawn negated (-Omega_min, up = more synergy), as in ``phases`` and ``pareto``."""
     rows = overall_oinfo(tables, name) if name in OINFO_METRICS else tables.metric(name)
+    if name == "synergy" and not rows.empty:
+        rows = rows.assign(value=-rows["value"])
     if rows.empty and name in tables.history.columns and name != "step":
         rows = tables.history.assign(value=tables.history[name])
     if rows.empty:
@@ -61,7 +84,7 @@ def metric(tables: Tables, options: style.FigureOptions, name: str):
     style.require_option_columns(rows, options)
     linetype = "split" if _varies(rows, "split") else None
     panel = "layer" if _varies(rows, "layer") and options.facet is None else None
-    return _lines(rows, options, panel=panel, y_label=name, linetype=linetype)
+    return _lines(rows, options, panel=panel, y_label=OINFO_LABELS.get(name, name), linetype=linetype)
 
 
 def _lines(long: pd.DataFrame, options: style.FigureOptions, panel: str | None, y_label: str | None,
@@ -70,7 +93,7 @@ def _lines(long: pd.DataFrame, options: style.FigureOptions, panel: str | None, 
 
     long = style.positive_steps(long.dropna(subset=["value"]))
     style.require_rows(long, "rows at steps > 0 (the step axis is logarithmic)")
-    colour = options.color or "run"
+    colour = options.color or label_column(long)
     long = style.as_levels(long, colour)
     long = long.assign(line=_line_ids(long, ["split", "layer"]))
     mapping = p9.aes("step", "value", color=colour, group="line")
@@ -99,8 +122,8 @@ def _panels(options: style.FigureOptions, panel: str | None):
 
 
 def _line_ids(frame: pd.DataFrame, extra: list[str]) -> pd.Series:
-    """One id per drawn line: the run, plus whichever of split/layer tell its lines apart."""
-    ids = frame["run"].astype(str)
+    """One id per drawn line: the series, plus whichever of split/layer tell its lines apart."""
+    ids = frame[series_key(frame)].astype(str)
     for column in extra:
         if column in frame.columns:
             # Missing values (a history has no layer) must still join into a string, not NaN.

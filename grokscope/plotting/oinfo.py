@@ -6,7 +6,7 @@ import pandas as pd
 
 from grokscope.errors import GrokscopeError
 from grokscope.plotting import style
-from grokscope.plotting.data import Tables
+from grokscope.plotting.data import Tables, label_column, series_key
 from grokscope.plotting.summary import overall_oinfo, run_summaries
 
 PROGRESS = "progress (normalised)"
@@ -44,9 +44,10 @@ def phases(tables: Tables, options: style.FigureOptions):
         _smoothed(_normalised(_with_band(synergy.assign(value=-synergy["value"]))), options.smooth).assign(quantity="synergy"),
         _smoothed(_normalised(_with_band(redundancy)), options.smooth).assign(quantity="redundancy"),
     ]
+    key = series_key(synergy)
     history = tables.history
     if not history.empty:
-        history = history[history["run"].isin(set(synergy["run"]))]
+        history = history[history[series_key(history)].isin(set(synergy[key]))]
         progress.append(history.assign(value=history["test_acc"], quantity="test accuracy"))
         progress.append(_normalised(history.assign(value=history["test_loss"])).assign(quantity="test loss"))
     progress = pd.concat(progress, ignore_index=True).assign(panel=PROGRESS)
@@ -57,8 +58,8 @@ def phases(tables: Tables, options: style.FigureOptions):
     style.require_rows(data, "O-information rows at steps > 0 (the step axis is logarithmic)")
     data["panel"] = pd.Categorical(data["panel"], categories=panels)
     data["quantity"] = pd.Categorical(data["quantity"], categories=list(QUANTITY_COLOURS))
-    data["line"] = data["run"].astype(str) + "|" + data["quantity"].astype(str)
-    facet_column = options.facet or "run"
+    data["line"] = data[series_key(data)].astype(str) + "|" + data["quantity"].astype(str)
+    facet_column = options.facet or label_column(data)
     band = data[(data["panel"] == PROGRESS) & data["low"].notna()] if "low" in data.columns else data.iloc[0:0]
     plot = (
         p9.ggplot(data, p9.aes("step", "value", color="quantity", group="line"))
@@ -74,7 +75,7 @@ def phases(tables: Tables, options: style.FigureOptions):
                         labeller=p9.labeller(cols="label_both" if options.facet else "label_value"))
         + style.theme(options)
     )
-    events = _events(tables, options, set(synergy["run"]), facet_column)
+    events = _events(tables, options, set(synergy[key]), facet_column)
     if not events.empty:
         plot += p9.geom_vline(p9.aes(xintercept="step", linetype="event"), data=events,
                               color="#555555", size=0.5)
@@ -93,7 +94,7 @@ def pareto(tables: Tables, options: style.FigureOptions):
     _reject_color(options, "pareto", "step")
     synergy, redundancy = _extremes(tables)
     style.require_option_columns(synergy, options)
-    keys = ["run", "step"]
+    keys = [series_key(synergy), "step"]
     synergy, redundancy = _with_sd(synergy), _with_sd(redundancy)
     pairs = synergy.assign(synergy=-synergy["value"], synergy_sd=synergy["value_sd"]).drop(
         columns=["value", "metric", "value_sd"]
@@ -108,7 +109,7 @@ def pareto(tables: Tables, options: style.FigureOptions):
     )
     return style.add(
         p9.ggplot(pairs, p9.aes("synergy", "redundancy"))
-        + p9.geom_path(p9.aes(group="run"), color="#bbbbbb", size=0.4)
+        + p9.geom_path(p9.aes(group=keys[0]), color="#bbbbbb", size=0.4)
         + p9.geom_errorbar(p9.aes(ymin="redundancy_low", ymax="redundancy_high"), data=bars, color="#999999",
                            size=0.3, width=0)
         + p9.geom_errorbarh(p9.aes(xmin="synergy_low", xmax="synergy_high"), data=bars, color="#999999",
@@ -116,7 +117,7 @@ def pareto(tables: Tables, options: style.FigureOptions):
         + p9.geom_point(p9.aes(color="step"), size=1.6)
         + p9.scale_color_cmap("viridis", trans="log10")
         + p9.labs(x="synergy (−Ω, lowest O-information)", y="redundancy (Ω, highest O-information)"),
-        style.facet(options, default="run"),
+        style.facet(options, default=label_column(pairs)),
         style.theme(options),
     )
 
@@ -148,9 +149,9 @@ def _with_band(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _normalised(frame: pd.DataFrame) -> pd.DataFrame:
-    """``value`` min-max scaled to [0, 1] within each run (a constant series becomes 0); the band
+    """``value`` min-max scaled to [0, 1] within each series (a constant one becomes 0); the band
     columns, where present, by the same map."""
-    grouped = frame.groupby("run")["value"]
+    grouped = frame.groupby(series_key(frame))["value"]
     low, high = grouped.transform("min"), grouped.transform("max")
     span = (high - low).where(high > low)
     scaled = {column: (frame[column] - low) / span for column in BAND if column in frame.columns}
@@ -158,10 +159,11 @@ def _normalised(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _smoothed(frame: pd.DataFrame, weight: float) -> pd.DataFrame:
-    """An exponential moving average of ``value`` (and the band columns) within each run."""
-    frame = frame.sort_values(["run", "step"])
+    """An exponential moving average of ``value`` (and the band columns) within each series."""
+    key = series_key(frame)
+    frame = frame.sort_values([key, "step"])
     columns = ["value"] + [c for c in BAND if c in frame.columns]
-    smooth = {c: frame.groupby("run")[c].transform(lambda v: v.ewm(alpha=weight, adjust=False).mean())
+    smooth = {c: frame.groupby(key)[c].transform(lambda v: v.ewm(alpha=weight, adjust=False).mean())
               for c in columns}
     return frame.assign(**smooth)
 
@@ -176,7 +178,7 @@ def _sizes(synergy: pd.DataFrame, redundancy: pd.DataFrame) -> pd.DataFrame:
 
 def _events(tables: Tables, options: style.FigureOptions, runs: set, facet_column: str) -> pd.DataFrame:
     summaries = run_summaries(tables, threshold=options.threshold, delay=options.delay)
-    summaries = summaries[summaries["run"].isin(runs)]
+    summaries = summaries[summaries["series"].isin(runs)]
     rows = []
     for _, summary in summaries.iterrows():
         for event, column in (("memorisation", "memorization_step"), ("generalisation", "generalization_step")):
