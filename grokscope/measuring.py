@@ -29,6 +29,7 @@ FAMILY_METRICS = {
     "weights": ("weight_norm", "param_norm", "balancedness", "spectral_entropy", "effective_rank", "stable_rank"),
     "grokking": ("memorization_step", "generalization_step", "grokking_gap"),
     "oinfo": ("synergy", "redundancy"),
+    "fourier": ("fourier_norm", "fourier_gini", "key_frequency", "restricted_loss", "excluded_loss"),
 }
 FAMILY_ALIASES = {"o-info": "oinfo", "o_info": "oinfo", "nc": "collapse", "nhsic": "hsic"}
 FEATURE_FAMILIES = ("collapse", "hsic", "oinfo")
@@ -64,6 +65,9 @@ class MeasureOptions:
     bias_correction: bool = True
     # grokking: the accuracy that counts as "reached".
     threshold: float = 0.99
+    # fourier: None reads the key frequencies off the run's last checkpoint, as Nanda et al. fix
+    # them from the trained model; give them to pin them.
+    key_frequencies: tuple[int, ...] | None = None
 
     def params(self, family: str) -> str:
         """The options that shape a family's values, as the JSON stored beside them."""
@@ -74,6 +78,7 @@ class MeasureOptions:
                       "units", "bias_correction", "layers"),
             "weights": (),
             "grokking": ("threshold",),
+            "fourier": ("key_frequencies",),
         }[family]
         return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True)
 
@@ -116,7 +121,9 @@ class RunContext:
 
     @property
     def output_weight_key(self) -> str:
-        return f"layers.{self.config.model.depth}.weight"
+        from grokscope.model import output_weight_key
+
+        return output_weight_key(self.config.model)
 
 
 # --- per checkpoint ------------------------------------------------------------------------
@@ -287,6 +294,107 @@ def weight_rows(run_dir: Path, steps: list[int]) -> tuple[list[dict], list[tuple
     return rows, problems
 
 
+FOURIER_SIGNS = {"add": 1, "sub": -1}
+
+
+def _fourier_matrices(state: dict, config: RunConfig) -> dict[str, torch.Tensor]:
+    """Parameter name -> (p, d) matrix whose row x belongs to residue x: the embedding (for the
+    MLP, the first layer's columns on the one-hots of a and of b, side by side) and the output
+    layer (row c reads out answer c)."""
+    from grokscope.model import output_weight_key
+
+    p = config.task.p
+    if config.model.kind == "transformer":
+        matrices = {"embed.weight": state["embed.weight"][:p]}  # (p, d_model): "=" left out
+    else:
+        first = state["layers.0.weight"]  # (width, 2p)
+        matrices = {"layers.0.weight": torch.cat([first[:, :p].T, first[:, p:2 * p].T], dim=1)}  # (p, 2 width)
+    output = output_weight_key(config.model)
+    matrices[output] = state[output]  # (p, units)
+    return matrices
+
+
+def fourier_rows(run_dir: Path, steps: list[int], options: MeasureOptions, device: str = "cpu"
+                 ) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Rows of the fourier family at ``steps`` of a grokscope run on modular arithmetic, and problems.
+
+    Per checkpoint: ``fourier_norm`` (one row per frequency, column ``frequency``) and
+    ``fourier_gini`` of the embedding and of the output layer (layer = parameter name),
+    ``key_frequency`` (one row per key frequency), and ``restricted_loss`` / ``excluded_loss`` on
+    train and test (add and sub only). See :mod:`grokscope.measures.fourier`.
+    """
+    from grokscope.config import MODULAR_OPS
+    from grokscope.features import resolve_device, run_dataset
+    from grokscope.features import DEFAULT_BATCH_SIZE
+    from grokscope.measures import fourier
+    from grokscope.model import build_model
+    from grokscope.series import load_state, run_checkpoints
+
+    config = store.read_run(run_dir)
+    task = config.task
+    nan_losses = [{"metric": m, "value": math.nan, "split": s} for m in ("restricted_loss", "excluded_loss")
+                  for s in ("train", "test")]
+    if task.name not in MODULAR_OPS:
+        return ([{"step": step, **row} for step in steps for row in nan_losses],
+                [("warning", f"{run_dir}: fourier measures need a modular-arithmetic task, not {task.name}; values are NaN")])
+    torch_device = resolve_device(device)
+    p, sign = task.p, FOURIER_SIGNS.get(task.name)
+    checkpoints = {c.step: c for c in run_checkpoints(run_dir)}
+    problems: list[tuple[str, str]] = []
+    if sign is None:
+        problems.append(("warning", f"{run_dir}: restricted and excluded loss are defined for add and sub, "
+                                    f"not {task.name}; their values are NaN"))
+
+    key = list(options.key_frequencies) if options.key_frequencies else None
+    if key and max(key) > p // 2:
+        raise GrokscopeError(f"--key-frequencies: {run_dir} has p = {p}, whose frequencies run 1..{p // 2}")
+    if key is None and checkpoints:
+        last = checkpoints[max(checkpoints)]
+        try:
+            embedding = next(iter(_fourier_matrices(load_state(last, torch_device), config).values()))
+            key = fourier.key_frequencies(fourier.frequency_norms(embedding))
+        except GrokscopeError as exc:
+            problems.append(("error", str(exc)))
+        if not key:
+            problems.append(("warning", f"{last.path}: no key frequencies in the embedding; "
+                                        "restricted and excluded loss are NaN"))
+    dataset = run_dataset(run_dir)
+    labels = torch.from_numpy(dataset.y).to(torch_device)  # (N,)
+    split = torch.from_numpy(dataset.split).to(torch_device)  # (N,)
+    x = torch.from_numpy(dataset.x).to(torch_device)  # (N, 2p)
+    model = build_model(dataset.input_dim, dataset.n_classes, config.model, config.seed).to(torch_device).eval()
+
+    rows: list[dict] = []
+    for step in steps:
+        try:
+            state = load_state(checkpoints[step], torch_device)
+            model.load_state_dict(state)
+        except (GrokscopeError, KeyError, RuntimeError) as exc:
+            problems.append(("error", str(exc) if isinstance(exc, GrokscopeError) else f"{run_dir} step {step}: {exc}"))
+            continue
+        new = []
+        for name, matrix in _fourier_matrices(state, config).items():
+            norms = fourier.frequency_norms(matrix)
+            new += [{"metric": "fourier_norm", "value": float(v), "layer": name, "frequency": k}
+                    for k, v in zip(fourier.frequencies(p), norms)]
+            new.append({"metric": "fourier_gini", "value": fourier.gini(norms) if np.isfinite(norms).all() else math.nan,
+                        "layer": name})
+        new += [{"metric": "key_frequency", "value": float(k), "frequency": k} for k in key or []]
+        if sign is None or not key:
+            new += nan_losses
+        else:
+            with torch.no_grad():
+                logits = torch.cat([model(x[i:i + DEFAULT_BATCH_SIZE])
+                                    for i in range(0, len(x), DEFAULT_BATCH_SIZE)])  # (p^2, p)
+            losses = fourier.fourier_losses(logits, labels, split, p, key, sign)
+            new += [{"metric": metric, "value": losses[metric][s], "split": s}
+                    for metric in ("restricted_loss", "excluded_loss") for s in ("train", "test")]
+            if not torch.isfinite(logits).all():
+                problems.append(("warning", f"{run_dir} step {step}: logits are not finite (diverged?)"))
+        rows += [{"step": step, **row} for row in new]
+    return rows, problems
+
+
 # --- per run -------------------------------------------------------------------------------
 
 
@@ -324,7 +432,8 @@ def plan_run(run_dir: Path, families: Iterable[str], options: MeasureOptions, se
         if family == "grokking":
             todo[family] = [] if len(existing[family]) else [-1]
             continue
-        available = checkpoint_steps if family == "weights" else sorted(set(checkpoint_steps) | set(feature_steps))
+        # The weight-only families read checkpoints, never stored features.
+        available = checkpoint_steps if family in ("weights", "fourier") else sorted(set(checkpoint_steps) | set(feature_steps))
         done = set(existing[family]["step"]) if len(existing[family]) else set()
         todo[family] = [s for s in select(available) if s not in done]
     return RunPlan(context, existing, todo)

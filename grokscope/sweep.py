@@ -17,7 +17,9 @@ _INT_RANGE = re.compile(r"^(\d+)-(\d+)$")
 # Short names for run directories: add-p97-wd0.1-seed3 rather than a 100-character path.
 SHORT_NAMES = {
     "weight_decay": "wd", "train_fraction": "frac", "train_size": "n", "split_seed": "split",
-    "learning_rate": "lr", "batch_size": "bs",
+    "learning_rate": "lr", "batch_size": "bs", "n_heads": "heads", "d_model": "d", "d_mlp": "mlp",
+    # add-p97-mlp, add-p97-transformer: the value says it all.
+    "model": "",
 }
 
 

@@ -109,6 +109,11 @@ class Trainer:
         return self.x_train[order], self.y_train[order]
 
     def train_step(self) -> None:
+        warmup = self.config.optim.warmup
+        if self.step <= warmup:
+            # A function of the step alone (not scheduler state), so --resume stays exact.
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.optim.lr * min((self.step + 1) / max(warmup, 1), 1.0)
         x, y = self._batch(self.step + 1)
         logits = self.model(x)  # (B, K)
         loss = loss_fn(logits, y, self.config)

@@ -21,10 +21,13 @@ Examples:
 
   grokscope measure runs/add-p97 --metric rnc1 --format csv | head
 
+  grokscope measure runs/add-p113-transformer --metric fourier --key-frequencies 14,35,41,42,52
+
 Families: collapse (within_var, between_var, nc1, rnc1, rnc1_sup, nc1_papyan, nc2_*, nc3, nc4),
 hsic (nhsic_x, nhsic_y; hsic_* or cka_* with --hsic-estimator), o-info (synergy, redundancy), weights (weight_norm, param_norm,
 balancedness, spectral_entropy, effective_rank, stable_rank), grokking (memorization_step,
-generalization_step, grokking_gap), or all. A metric name computes its family and reports that
+generalization_step, grokking_gap), fourier (modular arithmetic: fourier_norm, fourier_gini,
+key_frequency, restricted_loss, excluded_loss; Nanda et al. 2023), or all. A metric name computes its family and reports that
 metric. Runs that were never probed get their features computed in memory. Checkpoints already
 measured with the same settings are skipped unless --force.
 """
@@ -54,6 +57,7 @@ def measure(
     units: str = typer.Option("bits", "--units", help="o-info: bits or nats."),
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction", help="o-info: Ince et al.'s entropy bias correction."),
     threshold: float = typer.Option(0.99, "--threshold", help="grokking: the accuracy that counts as reached."),
+    key_frequencies: Optional[str] = typer.Option(None, "--key-frequencies", help="fourier: the key frequencies, e.g. 14,35,41 (default: read off each run's last checkpoint)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Measure checkpoints in N parallel processes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Recompute checkpoints already measured."),
@@ -86,7 +90,7 @@ def measure(
         hsic_estimator=hsic_estimator,
         bins=bins, variables=variables, min_size=min_size, max_size=max_size, search=search,
         per_size=per_size, ties=ties, seed=seed, units=units, bias_correction=bias_correction,
-        threshold=threshold,
+        threshold=threshold, key_frequencies=_key_frequencies(key_frequencies),
     )
     if out_table is not None:
         if out_table.suffix != ".parquet":
@@ -143,6 +147,11 @@ def _measure_run(plan, options, workers: int, device: str, advance):
     if plan.todo.get("weights"):
         rows["weights"], problems = measuring.weight_rows(run_dir, plan.todo["weights"])
         advance(len([s for s in plan.todo["weights"] if s not in set(feature_steps)]))
+    if plan.todo.get("fourier"):
+        rows["fourier"], fourier_problems = measuring.fourier_rows(run_dir, plan.todo["fourier"], options, device)
+        problems += fourier_problems
+        done = set(feature_steps) | set(plan.todo.get("weights") or ())
+        advance(len([s for s in plan.todo["fourier"] if s not in done]))
     if not feature_steps:
         return rows, problems
     if workers == 1:
@@ -167,6 +176,17 @@ def _measure_run(plan, options, workers: int, device: str, advance):
             _merge(rows, problems, found, found_problems)
             advance(futures[future])
     return rows, problems
+
+
+def _key_frequencies(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    if text is None:
+        return None
+    from grokscope.sweep import parse_values
+
+    values = parse_values("--key-frequencies", text, int)
+    if any(k < 1 for k in values):
+        raise GrokscopeError(f"--key-frequencies: frequencies are positive integers, got {text!r}")
+    return tuple(sorted(values))
 
 
 def _merge(rows, problems, found, found_problems) -> None:

@@ -15,12 +15,13 @@ KINDS = {
     "info-plane": "nHSIC(T;X) against nHSIC(T;Y) per layer, coloured by step",
     "collapse": "RNC1 on train and test splits beside test accuracy",
     "sweep": "phase diagram over two hyperparameters (--x, --y)",
+    "fourier": "embedding Fourier spectrum over steps, and restricted/excluded loss beside train/test loss",
     "metric": "any measured quantity against step (metric NAME)",
 }
 
 
 def draw(kind: str, tables, options, metric: str | None = None):
-    from grokscope.plotting import info_plane, lines, oinfo, sweep
+    from grokscope.plotting import fourier, info_plane, lines, oinfo, sweep
 
     builders = {
         "curves": lines.curves,
@@ -29,6 +30,7 @@ def draw(kind: str, tables, options, metric: str | None = None):
         "info-plane": info_plane.info_plane,
         "collapse": lines.collapse,
         "sweep": sweep.sweep,
+        "fourier": fourier.fourier,
     }
     if kind == "metric":
         if not metric:
