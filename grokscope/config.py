@@ -18,6 +18,7 @@ TASKS = MODULAR_OPS + ("digits", "npz")
 OPTIMIZERS = ("adamw", "sgd")
 LOSSES = ("ce", "mse")
 REDUCTIONS = ("mean", "sum")
+LOSS_DTYPES = ("float32", "float64")
 MODEL_KINDS = ("mlp", "transformer")
 ACTIVATIONS = ("relu", "gelu")
 
@@ -113,6 +114,10 @@ class OptimConfig:
     weight_decay: float = 0.1
     momentum: float = 0.0
     loss: str = "ce"
+    # float64: compute the loss from float64 logits. A memorised training set drives the loss to
+    # ~1e-7, below float32's resolution near 1, which quantises the gradient; Nanda et al.'s
+    # transformer code takes the loss in float64 for this reason. float32 keeps the seed MLP as it was.
+    loss_dtype: str = "float32"
     # mse only: mean over all logits (PyTorch's default) or sum over classes, mean over samples.
     reduction: str = "mean"
     # None = full batch, as in the seed papers: no minibatch noise, so grokking is deterministic.
@@ -131,6 +136,10 @@ class OptimConfig:
             raise GrokscopeError(f"--optimizer: unknown {self.name!r}; known: {', '.join(OPTIMIZERS)}")
         if self.loss not in LOSSES:
             raise GrokscopeError(f"--loss: unknown {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.loss_dtype not in LOSS_DTYPES:
+            raise GrokscopeError(
+                f"--loss-dtype: unknown {self.loss_dtype!r}; known: {', '.join(LOSS_DTYPES)}"
+            )
         if self.reduction not in REDUCTIONS:
             raise GrokscopeError(
                 f"--reduction: unknown {self.reduction!r}; known: {', '.join(REDUCTIONS)}"
@@ -190,6 +199,8 @@ TRANSFORMER_DEFAULTS = {
     "lr": 1e-3,
     "weight_decay": 1.0,
     "warmup": 10,
+    # Nanda et al. (and TransformerLens's grokking demo) take the loss in float64.
+    "loss_dtype": "float64",
     # STEPS_PLACEHOLDER
     "steps": 20000,
     "save_every": 100,

@@ -57,6 +57,8 @@ def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor, config: RunConfig) -> torch.Tensor:
+    if config.optim.loss_dtype == "float64":
+        logits = logits.double()
     if config.optim.loss == "ce":
         return F.cross_entropy(logits, y)
     target = F.one_hot(y, logits.shape[1]).to(logits.dtype)  # (B, K)

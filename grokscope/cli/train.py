@@ -67,6 +67,7 @@ def train(
     momentum: float = typer.Option(0.0, "--momentum", help="SGD momentum."),
     loss: str = typer.Option("ce", "--loss", help=f"ce (cross-entropy) or mse (on one-hot targets). {SWEEPABLE}"),
     reduction: str = typer.Option("mean", "--reduction", help="mse only: mean over all outputs, or sum over classes."),
+    loss_dtype: Optional[str] = typer.Option(None, "--loss-dtype", help="float32 or float64 logits for the loss (by model: float32; transformer float64)."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help=f"Minibatch size (default: full batch). {SWEEPABLE}"),
     seed: str = typer.Option("0", "--seed", help=f"Seed of the initialisation (and of the split unless --split-seed). {SWEEPABLE}"),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps, 0: off (by model: 40; transformer 100)."),
@@ -104,8 +105,9 @@ def train(
         "seed": sweep.parse_values("--seed", seed, int),
     }
     grid = sweep.expand_grid(axes)
-    schedule = {"save_every": save_every, "save_log": save_log, "eval_every": eval_every}
-    configs = [_config(point, data, zero_last, fix_norm, layer_norm, beta1, beta2, eps, momentum, reduction, schedule)
+    # Options that are not swept but whose default depends on the model kind.
+    unswept = {"save_every": save_every, "save_log": save_log, "eval_every": eval_every, "loss_dtype": loss_dtype}
+    configs = [_config(point, data, zero_last, fix_norm, layer_norm, beta1, beta2, eps, momentum, reduction, unswept)
                for point in grid]
     for config in configs:
         config.validate()
@@ -126,11 +128,11 @@ def train(
         output.result(run_dir)
 
 
-def _config(point, data, zero_last, fix_norm, layer_norm, beta1, beta2, eps, momentum, reduction, schedule):
+def _config(point, data, zero_last, fix_norm, layer_norm, beta1, beta2, eps, momentum, reduction, unswept):
     from grokscope.config import ModelConfig, OptimConfig, RunConfig, ScheduleConfig, TaskConfig, model_defaults
 
     # An option left unset takes its model kind's default, else the dataclass default.
-    values = {**point, **schedule}
+    values = {**point, **unswept}
     for key, default in model_defaults(point["model"]).items():
         if values.get(key) is None:
             values[key] = default
@@ -152,7 +154,7 @@ def _config(point, data, zero_last, fix_norm, layer_norm, beta1, beta2, eps, mom
         ),
         optim=OptimConfig(
             name=point["optimizer"], beta1=beta1, beta2=beta2, eps=eps, momentum=momentum, loss=point["loss"],
-            reduction=reduction, batch_size=point["batch_size"], fix_norm=fix_norm, **given("lr", "weight_decay", "warmup"),
+            reduction=reduction, batch_size=point["batch_size"], fix_norm=fix_norm, **given("lr", "weight_decay", "warmup", "loss_dtype"),
         ),
         schedule=ScheduleConfig(**given("steps", "save_every", "save_log", "eval_every")),
     ).resolved()
