@@ -71,18 +71,20 @@ class Attention(nn.Module):
         self.value = nn.Linear(d_model, d_model, bias=False)
         self.output = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, answer_only: bool, gather=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, answer_only: bool, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T', C): the attention output at every position (T' = T) or only the last (T' = 1).
 
-        ``x`` is the (normalised) residual stream (B, T, C), or with ``gather`` a table whose
-        rows ``gather`` maps to (B, T, C) after projection (see :meth:`Block.forward`).
+        ``x`` is the (normalised) residual stream (B, T, C); or, with ``rows`` (B, T), a table
+        (R, C) whose row ``rows[b, t]`` is the input at sample b, position t (see
+        :meth:`Block.forward`): the projections are computed on the table, then looked up.
         """
-        if gather is None:
+        if rows is None:
             q = self.query(x[:, -1:] if answer_only else x)  # (B, T', C)
             k, v = self.key(x), self.value(x)  # (B, T, C)
         else:
-            q, k, v = (gather(projection(x)) for projection in (self.query, self.key, self.value))  # (B, T, C)
-            q = q[:, -1:] if answer_only else q  # (B, T', C)
+            # F.embedding, not advanced indexing: its backward is twice as fast.
+            q = F.embedding(rows[:, -1:] if answer_only else rows, self.query(x))  # (B, T', C)
+            k, v = F.embedding(rows, self.key(x)), F.embedding(rows, self.value(x))  # (B, T, C)
         batch, length, width = k.shape
         heads, head_dim = self.n_heads, width // self.n_heads
         q = q.view(batch, -1, heads, head_dim).transpose(1, 2)  # (B, H, T', D)
@@ -130,19 +132,19 @@ class Block(nn.Module):
         ``x`` is the residual stream (B, T, C); or, with ``tokens`` (B, T), the table (T, V, C) of
         the residual of every token at every position. The first block's input at a position is
         a function of that position's token alone, so its LayerNorm and projections are computed
-        once per table row and gathered, instead of once per sample and position (exact, and a
+        once per table row and looked up, instead of once per sample and position (exact, and a
         third of a one-layer model's training time).
         """
-        gather = None
+        rows = None
         if tokens is not None:
-            positions = torch.arange(tokens.shape[1], device=tokens.device)  # (T,)
-
-            def gather(table: torch.Tensor) -> torch.Tensor:
-                return table[positions, tokens]  # (T, V, C) -> (B, T, C)
-
-        resid = x if gather is None else gather(x)  # (B, T, C)
-        kept = resid[:, -1:] if answer_only else resid  # (B, T', C)
-        resid_mid = kept + self.attn(self.ln1(x), answer_only, gather)  # (B, T', C)
+            n_positions, vocabulary, width = x.shape
+            offsets = torch.arange(n_positions, device=tokens.device) * vocabulary  # (T,)
+            rows = tokens + offsets  # (B, T): the table row of each sample's token at each position
+            x = x.reshape(n_positions * vocabulary, width)  # (T V, C)
+            kept = F.embedding(rows[:, -1:] if answer_only else rows, x)  # (B, T', C)
+        else:
+            kept = x[:, -1:] if answer_only else x  # (B, T', C)
+        resid_mid = kept + self.attn(self.ln1(x), answer_only, rows)  # (B, T', C)
         mlp_out, neurons = self.mlp(self.ln2(resid_mid))  # (B, T', C), (B, T', d_mlp)
         return resid_mid + mlp_out, neurons
 
