@@ -135,3 +135,97 @@ def test_key_frequencies_and_bad_input():
         restricted_logits(np.zeros((25, 5)), 5, [3])
     with pytest.raises(GrokscopeError, match="p\\^2"):
         restricted_logits(np.zeros((24, 5)), 5, [1])
+
+
+# --- the family on grokscope runs ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from grokscope.cli import app
+
+    out = tmp_path_factory.mktemp("runs")
+    result = CliRunner().invoke(app, ["train", "--p", "11", "--width", "24", "--steps", "60", "--save-every", "30",
+                                      "--save-log", "0", "--eval-every", "30", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out / "add-p11"
+
+
+def measure(*args):
+    from typer.testing import CliRunner
+
+    from grokscope.cli import app
+
+    return CliRunner().invoke(app, ["measure", *map(str, args)])
+
+
+def test_family_on_an_mlp_run_matches_brute_force(mlp_run, tmp_path):
+    import pandas as pd
+
+    from grokscope import store
+    from grokscope.series import load_state, run_checkpoints
+    from grokscope.tasks import load_task
+
+    result = measure(mlp_run, "--metric", "fourier", "-o", tmp_path / "f.parquet", "-q")
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(tmp_path / "f.parquet")
+    p = 11
+    last = run_checkpoints(mlp_run)[-1]
+    state = {k: v.double() for k, v in load_state(last).items()}
+    first = state["layers.0.weight"].numpy()  # (width, 2p)
+
+    # The MLP's embedding of residue x: its weight columns on a = x and on b = x, side by side.
+    embedding = np.concatenate([first[:, :p].T, first[:, p:].T], axis=1)  # (p, 2 width)
+    spectrum = np.fft.fft(embedding, axis=0)
+    expected = np.sqrt(2 / p * (np.abs(spectrum[1:p // 2 + 1]) ** 2).sum(axis=1))
+    rows = table[(table["step"] == last.step) & (table["metric"] == "fourier_norm")
+                 & (table["layer"] == "layers.0.weight")].sort_values("frequency")
+    np.testing.assert_allclose(rows["value"], expected, rtol=1e-5)
+    key = key_frequencies(expected)
+    assert sorted(table.loc[table["metric"] == "key_frequency", "frequency"].unique()) == key
+
+    # Restricted and excluded loss of an independent forward pass, projected by 2-D DFT.
+    data = load_task(store.read_run(mlp_run).task)
+    x = torch.from_numpy(data.x).double()
+    logits = torch.relu(x @ state["layers.0.weight"].T + state["layers.0.bias"]) @ state["layers.1.weight"].T
+    restricted, excluded = brute_force_projection(logits.numpy().reshape(p, p, p), key, 1)
+    for name, values in (("restricted_loss", restricted), ("excluded_loss", excluded)):
+        values = torch.from_numpy(values.reshape(p * p, p))
+        for split, code in (("train", 0), ("test", 1)):
+            mask = torch.from_numpy(data.split == code)
+            brute = torch.nn.functional.cross_entropy(values[mask], torch.from_numpy(data.y)[mask]).item()
+            row = table[(table["step"] == last.step) & (table["metric"] == name) & (table["split"] == split)]
+            assert row["value"].item() == pytest.approx(brute, rel=1e-5)
+
+
+def test_pinned_key_frequencies_and_their_errors(mlp_run, tmp_path):
+    import pandas as pd
+
+    result = measure(mlp_run, "--metric", "restricted_loss", "--key-frequencies", "2,5", "--force", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(mlp_run / "measures" / "fourier.parquet")
+    assert set(table.loc[table["metric"] == "key_frequency", "value"]) == {2.0, 5.0}
+    assert (table["params"] == '{"key_frequencies": [2, 5]}').all()
+    assert "restricted_loss" in result.stdout and "excluded_loss" not in result.stdout
+
+    result = measure(mlp_run, "--metric", "fourier", "--key-frequencies", "6", "--force")
+    assert result.exit_code == 2 and "--key-frequencies" in result.stderr and "1..5" in result.stderr
+
+
+def test_a_run_without_modular_arithmetic_gives_nan_and_a_warning(tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from grokscope.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--task", "digits", "--train-size", "300", "--width", "8", "--steps", "2",
+                                      "--save-log", "0", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    result = measure(tmp_path / "digits", "--metric", "fourier,weights")
+    assert result.exit_code == 0, result.output
+    assert "warning" in result.stderr and "modular" in result.stderr
+    table = pd.read_parquet(tmp_path / "digits" / "measures" / "fourier.parquet")
+    assert table["value"].isna().all() and set(table["metric"]) == {"restricted_loss", "excluded_loss"}
+    assert (tmp_path / "digits" / "measures" / "weights.parquet").is_file()
