@@ -35,7 +35,7 @@ def test_demo_quick_writes_every_figure_and_the_report(tmp_path):
     runs = sorted((folder / "runs").iterdir())
     for run in runs:
         families = {p.stem for p in (run / "measures").glob("*.parquet")}
-        assert families == {"collapse", "hsic", "oinfo", "weights", "grokking"}
+        assert families == {"collapse", "hsic", "oinfo", "weights", "grokking", "fourier"}
         assert store.list_features(run)  # probed
 
     # Running it again reuses everything (train resumes to "complete", measure skips).

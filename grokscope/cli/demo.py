@@ -21,7 +21,7 @@ Examples:
 
 Trains (a+b) mod 97 with weight decay 0.1 (grokking: test accuracy follows train accuracy
 thousands of steps later) and 2.0 (fast generalisation), probes a few checkpoints, measures
-every family (collapse, hsic, o-info, weights, grokking), draws the figures and writes the
+every family (collapse, hsic, o-info, weights, grokking, fourier), draws the figures and writes the
 report. Each step is an ordinary grokscope command, printed on stderr as it runs, so the demo
 doubles as a worked example. Running it again reuses what is already there. The figures' paths
 are printed on stdout.
