@@ -260,8 +260,7 @@ def test_probe_stores_the_answer_position_features(run):
 
 
 def test_measure_every_family_on_a_transformer_run(run, tmp_path):
-    result = invoke("measure", str(run), "--metric", "collapse,o-info,weights,fourier", "--force",
-                    "-o", str(tmp_path / "all.parquet"), "-q")
+    result = invoke("measure", str(run), "--metric", "all", "--force", "-o", str(tmp_path / "all.parquet"), "-q")
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(tmp_path / "all.parquet")
     collapse = table[table["metric"].isin(["rnc1", "nc3"])]
@@ -280,8 +279,10 @@ def test_measure_every_family_on_a_transformer_run(run, tmp_path):
     assert result.exit_code == 0, result.output
     assert "blocks.0.mlp.post" in result.stdout
 
-    for kind in ("curves", "collapse", "fourier", "phases"):
+    assert {"nhsic_x", "memorization_step", "restricted_loss"} <= set(table["metric"])
+    for kind in ("curves", "phases", "pareto", "info-plane", "collapse", "sweep", "fourier", "metric"):
         figure = tmp_path / f"{kind}.png"
-        result = invoke("plot", kind, str(run), "-o", str(figure))
+        words = ["nc1"] if kind == "metric" else []
+        result = invoke("plot", kind, *words, str(run), "-o", str(figure))
         assert result.exit_code == 0, (kind, result.output)
         assert figure.stat().st_size > 1000
