@@ -324,8 +324,7 @@ def fourier_rows(run_dir: Path, steps: list[int], options: MeasureOptions, devic
     train and test (add and sub only). See :mod:`grokscope.measures.fourier`.
     """
     from grokscope.config import MODULAR_OPS
-    from grokscope.features import resolve_device, run_dataset
-    from grokscope.features import DEFAULT_BATCH_SIZE
+    from grokscope.features import DEFAULT_BATCH_SIZE, resolve_device, run_dataset
     from grokscope.measures import fourier
     from grokscope.model import build_model
     from grokscope.series import load_state, run_checkpoints

@@ -233,17 +233,15 @@ def output_weight_key(config: ModelConfig) -> str:
 
 def _init_transformer(model: Transformer, config: ModelConfig) -> None:
     """Nanda et al.'s initialisation: every matrix N(0, 1/d_model), except the unembedding,
-    N(0, 1/(p+1)) (their vocabulary includes "="); biases zero, LayerNorm gains one."""
+    N(0, 1/(p+1)) (their vocabulary includes "="); biases zero; LayerNorm gain one, bias zero."""
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ".ln" in name or name.startswith("ln_final"):
+        for module in model.modules():
+            if not isinstance(module, (nn.Embedding, nn.Linear)):
                 continue  # nn.LayerNorm starts at gain 1, bias 0
-            if name.endswith(".bias"):
-                param.zero_()
-            elif name.startswith("unembed"):
-                param.normal_(0.0, 1.0 / math.sqrt(model.p + 1))
-            else:
-                param.normal_(0.0, 1.0 / math.sqrt(config.d_model))
+            std = 1.0 / math.sqrt(model.p + 1 if module is model.unembed else config.d_model)
+            module.weight.normal_(0.0, std)
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
 
 
 def build_model(input_dim: int, n_classes: int, config: ModelConfig, seed: int) -> nn.Module:
