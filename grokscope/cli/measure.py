@@ -27,9 +27,10 @@ Families: collapse (within_var, between_var, nc1, rnc1, rnc1_sup, nc1_papyan, nc
 hsic (nhsic_x, nhsic_y; hsic_* or cka_* with --hsic-estimator), o-info (synergy, redundancy), weights (weight_norm, param_norm,
 balancedness, spectral_entropy, effective_rank, stable_rank), grokking (memorization_step,
 generalization_step, grokking_gap), fourier (modular arithmetic: fourier_norm, fourier_gini,
-key_frequency, restricted_loss, excluded_loss; Nanda et al. 2023), or all. A metric name computes its family and reports that
-metric. Runs that were never probed get their features computed in memory. Checkpoints already
-measured with the same settings are skipped unless --force.
+key_frequency, restricted_loss, excluded_loss; Nanda et al. 2023), or all. A metric name
+computes its family and reports that metric. Runs that were never probed get their features
+computed in memory. Checkpoints already measured with the same settings are skipped unless
+--force.
 """
 
 
