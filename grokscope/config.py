@@ -18,6 +18,9 @@ TASKS = MODULAR_OPS + ("digits", "npz")
 OPTIMIZERS = ("adamw", "sgd")
 LOSSES = ("ce", "mse")
 REDUCTIONS = ("mean", "sum")
+LOSS_DTYPES = ("float32", "float64")
+MODEL_KINDS = ("mlp", "transformer")
+ACTIVATIONS = ("relu", "gelu")
 
 
 @dataclass
@@ -52,26 +55,51 @@ class TaskConfig:
 
 @dataclass
 class ModelConfig:
-    # One hidden layer: the seed experiment's 2p -> 250 -> p MLP.
+    # mlp: the seed experiments' MLP on concatenated one-hots (2p -> width -> p). transformer: the
+    # grokking transformer of Nanda et al. 2023 on the tokens [a, b, =], answer read at "=".
+    # Run.json files written before transformers existed have no kind: they are MLPs.
+    kind: str = "mlp"
+    # mlp: hidden layers; transformer: blocks. One, as in the seed MLP and in Nanda et al.
     depth: int = 1
-    # 250 hidden units, as in Liu et al. (Omnigrok) and Clauw et al.
+    # mlp only: 250 hidden units, as in Liu et al. (Omnigrok) and Clauw et al.
     width: int = 250
-    # Liu et al.'s grokking-by-large-initialisation multiplies every weight by alpha; 1 = PyTorch's
-    # default initialisation.
+    # Liu et al.'s grokking-by-large-initialisation multiplies every weight by alpha; 1 = the
+    # model's own initialisation (PyTorch's default for the MLP, Nanda et al.'s for the transformer).
     alpha: float = 1.0
     # A zero last layer makes the initial output 0 whatever alpha is (Liu et al.'s alpha setup).
     zero_last: bool = False
     # The seed MLP has no output bias: the logits are a pure readout of the penultimate layer,
-    # which is what neural-collapse measures (NC3, NC4) assume.
+    # which is what neural-collapse measures (NC3, NC4) assume. Nanda et al.'s unembedding has
+    # none either.
     output_bias: bool = False
+    # relu: the seed MLP and Nanda et al.; gelu: Power et al.'s and DeMoss et al.'s transformers.
+    activation: str = "relu"
+    # transformer only. Residual width 128, 4 heads of 32 and 512 MLP neurons (4 x d_model):
+    # Nanda et al.'s model, and Power et al.'s width and heads.
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    # transformer only. Nanda et al. train without LayerNorm, which keeps the residual stream
+    # linear in the embeddings; Power et al.'s decoder has pre-LayerNorm blocks and a final one.
+    layer_norm: bool = False
 
     def validate(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise GrokscopeError(f"--model: unknown {self.kind!r}; known: {', '.join(MODEL_KINDS)}")
+        if self.activation not in ACTIVATIONS:
+            raise GrokscopeError(f"--activation: unknown {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
         if self.depth < 1:
-            raise GrokscopeError(f"--depth: need at least one hidden layer, got {self.depth}")
+            what = "block" if self.kind == "transformer" else "hidden layer"
+            raise GrokscopeError(f"--depth: need at least one {what}, got {self.depth}")
         if self.width < 1:
             raise GrokscopeError(f"--width: must be positive, got {self.width}")
         if not self.alpha > 0:
             raise GrokscopeError(f"--alpha: must be positive, got {self.alpha}")
+        for option, value in (("--d-model", self.d_model), ("--heads", self.n_heads), ("--d-mlp", self.d_mlp)):
+            if value < 1:
+                raise GrokscopeError(f"{option}: must be positive, got {value}")
+        if self.d_model % self.n_heads:
+            raise GrokscopeError(f"--heads: {self.n_heads} heads do not divide --d-model {self.d_model}")
 
 
 @dataclass
@@ -86,10 +114,17 @@ class OptimConfig:
     weight_decay: float = 0.1
     momentum: float = 0.0
     loss: str = "ce"
+    # float64: compute the loss from float64 logits. A memorised training set drives the loss to
+    # ~1e-7, below float32's resolution near 1, which quantises the gradient; Nanda et al.'s
+    # transformer code takes the loss in float64 for this reason. float32 keeps the seed MLP as it was.
+    loss_dtype: str = "float32"
     # mse only: mean over all logits (PyTorch's default) or sum over classes, mean over samples.
     reduction: str = "mean"
     # None = full batch, as in the seed papers: no minibatch noise, so grokking is deterministic.
     batch_size: int | None = None
+    # Linear learning-rate warmup over the first N updates (update u uses lr * min(u / N, 1)).
+    # 0: none, as in the seed papers; Power et al. and Nanda et al. warm up over 10.
+    warmup: int = 0
     # Hold the global weight norm at its initial value after every step (Liu et al.'s alpha runs).
     fix_norm: bool = False
     # DeMoss et al.'s regularisers, off by default as in the seed experiments. weight_noise: the
@@ -104,6 +139,10 @@ class OptimConfig:
             raise GrokscopeError(f"--optimizer: unknown {self.name!r}; known: {', '.join(OPTIMIZERS)}")
         if self.loss not in LOSSES:
             raise GrokscopeError(f"--loss: unknown {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.loss_dtype not in LOSS_DTYPES:
+            raise GrokscopeError(
+                f"--loss-dtype: unknown {self.loss_dtype!r}; known: {', '.join(LOSS_DTYPES)}"
+            )
         if self.reduction not in REDUCTIONS:
             raise GrokscopeError(
                 f"--reduction: unknown {self.reduction!r}; known: {', '.join(REDUCTIONS)}"
@@ -114,6 +153,8 @@ class OptimConfig:
             raise GrokscopeError(f"--weight-decay: must be non-negative, got {self.weight_decay}")
         if self.batch_size is not None and self.batch_size < 1:
             raise GrokscopeError(f"--batch-size: must be positive, got {self.batch_size}")
+        if self.warmup < 0:
+            raise GrokscopeError(f"--warmup: must be non-negative, got {self.warmup}")
         if not 0 <= self.weight_noise < float("inf"):
             raise GrokscopeError(f"--weight-noise: must be a finite number >= 0, got {self.weight_noise}")
         if not 0 <= self.spectral_entropy < float("inf"):
@@ -155,6 +196,29 @@ class ScheduleConfig:
         return sorted(steps)
 
 
+# What ``train --model transformer`` uses for options left unset: Nanda et al.'s (2023) setup,
+# with a schedule that fits 2 CPU cores. The MLP's are the dataclass defaults above.
+TRANSFORMER_DEFAULTS = {
+    # AdamW lr 1e-3, weight decay 1 and a 10-update linear warmup: Nanda et al. and Power et al.
+    # (the MLP's lr 0.03 makes a transformer diverge).
+    "lr": 1e-3,
+    "weight_decay": 1.0,
+    "warmup": 10,
+    # Nanda et al. (and TransformerLens's grokking demo) take the loss in float64.
+    "loss_dtype": "float64",
+    # STEPS_PLACEHOLDER
+    "steps": 20000,
+    "save_every": 100,
+    "save_log": 100,
+    "eval_every": 50,
+}
+
+
+def model_defaults(kind: str) -> dict:
+    """Values of optim/schedule fields that differ from the dataclass defaults for ``kind``."""
+    return dict(TRANSFORMER_DEFAULTS) if kind == "transformer" else {}
+
+
 @dataclass
 class RunConfig:
     name: str = "run"
@@ -169,6 +233,10 @@ class RunConfig:
         self.model.validate()
         self.optim.validate()
         self.schedule.validate()
+        if self.model.kind == "transformer" and self.task.name not in MODULAR_OPS:
+            raise GrokscopeError(
+                f"--model transformer: reads the tokens a, b of a modular task; --task {self.task.name} has none"
+            )
 
     def resolved(self) -> "RunConfig":
         """A copy with every 'None means derive it' field filled in, as stored in run.json."""
@@ -201,7 +269,7 @@ class RunConfig:
 
 # The columns people read first, in this order; every other setting follows (hyperparameters()).
 _LEADING_COLUMNS = (
-    "task", "p", "train_fraction", "seed", "width", "depth", "alpha", "optimizer", "lr",
+    "task", "p", "train_fraction", "seed", "model", "width", "depth", "alpha", "optimizer", "lr",
     "weight_decay", "loss",
 )
 
@@ -225,12 +293,15 @@ def hyperparameters(config: RunConfig) -> dict:
         "split_seed": task.split_seed,
         "data": task.path,
         "seed": config.seed,
+        "model": model.kind,
+        # The transformer's width is its residual stream's, as in Power et al.'s "width 128".
+        "width": model.d_model if model.kind == "transformer" else model.width,
         "optimizer": optim.name,
         "steps": config.schedule.steps,
     }
     for part in (model, optim):
         for item in dataclasses.fields(part):
-            if item.name != "name":
+            if item.name not in ("name", "kind"):  # the model's kind is the "model" column
                 columns.setdefault(item.name, getattr(part, item.name))
     leading = {name: columns.pop(name) for name in _LEADING_COLUMNS}
     return {**leading, **columns}

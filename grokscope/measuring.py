@@ -36,6 +36,7 @@ FAMILY_METRICS = {
     "complexity": ("complexity", "complexity_raw", "complexity_tau", "complexity_bin_size", "complexity_loss",
                    "complexity_reference_loss", "complexity_error", "complexity_bound", "complexity_rank",
                    "spectral_entropy", "effective_rank"),
+    "fourier": ("fourier_norm", "fourier_gini", "key_frequency", "restricted_loss", "excluded_loss"),
 }
 FAMILY_ALIASES = {"o-info": "oinfo", "o_info": "oinfo", "nc": "collapse", "nhsic": "hsic"}
 FEATURE_FAMILIES = ("collapse", "hsic", "oinfo")
@@ -82,6 +83,9 @@ class MeasureOptions:
     # DeMoss et al. log 2^-4 ... 4), one value per curve; bz2 is the authors' compressor.
     tolerance: tuple[float, ...] = (0.1,)
     compressor: str = "bz2"
+    # fourier: None reads the key frequencies off the run's last checkpoint, as Nanda et al. fix
+    # them from the trained model; give them to pin them.
+    key_frequencies: tuple[int, ...] | None = None
 
     def params(self, family: str) -> str:
         """The options that shape a family's values, as the JSON stored beside them."""
@@ -94,6 +98,7 @@ class MeasureOptions:
             "weights": (),
             "grokking": ("threshold",),
             "complexity": ("tolerance", "compressor"),
+            "fourier": ("key_frequencies",),
         }[family]
         return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True)
 
@@ -119,6 +124,29 @@ def resolve_metrics(names: Iterable[str]) -> dict[str, set[str] | None]:
     if not wanted:
         raise GrokscopeError("--metric: name at least one family or metric")
     return wanted
+
+
+# Families that ``--metric all`` brings only to the series they apply to: fourier needs a
+# grokscope run on modular arithmetic (its task and p). Named on their own, they give NaN rows
+# with the reason instead, so that asking for them is never silently ignored.
+WHERE_THEY_APPLY = ("fourier",)
+
+
+def only_through_all(names: Iterable[str]) -> set[str]:
+    """The families of :data:`WHERE_THEY_APPLY` that ``--metric`` values ask for only through "all"."""
+    named = {FAMILY_ALIASES.get(n.strip(), n.strip()) for raw in names for n in raw.split(",") if n.strip()}
+    if "all" not in named:
+        return set()
+    by_metric = {f for f, metrics in FAMILY_METRICS.items() if named & set(metrics)}
+    return {f for f in WHERE_THEY_APPLY if f not in named and f not in by_metric}
+
+
+def _applies(family: str, context) -> bool:
+    from grokscope.config import MODULAR_OPS
+
+    if family == "fourier":
+        return context.config is not None and context.config.task.name in MODULAR_OPS
+    return True
 
 
 # --- per checkpoint ------------------------------------------------------------------------
@@ -533,12 +561,121 @@ def complexity_result_rows(results, n_train: int) -> list[dict]:
     return rows
 
 
+FOURIER_SIGNS = {"add": 1, "sub": -1}
+
+
+def _fourier_matrices(state: dict, config) -> dict[str, torch.Tensor]:
+    """Parameter name -> (p, d) matrix of a run (``config``: its RunConfig) whose row x belongs to
+    residue x: the embedding (for the
+    MLP, the first layer's columns on the one-hots of a and of b, side by side) and the output
+    layer (row c reads out answer c)."""
+    from grokscope.model import output_weight_key
+
+    p = config.task.p
+    if config.model.kind == "transformer":
+        matrices = {"embed.weight": state["embed.weight"][:p]}  # (p, d_model): "=" left out
+    else:
+        first = state["layers.0.weight"]  # (width, 2p)
+        matrices = {"layers.0.weight": torch.cat([first[:, :p].T, first[:, p:2 * p].T], dim=1)}  # (p, 2 width)
+    output = output_weight_key(config.model)
+    matrices[output] = state[output]  # (p, units)
+    return matrices
+
+
+_FOURIER_NAN_LOSSES = [{"metric": m, "value": math.nan, "split": s}
+                       for m in ("restricted_loss", "excluded_loss") for s in ("train", "test")]
+
+
+def iter_fourier_rows(series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
+                      threads: int | None = None) -> Iterator[tuple[int, list[dict], list[Problem]]]:
+    """(step, rows, problems) of the fourier family (Nanda et al. 2023), checkpoint by checkpoint.
+
+    Per checkpoint of a grokscope run on modular arithmetic: ``fourier_norm`` (one row per
+    frequency, column ``frequency``) and ``fourier_gini`` of the embedding and of the output layer
+    (layer = parameter name), ``key_frequency`` (one row per key frequency), and
+    ``restricted_loss`` / ``excluded_loss`` on train and test (add and sub only; NaN otherwise).
+    Another tool's series, or a run on another task, has NaN losses and a "nan" problem: the
+    family needs the run's task and p. See :mod:`grokscope.measures.fourier`.
+    """
+    from grokscope.config import MODULAR_OPS
+    from grokscope.context import SeriesContext
+    from grokscope.features import DEFAULT_BATCH_SIZE, resolve_device
+    from grokscope.measures import fourier
+    from grokscope.series import load_state
+
+    if threads:
+        torch.set_num_threads(threads)
+    context = SeriesContext.open(series)
+    config = context.config
+    if config is None or config.task.name not in MODULAR_OPS:
+        reason = (f"it needs a grokscope run on modular arithmetic, and {series.root} is another tool's series"
+                  if config is None else f"it needs a modular-arithmetic task, not {config.task.name}")
+        for step in steps:
+            yield step, [{"step": step, **row} for row in _FOURIER_NAN_LOSSES], [Problem("nan", reason, "fourier", step)]
+        return
+    torch_device = resolve_device(device)
+    p, sign = config.task.p, FOURIER_SIGNS.get(config.task.name)
+    checkpoints = {c.step: c for c in series.checkpoints}
+    setup: list[Problem] = []  # reported once, with the first checkpoint
+    key = list(options.key_frequencies) if options.key_frequencies else None
+    if key and max(key) > p // 2:
+        raise GrokscopeError(f"--key-frequencies: {series.root} has p = {p}, whose frequencies run 1..{p // 2}")
+    if key is None and checkpoints:
+        last = checkpoints[max(checkpoints)]
+        try:
+            embedding = next(iter(_fourier_matrices(load_state(last, torch_device), config).values()))
+            key = fourier.key_frequencies(fourier.frequency_norms(embedding))
+        except GrokscopeError as exc:
+            setup.append(Problem("error", str(exc)))
+        if not key:
+            setup.append(Problem("warning", f"{last.path}: no key frequencies in the embedding; "
+                                            "restricted and excluded loss are NaN"))
+    if sign is None:
+        setup.append(Problem("warning", f"{series.root}: restricted and excluded loss are defined for add and "
+                                        f"sub, not {config.task.name}; their values are NaN"))
+    dataset = context.dataset()
+    labels = torch.from_numpy(dataset.y).to(torch_device)  # (N,)
+    split = torch.from_numpy(dataset.split).to(torch_device)  # (N,)
+    x = torch.from_numpy(dataset.x).to(torch_device)  # (N, 2p)
+    model = context.model().to(torch_device).eval()
+    for step in steps:
+        found, setup = setup, []
+        try:
+            state = load_state(checkpoints[step], torch_device)
+            model.load_state_dict(state)
+        except (GrokscopeError, KeyError, RuntimeError) as exc:
+            message = str(exc) if isinstance(exc, GrokscopeError) else f"{checkpoints[step].path}: {exc}"
+            yield step, [], found + [Problem("error", message, step=step)]
+            continue
+        new = []
+        for name, matrix in _fourier_matrices(state, config).items():
+            norms = fourier.frequency_norms(matrix)
+            new += [{"metric": "fourier_norm", "value": float(v), "layer": name, "frequency": k}
+                    for k, v in zip(fourier.frequencies(p), norms)]
+            new.append({"metric": "fourier_gini", "value": fourier.gini(norms) if np.isfinite(norms).all() else math.nan,
+                        "layer": name})
+        new += [{"metric": "key_frequency", "value": float(k), "frequency": k} for k in key or []]
+        if sign is None or not key:
+            new += _FOURIER_NAN_LOSSES
+        else:
+            with torch.no_grad():
+                logits = torch.cat([model(x[i:i + DEFAULT_BATCH_SIZE])
+                                    for i in range(0, len(x), DEFAULT_BATCH_SIZE)])  # (p^2, p)
+            losses = fourier.fourier_losses(logits, labels, split, p, key, sign)
+            new += [{"metric": metric, "value": losses[metric][s], "split": s}
+                    for metric in ("restricted_loss", "excluded_loss") for s in ("train", "test")]
+            if not torch.isfinite(logits).all():
+                found.append(Problem("nan", "logits are not finite (diverged?)", "fourier", step))
+        yield step, [{"step": step, **row} for row in new], found
+
+
 # Families measured checkpoint by checkpoint from the weights, never from features (complexity
-# also needs the training data): family -> a function (series, steps, options, device) yielding
+# and fourier also run the model on the data): family -> a function (series, steps, options, device) yielding
 # (step, rows, problems) per checkpoint, so that every row is saved as it comes (see SeriesTables).
 CHECKPOINT_FAMILIES: dict[str, Callable[..., Iterator[tuple[int, list[dict], list[Problem]]]]] = {
     "weights": lambda series, steps, options, device="cpu", threads=None: iter_weight_rows(series, steps),
     "complexity": iter_complexity_rows,
+    "fourier": iter_fourier_rows,
 }
 
 
@@ -599,15 +736,19 @@ class SeriesPlan:
 
 
 def plan_series(series: Series, families: Iterable[str], options: MeasureOptions,
-                select: Callable[[list[int]], list[int]], force: bool) -> SeriesPlan:
+                select: Callable[[list[int]], list[int]], force: bool, where_applicable: Iterable[str] = ()
+                ) -> SeriesPlan:
     """What is already measured with the same parameters, and what remains.
 
     A table in the home that is not a measure table is refused by name (nothing is merged into
     it); one measured with other settings counts as empty (its rows are replaced, not mixed).
+    ``where_applicable``: families left out of the plan for a series they do not apply to (see
+    :data:`WHERE_THEY_APPLY`).
     """
     from grokscope.context import SeriesContext
 
     context = SeriesContext.open(series)
+    families = [f for f in families if f not in set(where_applicable) or _applies(f, context)]
     checkpoint_steps = [c.step for c in series.checkpoints]
     feature_steps = [s for s, _ in store.list_features(series.home)]
     if options.layers:

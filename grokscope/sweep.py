@@ -18,6 +18,9 @@ _INT_RANGE = re.compile(r"^(\d+)-(\d+)$")
 SHORT_NAMES = {
     "weight_decay": "wd", "train_fraction": "frac", "train_size": "n", "split_seed": "split",
     "learning_rate": "lr", "batch_size": "bs", "spectral_entropy": "se", "weight_noise": "noise",
+    "n_heads": "heads", "d_model": "d", "d_mlp": "mlp",
+    # add-p97-mlp, add-p97-transformer: the value says it all.
+    "model": "",
 }
 
 

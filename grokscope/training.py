@@ -62,6 +62,8 @@ def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor, config: RunConfig) -> torch.Tensor:
+    if config.optim.loss_dtype == "float64":
+        logits = logits.double()
     if config.optim.loss == "ce":
         return F.cross_entropy(logits, y)
     target = F.one_hot(y, logits.shape[1]).to(logits.dtype)  # (B, K)
@@ -130,6 +132,11 @@ class Trainer:
         return torch.func.functional_call(self.model, noisy, (x,))
 
     def train_step(self) -> None:
+        warmup = self.config.optim.warmup
+        if self.step <= warmup:
+            # A function of the step alone (not scheduler state), so --resume stays exact.
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.optim.lr * min((self.step + 1) / max(warmup, 1), 1.0)
         x, y = self._batch(self.step + 1)
         logits = self._forward(x, self.step + 1)  # (B, K)
         loss = loss_fn(logits, y, self.config)

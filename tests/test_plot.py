@@ -82,6 +82,20 @@ def write_run(root: Path, weight_decay: float, seed: int) -> Path:
                          "value": value, "size": size, "bins": ",".join(map(str, range(size))),
                          "n_neurons": 4 * size, "search": "exhaustive", "scope": "overall"})
     table(rows, columns).to_parquet(run_dir / "measures" / "oinfo.parquet", index=False)
+
+    # Fourier: frequency 2 of the embedding grows while the others decay; restricted loss falls
+    # early, excluded loss rises.
+    rows = []
+    for step in MEASURE_STEPS:
+        growth = np.log10(step) / 3
+        for k in (1, 2, 3):
+            rows.append({"step": step, "metric": "fourier_norm", "layer": "layers.0.weight", "frequency": k,
+                         "value": 1 + 4 * growth if k == 2 else 1 - 0.5 * growth})
+        rows.append({"step": step, "metric": "key_frequency", "frequency": 2, "value": 2.0})
+        for split in ("train", "test"):
+            rows.append({"step": step, "metric": "restricted_loss", "split": split, "value": 2.0 - 1.5 * growth})
+            rows.append({"step": step, "metric": "excluded_loss", "split": split, "value": 0.5 + growth})
+    table(rows, columns).to_parquet(run_dir / "measures" / "fourier.parquet", index=False)
     return run_dir
 
 
@@ -138,6 +152,7 @@ KINDS = [
     ("collapse", [], []),
     ("sweep", [], ["--x", "weight_decay", "--y", "seed"]),
     ("metric", ["nc1"], []),
+    ("fourier", [], []),
 ]
 
 
@@ -295,3 +310,18 @@ def test_one_line_per_run_and_split(runs):
     assert data["line"].notna().all()
     assert data.groupby("quantity", observed=True)["line"].nunique().to_dict() == {"RNC1 (log10)": 8, "test accuracy": 4}
     assert (data.groupby(["line", "step"]).size() == 1).all()
+
+
+def test_fourier_spectrum_tiles_cover_the_steps_without_gaps(runs):
+    tables = load([str(runs / "add-p7-wd0.1-seed0")])
+    with style.quiet_plotting():
+        figure = draw("fourier", tables, style.FigureOptions())
+    spectrum, losses = (plot.data for plot in figure)
+    assert len(spectrum) == 3 * len(MEASURE_STEPS)  # every (step, frequency) once
+    for _, frequency in spectrum.groupby("frequency"):
+        frequency = frequency.sort_values("step")
+        # Each tile ends where the next begins, and each step lies inside its own tile.
+        assert np.allclose(frequency["xmax"].to_numpy()[:-1], frequency["xmin"].to_numpy()[1:])
+        assert ((frequency["xmin"] < frequency["step"]) & (frequency["step"] < frequency["xmax"])).all()
+    assert set(losses["quantity"]) == {"loss", "restricted loss", "excluded loss"}
+    assert set(losses.loc[losses["quantity"] == "loss", "split"]) == {"train", "test"}

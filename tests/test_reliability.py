@@ -843,7 +843,7 @@ def test_every_hyperparameter_is_a_column(tmp_path):
     # Every field of the task, model and optimizer settings has its column (name-> task/optimizer).
     for part in (config.task, config.model, config.optim):
         for item in dataclasses.fields(part):
-            assert {"name": None, "path": "data"}.get(item.name, item.name) in columns or item.name == "name"
+            assert {"name": None, "path": "data", "kind": "model"}.get(item.name, item.name) in columns or item.name == "name"
     assert tuple(columns) == hyperparameter_columns()
     assert set(hyperparameter_columns()) <= set(COLUMNS)
 

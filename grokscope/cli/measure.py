@@ -31,11 +31,15 @@ Examples:
 
   grokscope measure runs/add-p97 --metric complexity --tolerance 0.01,0.03,0.1,0.3,1 --steps every:10
 
+  grokscope measure runs/add-p113-transformer --metric fourier --key-frequencies 14,35,41,42,52
+
 Families: collapse (within_var, between_var, nc1, rnc1, rnc1_sup, nc1_papyan, nc2_*, nc3, nc4),
 hsic (nhsic_x, nhsic_y; hsic_* or cka_* with --hsic-estimator), o-info (synergy, redundancy), weights (weight_norm, param_norm,
 balancedness, spectral_entropy, effective_rank, stable_rank), grokking (memorization_step,
 generalization_step, grokking_gap), complexity (complexity in bits, complexity_tau,
-complexity_bin_size, complexity_loss, complexity_bound, complexity_rank, ...), or all. A metric name computes its family and reports that
+complexity_bin_size, complexity_loss, complexity_bound, complexity_rank, ...), fourier
+(modular arithmetic: fourier_norm, fourier_gini, key_frequency, restricted_loss, excluded_loss;
+Nanda et al. 2023), or all. A metric name computes its family and reports that
 metric. Runs that were never probed get their features computed in memory. Checkpoints already
 measured with the same settings are skipped unless --force. Tables are saved as measuring goes
 (every 30 s, GROKSCOPE_SAVE_EVERY; and on Ctrl-C): a rerun computes only the rest. -o and
@@ -72,6 +76,7 @@ def measure(
     threshold: float = typer.Option(0.99, "--threshold", help="grokking: the accuracy that counts as reached."),
     tolerance: str = typer.Option("0.1", "--tolerance", help="complexity: loss increase allowed to the coarse-grained network; a list ('0.01,0.1,1') gives a rate-distortion curve."),
     compressor: str = typer.Option("bz2", "--compressor", help="complexity: bz2 (the authors') or lzma."),
+    key_frequencies: Optional[str] = typer.Option(None, "--key-frequencies", help="fourier: the key frequencies, e.g. 14,35,41 (default: read off each run's last checkpoint)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Measure checkpoints in N parallel processes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     allow_global: Optional[List[str]] = typer.Option(None, "--allow-global", help="Let pickled checkpoints hold this class (module.Name, repeatable); only for files you trust."),
@@ -112,6 +117,7 @@ def measure(
     if max_size is not None and not min_size <= max_size <= bins:
         raise GrokscopeError(f"--max-size: must lie between --min-size ({min_size}) and --bins ({bins}), got {max_size}")
     wanted = measuring.resolve_metrics(metric)
+    optional = measuring.only_through_all(metric)
     estimators = {m.split("_")[0] for m in wanted.get("hsic") or ()}
     named = {"nhsic": "nocco", "hsic": "hsic", "cka": "cka"}
     if len(estimators) > 1:
@@ -132,6 +138,7 @@ def measure(
         bins=bins, variables=variables, min_size=min_size, max_size=max_size, search=search,
         per_size=per_size, ties=ties, tie_draws=tie_draws, seed=seed, units=units, bias_correction=bias_correction,
         threshold=threshold, tolerance=tolerances, compressor=compressor,
+        key_frequencies=_key_frequencies(key_frequencies),
     )
     if out_table is not None:
         if out_table.suffix != ".parquet":
@@ -154,7 +161,8 @@ def measure(
         task = bar.add_task("measure", total=0)
         total = 0
         for batch in iter_series(inputs):
-            plans = [measuring.plan_series(found, wanted, options, selection.select, force) for found in batch]
+            plans = [measuring.plan_series(found, wanted, options, selection.select, force, optional)
+                     for found in batch]
             total += sum(plan.n_steps for plan in plans)
             bar.update(task, total=total)
             for plan in plans:
@@ -290,6 +298,17 @@ def _complexity_in_workers(plan, options, workers: int, device: str, tables, pro
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+
+
+def _key_frequencies(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    if text is None:
+        return None
+    from grokscope.sweep import parse_values
+
+    values = parse_values("--key-frequencies", text, int)
+    if any(k < 1 for k in values):
+        raise GrokscopeError(f"--key-frequencies: frequencies are positive integers, got {text!r}")
+    return tuple(sorted(values))
 
 
 def _leave_ctrl_c_to_the_parent() -> None:

@@ -10,7 +10,7 @@ import typer
 from grokscope.errors import GrokscopeError
 
 EPILOG = """\
-Kinds: curves, phases, pareto, info-plane, collapse, sweep, complexity, metric NAME.
+Kinds: curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, metric NAME.
 
 Examples:
 
@@ -30,6 +30,8 @@ Examples:
 
   grokscope plot complexity runs/add-p97 --steps 20,300,3000 -o rate-distortion.png
 
+  grokscope plot fourier runs/add-p113-transformer -o fourier.png   # needs a fourier table
+
 INPUTS are run directories, folders of runs (searched recursively), Parquet tables (measure
 tables or histories), or - to read paths from stdin. --where is a pandas query over the tables'
 columns (hyperparameters, split, layer, ...). The figure's path is printed on stdout.
@@ -37,7 +39,7 @@ columns (hyperparameters, split, layer, ...). The figure's path is printed on st
 
 
 def plot(
-    kind: str = typer.Argument(..., help="curves, phases, pareto, info-plane, collapse, sweep, complexity, or metric (then NAME)."),
+    kind: str = typer.Argument(..., help="curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, or metric (then NAME)."),
     inputs: List[str] = typer.Argument(..., help="Runs, folders of runs, Parquet tables, or - for paths on stdin (after NAME for metric)."),
     output: Path = typer.Option(..., "--output", "-o", help="Figure file; the format follows the extension (.png, .svg, .pdf)."),
     color: Optional[str] = typer.Option(None, "--color", "--colour", help="Colour lines by this column (default: run)."),

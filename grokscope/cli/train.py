@@ -26,8 +26,14 @@ Examples:
 
   grokscope train --task digits --train-size 1000 --steps 2000 --out runs/
 
+  grokscope train --model transformer --p 113 --train-fraction 0.3 --out runs/   # Nanda et al.
+
+  grokscope train --model transformer --depth 2 --batch-size 512 --layer-norm --activation gelu --out runs/
+
 Every hyperparameter option takes a list ("0.1,2,10") and integer ones a range ("0-4").
-Each run directory is printed on stdout as it finishes.
+Each run directory is printed on stdout as it finishes. Options marked "by model" default to
+the MLP's seed setup, or for --model transformer to Nanda et al.'s (lr 1e-3, weight decay 1,
+10 warmup updates) with its own schedule.
 """
 
 SWEEPABLE = "Takes a list: 'a,b,c' (integers also 'lo-hi')."
@@ -42,15 +48,22 @@ def train(
     train_size: Optional[str] = typer.Option(None, "--train-size", help=f"Number of training samples (overrides --train-fraction). {SWEEPABLE}"),
     split_seed: Optional[str] = typer.Option(None, "--split-seed", help=f"Seed of the train/test split (default: --seed). {SWEEPABLE}"),
     data: Optional[Path] = typer.Option(None, "--data", help="An .npz file with X, y (and optionally split) for --task npz."),
-    steps: str = typer.Option("4000", "--steps", help=f"Optimizer steps. {SWEEPABLE}"),
-    width: str = typer.Option("250", "--width", help=f"Hidden units per layer. {SWEEPABLE}"),
-    depth: str = typer.Option("1", "--depth", help=f"Hidden layers. {SWEEPABLE}"),
+    steps: Optional[str] = typer.Option(None, "--steps", help=f"Optimizer steps (by model: 4000; transformer 20000). {SWEEPABLE}"),
+    model: str = typer.Option("mlp", "--model", help=f"mlp (one-hot inputs) or transformer (tokens a, b, =). {SWEEPABLE}"),
+    width: str = typer.Option("250", "--width", help=f"MLP: hidden units per layer. {SWEEPABLE}"),
+    depth: str = typer.Option("1", "--depth", help=f"MLP: hidden layers; transformer: blocks. {SWEEPABLE}"),
+    d_model: str = typer.Option("128", "--d-model", help=f"Transformer: residual stream width. {SWEEPABLE}"),
+    heads: str = typer.Option("4", "--heads", help=f"Transformer: attention heads (must divide --d-model). {SWEEPABLE}"),
+    d_mlp: str = typer.Option("512", "--d-mlp", help=f"Transformer: MLP neurons per block. {SWEEPABLE}"),
+    activation: str = typer.Option("relu", "--activation", help=f"relu or gelu. {SWEEPABLE}"),
+    layer_norm: bool = typer.Option(False, "--layer-norm/--no-layer-norm", help="Transformer: pre-LayerNorm blocks and a final LayerNorm."),
     alpha: str = typer.Option("1", "--alpha", help=f"Initialisation scale: every weight times alpha. {SWEEPABLE}"),
     zero_last: bool = typer.Option(False, "--zero-last/--no-zero-last", help="Zero-initialise the output layer."),
     fix_norm: bool = typer.Option(False, "--fix-norm/--no-fix-norm", help="Hold the global weight norm at its initial value after every step."),
     optimizer: str = typer.Option("adamw", "--optimizer", help=f"adamw or sgd. {SWEEPABLE}"),
-    lr: str = typer.Option("0.03", "--lr", help=f"Learning rate. {SWEEPABLE}"),
-    weight_decay: str = typer.Option("0.1", "--weight-decay", "--wd", help=f"Weight decay (decoupled for AdamW). {SWEEPABLE}"),
+    lr: Optional[str] = typer.Option(None, "--lr", help=f"Learning rate (by model: 0.03; transformer 1e-3). {SWEEPABLE}"),
+    weight_decay: Optional[str] = typer.Option(None, "--weight-decay", "--wd", help=f"Weight decay, decoupled for AdamW (by model: 0.1; transformer 1). {SWEEPABLE}"),
+    warmup: Optional[str] = typer.Option(None, "--warmup", help=f"Linear learning-rate warmup over N updates (by model: 0; transformer 10). {SWEEPABLE}"),
     spectral_entropy: str = typer.Option("0", "--spectral-entropy", help=f"Add BETA x the mean spectral entropy of the weight matrices to the loss (DeMoss et al.: 0.1). {SWEEPABLE}"),
     weight_noise: str = typer.Option("0", "--weight-noise", help=f"Std of Gaussian noise on every weight in the training forward pass (DeMoss et al.: 0.01). {SWEEPABLE}"),
     beta1: float = typer.Option(0.9, "--beta1", help="AdamW beta1."),
@@ -59,11 +72,12 @@ def train(
     momentum: float = typer.Option(0.0, "--momentum", help="SGD momentum."),
     loss: str = typer.Option("ce", "--loss", help=f"ce (cross-entropy) or mse (on one-hot targets). {SWEEPABLE}"),
     reduction: str = typer.Option("mean", "--reduction", help="mse only: mean over all outputs, or sum over classes."),
+    loss_dtype: Optional[str] = typer.Option(None, "--loss-dtype", help="float32 or float64 logits for the loss (by model: float32; transformer float64)."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help=f"Minibatch size (default: full batch). {SWEEPABLE}"),
     seed: str = typer.Option("0", "--seed", help=f"Seed of the initialisation (and of the split unless --split-seed). {SWEEPABLE}"),
-    save_every: int = typer.Option(40, "--save-every", help="Checkpoint every N steps (0: off)."),
-    save_log: int = typer.Option(140, "--save-log", help="Also checkpoint at N log-spaced steps (0: off)."),
-    eval_every: int = typer.Option(10, "--eval-every", help="Evaluate train/test loss and accuracy every N steps (and at each checkpoint)."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps, 0: off (by model: 40; transformer 100)."),
+    save_log: Optional[int] = typer.Option(None, "--save-log", help="Also checkpoint at N log-spaced steps, 0: off (by model: 140; transformer 100)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate train/test loss and accuracy every N steps and at each checkpoint (by model: 10; transformer 50)."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs from their last checkpoint; finished runs are skipped."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr; only paths on stdout."),
@@ -78,13 +92,19 @@ def train(
         "train_fraction": sweep.parse_values("--train-fraction", train_fraction, float),
         "train_size": sweep.parse_values("--train-size", train_size, int) if train_size else [None],
         "split_seed": sweep.parse_values("--split-seed", split_seed, int) if split_seed else [None],
-        "steps": sweep.parse_values("--steps", steps, int),
+        "steps": sweep.parse_values("--steps", steps, int) if steps else [None],
+        "model": sweep.parse_values("--model", model, str),
         "width": sweep.parse_values("--width", width, int),
         "depth": sweep.parse_values("--depth", depth, int),
+        "d_model": sweep.parse_values("--d-model", d_model, int),
+        "n_heads": sweep.parse_values("--heads", heads, int),
+        "d_mlp": sweep.parse_values("--d-mlp", d_mlp, int),
+        "activation": sweep.parse_values("--activation", activation, str),
         "alpha": sweep.parse_values("--alpha", alpha, float),
         "optimizer": sweep.parse_values("--optimizer", optimizer, str),
-        "lr": sweep.parse_values("--lr", lr, float),
-        "weight_decay": sweep.parse_values("--weight-decay", weight_decay, float),
+        "lr": sweep.parse_values("--lr", lr, float) if lr else [None],
+        "weight_decay": sweep.parse_values("--weight-decay", weight_decay, float) if weight_decay else [None],
+        "warmup": sweep.parse_values("--warmup", warmup, int) if warmup else [None],
         "spectral_entropy": sweep.parse_values("--spectral-entropy", spectral_entropy, float),
         "weight_noise": sweep.parse_values("--weight-noise", weight_noise, float),
         "loss": sweep.parse_values("--loss", loss, str),
@@ -92,13 +112,15 @@ def train(
         "seed": sweep.parse_values("--seed", seed, int),
     }
     grid = sweep.expand_grid(axes)
-    configs = [_config(point, data, zero_last, fix_norm, beta1, beta2, eps, momentum, reduction,
-                       save_every, save_log, eval_every) for point in grid]
+    # Options that are not swept but whose default depends on the model kind.
+    unswept = {"save_every": save_every, "save_log": save_log, "eval_every": eval_every, "loss_dtype": loss_dtype}
+    configs = [_config(point, data, zero_last, fix_norm, layer_norm, beta1, beta2, eps, momentum, reduction, unswept)
+               for point in grid]
     for config in configs:
         config.validate()
     if name is not None:
         _check_run_name(name)
-    base = name or _default_base(configs[0])
+    base = name or _default_base(configs[0], one_model=len(axes["model"]) == 1)
     names = sweep.run_names(base, grid)
     configs = [dataclasses.replace(c, name=n) for c, n in zip(configs, names)]
     run_dirs = [_run_dir(_prepare_out(out), n) for n in names]
@@ -134,9 +156,17 @@ def _run_dir(out: Path, name: str) -> Path:
     return run_dir
 
 
-def _config(point, data, zero_last, fix_norm, beta1, beta2, eps, momentum, reduction,
-            save_every, save_log, eval_every):
-    from grokscope.config import ModelConfig, OptimConfig, RunConfig, ScheduleConfig, TaskConfig
+def _config(point, data, zero_last, fix_norm, layer_norm, beta1, beta2, eps, momentum, reduction, unswept):
+    from grokscope.config import ModelConfig, OptimConfig, RunConfig, ScheduleConfig, TaskConfig, model_defaults
+
+    # An option left unset takes its model kind's default, else the dataclass default.
+    values = {**point, **unswept}
+    for key, default in model_defaults(point["model"]).items():
+        if values.get(key) is None:
+            values[key] = default
+
+    def given(*keys):
+        return {k: values[k] for k in keys if values.get(k) is not None}
 
     return RunConfig(
         seed=point["seed"],
@@ -146,21 +176,28 @@ def _config(point, data, zero_last, fix_norm, beta1, beta2, eps, momentum, reduc
             # Absolute, so that measuring the run from another folder finds the data.
             path=os.path.abspath(data) if data else None,
         ),
-        model=ModelConfig(depth=point["depth"], width=point["width"], alpha=point["alpha"], zero_last=zero_last),
+        model=ModelConfig(
+            kind=point["model"], depth=point["depth"], width=point["width"], alpha=point["alpha"],
+            zero_last=zero_last, activation=point["activation"], d_model=point["d_model"],
+            n_heads=point["n_heads"], d_mlp=point["d_mlp"], layer_norm=layer_norm,
+        ),
         optim=OptimConfig(
-            name=point["optimizer"], lr=point["lr"], beta1=beta1, beta2=beta2, eps=eps,
-            weight_decay=point["weight_decay"], momentum=momentum, loss=point["loss"],
+            name=point["optimizer"], beta1=beta1, beta2=beta2, eps=eps, momentum=momentum, loss=point["loss"],
             reduction=reduction, batch_size=point["batch_size"], fix_norm=fix_norm,
             spectral_entropy=point["spectral_entropy"], weight_noise=point["weight_noise"],
+            **given("lr", "weight_decay", "warmup", "loss_dtype"),
         ),
-        schedule=ScheduleConfig(steps=point["steps"], save_every=save_every, save_log=save_log, eval_every=eval_every),
+        schedule=ScheduleConfig(**given("steps", "save_every", "save_log", "eval_every")),
     ).resolved()
 
 
-def _default_base(config) -> str:
+def _default_base(config, one_model: bool) -> str:
     from grokscope.config import MODULAR_OPS
 
-    return f"{config.task.name}-p{config.task.p}" if config.task.name in MODULAR_OPS else config.task.name
+    base = f"{config.task.name}-p{config.task.p}" if config.task.name in MODULAR_OPS else config.task.name
+    # A sweep over --model names its runs by model already; a lone transformer says so itself,
+    # so it never collides with the MLP run of the same task in the same folder.
+    return f"{base}-transformer" if one_model and config.model.kind == "transformer" else base
 
 
 def _prepare_out(out: Path) -> Path:

@@ -15,13 +15,14 @@ KINDS = {
     "info-plane": "nHSIC(T;X) against nHSIC(T;Y) per layer, coloured by step",
     "collapse": "RNC1 on train and test splits beside test accuracy",
     "sweep": "phase diagram over two hyperparameters (--x, --y)",
+    "fourier": "embedding Fourier spectrum over steps, and restricted/excluded loss beside train/test loss",
     "metric": "any measured quantity against step (metric NAME)",
     "complexity": "complexity against step with the grokking steps marked; size against tolerance with --steps",
 }
 
 
 def draw(kind: str, tables, options, metric: str | None = None):
-    from grokscope.plotting import complexity, info_plane, lines, oinfo, sweep
+    from grokscope.plotting import complexity, fourier, info_plane, lines, oinfo, sweep
 
     builders = {
         "curves": lines.curves,
@@ -31,6 +32,7 @@ def draw(kind: str, tables, options, metric: str | None = None):
         "collapse": lines.collapse,
         "sweep": sweep.sweep,
         "complexity": complexity.complexity,
+        "fourier": fourier.fourier,
     }
     if kind == "metric":
         if not metric:
