@@ -1,4 +1,4 @@
-"""One summary row per run: hyperparameters, grokking steps and phase, synergy minimum, final RNC1."""
+"""One summary row per series: hyperparameters, grokking steps and phase, synergy minimum, final RNC1."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ hyperparameters, memorization_step and generalization_step (first evaluated step
 test accuracy >= --threshold), grokking_gap (their difference), phase (Liu et al. 2022:
 comprehension, grokking, memorization, confusion; grokking when the gap is at least --delay
 steps), synergy_min / _step / _size (the lowest O-information of the run after its initial
-transient, when an oinfo table exists), rnc1_train / rnc1_test (RNC1 at the last measured step,
+transient, when an oinfo table exists), synergy_min_sd and synergy_within_ties (its spread over
+random orders of tied activations, and whether the curve's rise and fall is within that spread),
+rnc1_train / rnc1_test (RNC1 at the last measured step,
 when a collapse table exists) and diverged_step (first step with a non-finite loss or weights).
 Cells are empty where a run has no such table or never reached the threshold. The table format
 leaves out hyperparameters no run has, and series unless run names repeat.
