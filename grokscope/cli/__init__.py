@@ -118,7 +118,15 @@ def _register() -> None:
     for name in COMMANDS:
         module = importlib.import_module(f"grokscope.cli.{name}")
         command = getattr(module, name)
-        app.command(name, help=module.__doc__, epilog=module.EPILOG)(reports_user_errors(command))
+        app.command(name, help=module.__doc__, epilog=_reflowed(module.EPILOG))(reports_user_errors(command))
+
+
+def _reflowed(epilog: str) -> str:
+    """Prose paragraphs as one line each, so that help wraps them to the terminal's width (rich
+    keeps every newline it is given); indented lines (examples) stay as written."""
+    paragraphs = epilog.strip("\n").split("\n\n")
+    return "\n\n".join(p if any(line.startswith(" ") for line in p.splitlines()) else " ".join(p.split("\n"))
+                       for p in paragraphs)
 
 
 _register()
