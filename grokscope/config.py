@@ -13,6 +13,23 @@ from dataclasses import dataclass, field
 
 from grokscope.errors import GrokscopeError
 
+
+def seconds_from_env(name: str, default: float) -> float:
+    """A number of seconds >= 0 from the environment variable ``name`` (unset or empty: ``default``);
+    anything else is a one-line error naming the variable."""
+    import os
+
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise GrokscopeError(f"{name}: {raw!r} is not a number of seconds")
+    return seconds
+
 MODULAR_OPS = ("add", "sub", "mul", "div", "sq_sum", "poly")
 TASKS = MODULAR_OPS + ("digits", "npz")
 OPTIMIZERS = ("adamw", "sgd")

@@ -823,16 +823,9 @@ DEFAULT_SAVE_EVERY_S = 30.0
 
 def save_every() -> float:
     """Seconds between saves of a series' tables while it is measured (``GROKSCOPE_SAVE_EVERY``)."""
-    raw = os.environ.get(SAVE_EVERY_ENV)
-    if raw is None or raw == "":
-        return DEFAULT_SAVE_EVERY_S
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise GrokscopeError(f"{SAVE_EVERY_ENV}: {raw!r} is not a number of seconds")
-    return seconds
+    from grokscope.config import seconds_from_env
+
+    return seconds_from_env(SAVE_EVERY_ENV, DEFAULT_SAVE_EVERY_S)
 
 
 class SeriesTables:

@@ -101,16 +101,9 @@ class Output:
 
 
 def _progress_every() -> float:
-    raw = os.environ.get(PROGRESS_EVERY_ENV)
-    if raw is None or raw == "":
-        return DEFAULT_PROGRESS_EVERY_S
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise GrokscopeError(f"{PROGRESS_EVERY_ENV}: {raw!r} is not a number of seconds")
-    return seconds
+    from grokscope.config import seconds_from_env
+
+    return seconds_from_env(PROGRESS_EVERY_ENV, DEFAULT_PROGRESS_EVERY_S)
 
 
 def _stdout_is_console_terminal() -> bool:

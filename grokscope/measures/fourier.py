@@ -231,9 +231,8 @@ def restricted_logits(logits, p: int, key: list[int], sign: int = 1) -> torch.Te
     torch.Tensor
         (p^2, C) float64.
     """
-    matrix = _grid_logits(logits, p)  # (p^2, C)
-    directions = sum_directions(p, key, sign, matrix.device)  # (2|K|, p^2)
-    return matrix.mean(dim=0, keepdim=True) + directions.T @ (directions @ matrix)
+    matrix, projected = _key_projection(logits, p, key, sign)
+    return matrix.mean(dim=0, keepdim=True) + projected
 
 
 def excluded_logits(logits, p: int, key: list[int], sign: int = 1) -> torch.Tensor:
@@ -252,9 +251,15 @@ def excluded_logits(logits, p: int, key: list[int], sign: int = 1) -> torch.Tens
     torch.Tensor
         (p^2, C) float64.
     """
+    matrix, projected = _key_projection(logits, p, key, sign)
+    return matrix - projected
+
+
+def _key_projection(logits, p: int, key: list[int], sign: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the logits as a (p^2, C) float64 matrix, their projection onto the key directions)."""
     matrix = _grid_logits(logits, p)  # (p^2, C)
     directions = sum_directions(p, key, sign, matrix.device)  # (2|K|, p^2)
-    return matrix - directions.T @ (directions @ matrix)
+    return matrix, directions.T @ (directions @ matrix)
 
 
 def cross_entropy(logits, labels) -> float:
