@@ -3,6 +3,9 @@
 Parameters are named ``layers.0.weight``, ``layers.0.bias``, ..., ``layers.{depth}.weight`` (the
 output layer), in input-to-output order. The feature key of hidden layer ``i`` is ``layers.i``:
 its post-ReLU output. The penultimate layer is ``layers.{depth-1}``, the one feeding the output.
+
+A model names the hidden neurons a sub-network may hold at zero with ``neuron_parameters()``
+(see :mod:`grokscope.masking`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,18 @@ class MLP(nn.Module):
         for layer in hidden:
             x = torch.relu(layer(x))  # (B, width)
         return output(x)
+
+    def neuron_parameters(self) -> dict[str, list[tuple[str, int]]]:
+        """The maskable hidden neurons: feature key -> the (parameter name, axis) slices that feed
+        each neuron of that layer.
+
+        Neuron j of ``layers.i`` is row j of ``layers.i.weight`` and entry j of ``layers.i.bias``:
+        with both zero its pre-activation is 0 for every input, so its ReLU output is 0 and no
+        gradient reaches it (Clauw et al. zero the first layer's weight rows; this MLP's hidden
+        layers also have a bias, which must go too).
+        """
+        *hidden, _ = self.layers
+        return {f"layers.{i}": [(f"layers.{i}.weight", 0), (f"layers.{i}.bias", 0)] for i in range(len(hidden))}
 
     def hidden_features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Post-ReLU output of every hidden layer, keyed ``layers.i``, and the logits."""

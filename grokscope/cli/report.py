@@ -23,6 +23,12 @@ step with train / test accuracy >= --threshold), grokking_gap (their difference)
 least --delay steps), synergy_min / _step / _size (the lowest O-information of the run, when an
 oinfo table exists) and rnc1_train / rnc1_test (RNC1 at the last measured step, when a collapse
 table exists). Cells are empty where a run has no such table or never reached the threshold.
+
+synergy_peak_height / _bits / _step / _width: the first synergy peak after the initial transient
+(the first evaluation at which the training loss has fallen 10% below its first value): its
+rise on the run's min-max scale and in bits, its step and its width at half height, in steps
+(height 0 without a peak); --early K looks only up to the memorisation step + K, as
+`grokscope predict` does.
 """
 
 FORMATS = ("table", "csv", "json")
@@ -34,6 +40,7 @@ def report(
     where: Optional[str] = typer.Option(None, "--where", help="Keep rows matching this pandas query, e.g. \"seed == 0\"."),
     threshold: float = typer.Option(0.99, "--threshold", help="Accuracy that counts as memorised (train) / generalised (test)."),
     delay: int = typer.Option(1000, "--delay", help="Gap in steps from which a run counts as grokking rather than comprehension."),
+    early: Optional[int] = typer.Option(None, "--early", help="synergy_peak_*: only the steps up to the memorisation step + this many (default: the whole run)."),
 ) -> None:
     """Summarise runs: when each memorised and generalised, its phase, synergy minimum and final RNC1."""
     from grokscope.cli.output import Output
@@ -42,7 +49,9 @@ def report(
 
     if fmt not in FORMATS:
         raise GrokscopeError(f"--format: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    summaries = run_summaries(load(inputs).where(where), threshold=threshold, delay=delay)
+    if early is not None and early < 0:
+        raise GrokscopeError(f"--early: must be >= 0, got {early}")
+    summaries = run_summaries(load(inputs).where(where), threshold=threshold, delay=delay, early=early)
     if summaries.empty:
         raise GrokscopeError("nothing to report: no runs (after --where, if given)")
     output = Output()

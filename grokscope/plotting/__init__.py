@@ -17,11 +17,13 @@ KINDS = {
     "sweep": "phase diagram over two hyperparameters (--x, --y)",
     "metric": "any measured quantity against step (metric NAME)",
     "complexity": "complexity against step with the grokking steps marked; size against tolerance with --steps",
+    "subnet": "test and train accuracy of a run, its synergistic sub-network and the inverse",
+    "early-synergy": "synergy curves with the first peak before memorisation + --k, coloured by outcome",
 }
 
 
 def draw(kind: str, tables, options, metric: str | None = None):
-    from grokscope.plotting import complexity, info_plane, lines, oinfo, sweep
+    from grokscope.plotting import complexity, early_synergy, info_plane, lines, oinfo, subnet, sweep
 
     builders = {
         "curves": lines.curves,
@@ -31,6 +33,8 @@ def draw(kind: str, tables, options, metric: str | None = None):
         "collapse": lines.collapse,
         "sweep": sweep.sweep,
         "complexity": complexity.complexity,
+        "subnet": subnet.subnet,
+        "early-synergy": early_synergy.early_synergy,
     }
     if kind == "metric":
         if not metric:

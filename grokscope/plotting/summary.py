@@ -12,6 +12,13 @@ the standard deviation of that difference over random orders of tied activations
 :math:`|\Omega_{\max} - \Omega_{\min}| < 2 \sqrt{s_{\min}^2 + s_{\max}^2}` with :math:`s` the
 rows' ``value_sd``, i.e. when the rise and fall of the curve is within what the arbitrary order of
 the ReLU zeros alone moves a value (empty where the table has no spread).
+
+``synergy_peak_height`` / ``_bits`` / ``_step`` / ``_width``: the first synergy peak after the
+initial transient (:func:`grokscope.measures.early_synergy.first_synergy_peak` from
+:func:`~grokscope.measures.early_synergy.transient_end` of the run's history), over the whole run
+or, with ``early=k``, over the steps up to the memorisation step + k; height on the run's
+min-max scale over those steps (Clauw et al.'s normalisation), bits, step, width at half
+height in steps. Height 0 where the curve has no peak.
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ from grokscope.plotting.data import Tables
 # Every setting a user can give train (config.hyperparameters), so runs that differ in any of
 # them are told apart in the report.
 HYPERPARAMETERS = hyperparameter_columns()
-STEP_COLUMNS = ("memorization_step", "generalization_step", "grokking_gap", "synergy_min_step", "synergy_min_size")
+STEP_COLUMNS = ("memorization_step", "generalization_step", "grokking_gap", "synergy_min_step", "synergy_min_size",
+                "synergy_peak_step")
 COLUMNS = (
     "run", *HYPERPARAMETERS, "memorization_step", "generalization_step", "grokking_gap", "phase",
     "synergy_min", "synergy_min_step", "synergy_min_size", "synergy_min_sd", "synergy_within_ties",
     "rnc1_train", "rnc1_test",
+    "synergy_peak_height", "synergy_peak_bits", "synergy_peak_step", "synergy_peak_width",
 )
 
 
@@ -39,13 +48,16 @@ def run_summaries(
     tables: Tables,
     threshold: float = grokking.DEFAULT_THRESHOLD,
     delay: int = grokking.DEFAULT_DELAY,
+    early: int | None = None,
 ) -> pd.DataFrame:
-    """A frame with the columns :data:`COLUMNS`, one row per run, in the order runs were read."""
-    rows = [_summary(tables, run, threshold, delay) for run in _runs(tables)]
+    """A frame with the columns :data:`COLUMNS`, one row per run, in the order runs were read;
+    ``early``: the synergy peak from the steps up to the memorisation step + ``early`` only."""
+    rows = [_summary(tables, run, threshold, delay, early) for run in _runs(tables)]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for column in STEP_COLUMNS:
         frame[column] = pd.array(frame[column], dtype="Float64").round().astype("Int64")
-    for column in ("synergy_min", "synergy_min_sd", "rnc1_train", "rnc1_test"):
+    for column in ("synergy_min", "synergy_min_sd", "rnc1_train", "rnc1_test", "synergy_peak_height",
+                   "synergy_peak_bits", "synergy_peak_width"):
         frame[column] = frame[column].astype("float64")
     frame["synergy_within_ties"] = frame["synergy_within_ties"].astype("boolean")
     return frame
@@ -78,11 +90,12 @@ def _runs(tables: Tables) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _summary(tables: Tables, run: str, threshold: float, delay: int) -> dict:
+def _summary(tables: Tables, run: str, threshold: float, delay: int, early: int | None = None) -> dict:
     row = {"run": run, **_hyperparameters(tables, run)}
     row.update(_grokking(tables, run, threshold, delay))
     row.update(_synergy_minimum(tables, run))
     row.update(_final_rnc1(tables, run))
+    row.update(_synergy_peak(tables, run, threshold, early))
     return row
 
 
@@ -143,3 +156,22 @@ def _final_rnc1(tables: Tables, run: str) -> dict:
         if not rows.empty:
             final[f"rnc1_{split}"] = rows.loc[rows["step"].idxmax(), "value"]
     return final
+
+
+def _synergy_peak(tables: Tables, run: str, threshold: float, early: int | None) -> dict:
+    from grokscope.measures.early_synergy import first_synergy_peak, transient_end
+
+    synergy = _rows_of(overall_oinfo(tables, "synergy"), run)
+    if synergy.empty:
+        return {}
+    history = _rows_of(tables.history, run)
+    until = None
+    if early is not None:
+        if history.empty:
+            return {}
+        summary = grokking.grokking_summary(history, threshold=threshold)
+        until = (summary["memorization_step"] if summary["memorization_step"] is not None
+                 else summary["last_step"]) + early
+    peak = first_synergy_peak(synergy["step"], synergy["value"], synergy.get("value_sd"),
+                              start=transient_end(history if not history.empty else None), until=until)
+    return {f"synergy_{name}": value for name, value in peak.features().items()}
