@@ -56,7 +56,7 @@ def bump(t, centre, sigma, height):
 def test_a_planted_peak_is_found_with_its_height_step_and_width():
     steps = np.arange(0, 1001, 2)
     synergy = bump(steps, 300, 40, 0.6) + 0.05  # bits of -Omega; baseline 0.05
-    peak = first_synergy_peak(steps, -synergy, start=10)
+    peak = first_synergy_peak(steps, -synergy, start=10, smooth=1.0)
     assert peak.found and peak.step == 300
     assert peak.bits == pytest.approx(0.6, abs=1e-3)
     assert peak.synergy == pytest.approx(0.65, abs=1e-3)
@@ -70,7 +70,7 @@ def test_a_planted_peak_is_found_with_its_height_step_and_width():
 def test_the_first_of_two_peaks_is_taken_and_its_height_is_relative_to_the_range():
     steps = np.arange(0, 2001, 5)
     synergy = bump(steps, 200, 20, 0.3) + bump(steps, 1200, 60, 1.2)
-    peak = first_synergy_peak(steps, -synergy)
+    peak = first_synergy_peak(steps, -synergy, smooth=1.0)
     assert peak.step == 200
     assert peak.bits == pytest.approx(0.3, abs=1e-3)
     assert peak.height == pytest.approx(0.3 / 1.2, abs=2e-3)
@@ -80,28 +80,46 @@ def test_the_transient_and_the_cutoff_bound_the_window():
     steps = np.arange(0, 1001, 5)
     # A huge value at initialisation decaying away, then a modest peak at 500.
     synergy = 2.0 * np.exp(-steps / 5.0) + bump(steps, 500, 30, 0.4)
-    assert first_synergy_peak(steps, -synergy, start=50).step == 500
+    assert first_synergy_peak(steps, -synergy, start=50, smooth=1.0).step == 500
     # Up to step 450 the curve has only the decaying transient: no peak yet.
-    early = first_synergy_peak(steps, -synergy, start=50, until=450)
+    early = first_synergy_peak(steps, -synergy, start=50, until=450, smooth=1.0)
     assert not early.found and early.height == 0 and early.bits == 0 and math.isnan(early.step)
     assert early.window == (50, 450)
     # A curve still rising at the cutoff has no peak either.
-    assert not first_synergy_peak(steps, -synergy, start=50, until=500).found
-    assert first_synergy_peak(steps, -synergy, start=50, until=600).step == 500
+    assert not first_synergy_peak(steps, -synergy, start=50, until=500, smooth=1.0).found
+    assert first_synergy_peak(steps, -synergy, start=50, until=600, smooth=1.0).step == 500
 
 
 def test_wiggles_below_the_threshold_or_the_tie_spread_are_not_peaks():
     rng = np.random.default_rng(0)
     steps = np.arange(0, 400, 4)
     noise = 0.02 * rng.standard_normal(len(steps))  # +-0.02 bits: well below 0.1
-    assert not first_synergy_peak(steps, -noise).found
+    assert not first_synergy_peak(steps, -noise, smooth=1.0).found
     planted = noise + bump(steps, 200, 10, 0.15)
-    assert first_synergy_peak(steps, -planted).step == pytest.approx(200, abs=8)
+    assert first_synergy_peak(steps, -planted, smooth=1.0).step == pytest.approx(200, abs=8)
     # the same peak (0.15 bits planted, ~0.2 above the noise's troughs) is not one when the tie
     # spread there is 0.15 (it needs 2 spreads), but is with 1
     sd = np.full(len(steps), 0.15)
-    assert not first_synergy_peak(steps, -planted, sd).found
-    assert first_synergy_peak(steps, -planted, sd, min_sds=1.0).found
+    assert not first_synergy_peak(steps, -planted, sd, smooth=1.0).found
+    assert first_synergy_peak(steps, -planted, sd, min_sds=1.0, smooth=1.0).found
+
+
+def test_smoothing_as_the_paper_keeps_broad_peaks_and_drops_one_checkpoint_spikes():
+    steps = np.arange(0, 3000, 10)
+    broad = bump(steps, 1000, 150, 0.5)
+    spike = np.where(steps == 400, 0.6, 0.0)
+    smoothed = first_synergy_peak(steps, -(broad + spike))
+    # the spike is one checkpoint: smoothed with weight 0.1 it rises 0.06 bits, below 0.1
+    assert smoothed.found and smoothed.step > 1000  # the moving average lags the raw peak
+    assert smoothed.bits == pytest.approx(0.5, rel=0.15)
+    raw = first_synergy_peak(steps, -(broad + spike), smooth=1.0)
+    assert raw.step == 400 and raw.bits == pytest.approx(0.6, abs=1e-3)
+    # the moving average is the paper's: m_i = 0.9 m_(i-1) + 0.1 v_i from the window's first value
+    values = (broad + spike)[steps >= 1]  # the window starts at step 1 by default
+    expected = [values[0]]
+    for value in values[1:]:
+        expected.append(0.9 * expected[-1] + 0.1 * value)
+    assert smoothed.synergy == pytest.approx(max(expected[:int(np.argmax(expected)) + 1]), abs=1e-9)
 
 
 def test_peak_input_errors():

@@ -300,3 +300,17 @@ def test_a_mask_follows_the_axis_the_model_names():
         NeuronMask(model, {"attn": [0]})
     with pytest.raises(GrokscopeError, match="names no maskable neurons"):
         NeuronMask(nn.Linear(2, 2), {"mlp": [0]})
+
+
+@pytest.mark.parametrize("command", ["subnet", "predict"])
+def test_help_is_fast_and_shows_examples(command):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    completed = subprocess.run([sys.executable, "-m", "grokscope", command, "--help"], capture_output=True,
+                               text=True, env=env)
+    assert completed.returncode == 0 and "Examples" in completed.stdout
+    imported = {line.split("|")[-1].strip() for line in completed.stderr.splitlines()}
+    assert not imported & {"torch", "pandas", "plotnine", "numpy", "sklearn"}

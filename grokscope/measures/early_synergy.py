@@ -35,11 +35,16 @@ from grokscope.errors import GrokscopeError
 #: How far the training loss must fall from its first evaluated value (10%) for the initial
 #: transient to be over.
 TRANSIENT_LOSS_DROP = 0.1
-#: A synergy peak must rise at least this far (bits) above the lower of the troughs around it:
-#: three times the largest tie spread (value_sd) of the default run's early checkpoints
-#: (0.03 bits, docs/oinfo.md), so that the order of the ReLU zeros alone does not make a peak.
+#: Clauw et al.'s smoothing of their progress curves: an exponential moving average that gives
+#: the newest checkpoint this weight (grokscope plot phases --smooth, default 0.1).
+SMOOTHING = 0.1
+#: A synergy peak of the smoothed curve must rise at least this far (bits) above the higher of
+#: the troughs around it. On the default weight-decay-2 run (200 checkpoints) the synergy
+#: minimum moves by 0.10 bits (standard deviation) from one checkpoint to the next, four times
+#: its tie spread; smoothed with weight 0.1 that is 0.023 bits, so 0.1 bits is about four
+#: standard deviations of what the smoothed curve does by chance (docs/early-synergy.md).
 MIN_PROMINENCE_BITS = 0.1
-#: ... and at least this many tie spreads (value_sd) of the peak itself, where rows carry one.
+#: ... and at least this many (smoothed) tie spreads (value_sd) at the peak, where rows carry one.
 MIN_PROMINENCE_SDS = 2.0
 
 PEAK_FEATURES = ("peak_height", "peak_bits", "peak_step", "peak_width")
@@ -91,8 +96,8 @@ class SynergyPeak:
     """The first synergy peak of a window of a run, or its absence (``found`` false).
 
     ``height``: the peak's prominence on the run's min-max scale over the window, in [0, 1];
-    ``bits``: the same prominence in bits (the O-information's units); ``synergy``: the synergy
-    :math:`-\\Omega` at the peak; ``step``: where it is; ``width``: its width at half
+    ``bits``: the same prominence in bits (the O-information's units); ``synergy``: the smoothed
+    synergy :math:`-\\Omega` at the peak; ``step``: where it is; ``width``: its width at half
     prominence, in steps; ``window``: (first, last) step of the window; ``n_steps``: measured
     steps in it. Without a peak: height, bits and width 0, step and synergy NaN.
     """
@@ -113,34 +118,38 @@ class SynergyPeak:
 
 
 def first_synergy_peak(steps, omega, sd=None, *, start: int = 1, until: float | None = None,
-                       min_prominence: float = MIN_PROMINENCE_BITS,
+                       smooth: float = SMOOTHING, min_prominence: float = MIN_PROMINENCE_BITS,
                        min_sds: float = MIN_PROMINENCE_SDS) -> SynergyPeak:
     r"""Height, step and width of the first synergy peak after the initial transient.
 
     The synergy curve is :math:`s(t) = -\Omega_{\min}(t)`, the negated lowest O-information of the
     run's multiplets at each measured step (up = more synergy, as Clauw et al. plot it), on the
-    window :math:`W = \{t : t_0 \le t \le t_c\}` (``start``, ``until``). A *peak* is a measured
-    step whose value is higher than both neighbours' with a prominence (Kneser's topographic
-    prominence, as ``scipy.signal.find_peaks`` computes it: the rise above the higher of the
-    lowest points on either side before a higher value or the window's edge)
+    window :math:`W = \{t : t_0 \le t \le t_c\}` (``start``, ``until``), smoothed as Clauw et al.
+    smooth it, by an exponential moving average over the measured steps,
+    :math:`\tilde s_1 = s_1,\ \tilde s_i = (1 - a)\,\tilde s_{i-1} + a\, s_i` (``smooth`` :math:`a`;
+    1 = no smoothing). It is causal: nothing after a step enters its value, and nothing after
+    :math:`t_c` enters at all. A *peak* is a measured step where :math:`\tilde s` is higher than at
+    both neighbours, with a prominence (the rise above the higher of the lowest points on either
+    side before a higher value or the window's edge; ``scipy.signal.find_peaks``)
 
     .. math::
 
-        p \ge \max(p_{\min},\ k\, \sigma_\text{ties}),
+        p \ge \max(p_{\min},\ k\, \tilde\sigma),
 
-    :math:`p_{\min}` = ``min_prominence`` bits and :math:`\sigma_\text{ties}` the peak's ``sd``
-    (the spread of its O-information over random orders of tied activations) times ``min_sds``
-    :math:`k`. The first peak is the one at the earliest step. Its features:
+    :math:`p_{\min}` = ``min_prominence`` (bits), :math:`\tilde\sigma` the rows' ``sd`` (the spread
+    over random orders of tied activations) smoothed alike, at the peak, and :math:`k` =
+    ``min_sds``. The first peak is the earliest. Its features:
 
-    * height :math:`h = p / (\max_W s - \min_W s)`: the prominence on Clauw et al.'s min-max
-      normalised scale, taken over the window (they normalise each run's curve by its range over
-      the whole run; over the window, nothing after :math:`t_c` enters);
+    * height :math:`h = p / (\max_W s - \min_W s)`: the prominence on Clauw et al.'s scale, the
+      curve min-max normalised (over the window: they normalise over the whole run, which a
+      prediction may not look at) and then smoothed, as ``grokscope plot phases`` draws it;
     * bits: :math:`p` itself;
-    * step: the peak's step;
-    * width: the peak's extent at half prominence, in steps, between the points where the curve
-      (linearly interpolated between measured steps) crosses :math:`s_\text{peak} - p/2`.
+    * step: the peak's step (of the smoothed curve, so it lags the raw one by a few checkpoints);
+    * width: the peak's extent at half prominence, in steps, between the points where
+      :math:`\tilde s` (linearly interpolated between measured steps) crosses
+      :math:`\tilde s_\text{peak} - p/2`.
 
-    A peak needs a measured step on each side inside the window, so a curve still rising at
+    A peak needs a measured step on each side inside the window: a curve still rising at
     :math:`t_c` has no peak yet.
 
     Parameters
@@ -155,8 +164,10 @@ def first_synergy_peak(steps, omega, sd=None, *, start: int = 1, until: float | 
         :math:`t_0`, e.g. :func:`transient_end` of the run's history.
     until : float, optional
         :math:`t_c`, the last step that may be used (default: all).
+    smooth : float
+        :math:`a` in (0, 1] (:data:`SMOOTHING`, Clauw et al.'s 0.1).
     min_prominence : float
-        :math:`p_{\min}`, in the units of ``omega`` (bits by default: :data:`MIN_PROMINENCE_BITS`).
+        :math:`p_{\min}`, in the units of ``omega`` (:data:`MIN_PROMINENCE_BITS`).
     min_sds : float
         :math:`k` (:data:`MIN_PROMINENCE_SDS`).
 
@@ -174,31 +185,42 @@ def first_synergy_peak(steps, omega, sd=None, *, start: int = 1, until: float | 
                              f"{steps.shape}, {omega.shape}, {sd.shape}")
     if min_prominence < 0 or min_sds < 0:
         raise GrokscopeError("min_prominence, min_sds: must be non-negative")
+    if not 0.0 < smooth <= 1.0:
+        raise GrokscopeError(f"smooth: must lie in (0, 1], got {smooth}")
     last = np.inf if until is None else float(until)
     keep = (steps >= start) & (steps <= last) & np.isfinite(omega)
     order = np.argsort(steps[keep], kind="stable")
     t, s, spread = steps[keep][order], -omega[keep][order], sd[keep][order]
     window = (int(t[0]), int(t[-1])) if len(t) else (int(start), int(start))
     none = SynergyPeak(False, 0.0, 0.0, math.nan, math.nan, 0.0, window, len(t))
-    if len(t) < 3:
+    span = float(s.max() - s.min()) if len(t) else 0.0
+    if len(t) < 3 or span <= 0:
         return none
-    span = float(s.max() - s.min())
-    peaks, properties = find_peaks(s, prominence=(min_prominence, None))
+    smoothed, spread = _moving_average(s, smooth), _moving_average(np.nan_to_num(spread, nan=0.0), smooth)
+    peaks, properties = find_peaks(smoothed, prominence=(min_prominence, None))
     prominences = properties["prominences"]
-    needed = np.maximum(min_prominence, min_sds * np.nan_to_num(spread[peaks], nan=0.0))
-    good = np.flatnonzero(prominences >= needed)
-    if not len(good) or span <= 0:
+    good = np.flatnonzero(prominences >= np.maximum(min_prominence, min_sds * spread[peaks]))
+    if not len(good):
         return none
     first = int(good[0])
     index = int(peaks[first])
     prominence = float(prominences[first])
-    _, _, left, right = peak_widths(s, [index], rel_height=0.5,
-                                    prominence_data=(properties["prominences"][[first]],
-                                                     properties["left_bases"][[first]],
-                                                     properties["right_bases"][[first]]))
+    bases = tuple(properties[key][[first]] for key in ("prominences", "left_bases", "right_bases"))
+    _, _, left, right = peak_widths(smoothed, [index], rel_height=0.5, prominence_data=bases)
     positions = np.arange(len(t), dtype=float)
     width = float(np.interp(right[0], positions, t) - np.interp(left[0], positions, t))
-    return SynergyPeak(True, prominence / span, prominence, float(s[index]), float(t[index]), width, window, len(t))
+    return SynergyPeak(True, prominence / span, prominence, float(smoothed[index]), float(t[index]), width,
+                       window, len(t))
+
+
+def _moving_average(values: np.ndarray, weight: float) -> np.ndarray:
+    """The exponential moving average ``m_0 = v_0, m_i = (1 - w) m_{i-1} + w v_i``."""
+    averaged = np.empty_like(values)
+    current = values[0]
+    for i, value in enumerate(values):
+        current = value if i == 0 else (1.0 - weight) * current + weight * value
+        averaged[i] = current
+    return averaged
 
 
 def loss_features(history, *, start: int = 1, until: float | None = None) -> dict[str, float]:
