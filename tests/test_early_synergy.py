@@ -205,3 +205,32 @@ def test_one_class_in_a_training_fold_predicts_that_class():
 def test_leave_one_out_input_errors(features, labels, needle):
     with pytest.raises(GrokscopeError, match=needle):
         leave_one_out(features, labels)
+
+
+def test_auc_is_the_brute_force_leave_pair_out_and_roc_auc_of_the_pooled_scores():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    y = np.array([1, 0, 1, 1, 0, 0, 1, 0, 0, 1, 0])
+    x = np.c_[y + rng.normal(scale=0.9, size=len(y)), rng.normal(size=len(y))]  # overlapping classes
+
+    def fitted_score(train, held):
+        mean, sd = x[train].mean(axis=0), x[train].std(axis=0)
+        model = LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000).fit((x[train] - mean) / sd, y[train])
+        return model.decision_function((x[held] - mean) / sd)
+
+    result = leave_one_out(x, y)
+    # leave-pair-out: every (positive, negative) pair left out together, counted by hand
+    wins = []
+    for i in np.flatnonzero(y == 1):
+        for j in np.flatnonzero(y == 0):
+            train = np.ones(len(y), dtype=bool)
+            train[[i, j]] = False
+            s_i, s_j = fitted_score(train, [i, j])
+            wins.append(1.0 if s_i > s_j + 1e-9 else 0.5 if abs(s_i - s_j) <= 1e-9 else 0.0)
+    assert 0.2 < np.mean(wins) < 1.0  # the example is not trivially separable
+    assert result.auc == pytest.approx(np.mean(wins), abs=1e-12)
+    # the pooled leave-one-out AUC is scikit-learn's ROC AUC of the held-out scores
+    pooled = [fitted_score(np.arange(len(y)) != i, [i])[0] for i in range(len(y))]
+    assert result.auc_loo == pytest.approx(roc_auc_score(y, pooled), abs=1e-12)
