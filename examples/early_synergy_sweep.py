@@ -1,7 +1,8 @@
 """Clauw et al.'s sweep on a CPU, then the early-synergy predictor: does an early synergy peak
 predict grokking?
 
-    python examples/early_synergy_sweep.py OUT [--jobs 2] [--stages train,measure,predict,figures]
+    python examples/early_synergy_sweep.py OUT [--jobs 2] [--seeds 0-2] [--steps 4000]
+        [--weight-decays 0.1,1,2,5,10,50] [--alphas 1,8,50] [--stages train,measure,predict,figures]
 
 Trains (a+b) mod 97 for weight decay {0.1, 1, 2, 5, 10, 50} x seeds {0, 1, 2} (the seed MLP,
 AdamW lr 0.03, 4000 full-batch steps) and alpha {1, 8, 50} x seeds {0, 1, 2} with the weight norm
@@ -16,6 +17,11 @@ to the memorisation step + k, against a baseline of loss curves over the same wi
     OUT/early-synergy.png     each run's synergy curve up to its window's end, first peak marked
     OUT/phases.png            normalised synergy / redundancy of seed 0 of every setting
     OUT/timings.json          wall time of every stage
+
+The defaults are the paper's sweep. ``--seeds``, ``--steps``, ``--weight-decays`` and ``--alphas``
+make it smaller where the machine cannot run the whole of it in the time it has; rerunning with
+more seeds adds runs to the same OUT (finished ones are skipped). Runs are trained seed by seed
+(every setting of seed 0 first), so a sweep cut short is still balanced across settings.
 
 Every stage is an ordinary grokscope command (printed on stderr). At most ``--jobs`` processes
 run at once, each with one torch thread: on a shared 2-core machine two single-threaded
@@ -38,24 +44,39 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-WEIGHT_DECAYS = ("0.1", "1", "2", "5", "10", "50")
-ALPHAS = ("1", "8", "50")
+WEIGHT_DECAYS = "0.1,1,2,5,10,50"
+ALPHAS = "1,8,50"
 SEEDS = "0-2"
+STEPS = 4000  # train's default, the paper's 4000 full-batch steps
 CADENCE = ["--save-every", "100", "--save-log", "30"]
 # Windows of the predictor: the memorisation step plus k steps.
 KS = "0,100,300,1000"
 STAGES = ("train", "measure", "predict", "figures")
 
 
-def train_commands(runs: Path) -> list[list[str]]:
-    """One train command per setting (three seeds each), named so that every run is distinct."""
+def seed_list(text: str) -> list[int]:
+    """'0-2' or '0,1,2' -> [0, 1, 2]."""
+    seeds = []
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        seeds.extend(range(int(low), int(high or low) + 1))
+    return seeds
+
+
+def train_commands(runs: Path, seeds: list[int], steps: int, weight_decays: list[str],
+                   alphas: list[str]) -> list[list[str]]:
+    """One train command per setting and seed, seed-major, each run named for both."""
     commands = []
-    for wd in WEIGHT_DECAYS:
-        commands.append(["train", "--weight-decay", wd, "--seed", SEEDS, "--name", f"add-p97-wd{wd}"])
-    for alpha in ALPHAS:
-        commands.append(["train", "--alpha", alpha, "--fix-norm", "--zero-last", "--weight-decay", "0",
-                         "--seed", SEEDS, "--name", f"add-p97-alpha{alpha}-fixnorm"])
-    return [command + CADENCE + ["--resume", "--out", str(runs), "-q"] for command in commands]
+    for seed in seeds:
+        for wd in weight_decays:
+            commands.append(["train", "--weight-decay", wd, "--name", f"add-p97-wd{wd}-seed{seed}"])
+        for alpha in alphas:
+            commands.append(["train", "--alpha", alpha, "--fix-norm", "--zero-last", "--weight-decay", "0",
+                             "--name", f"add-p97-alpha{alpha}-fixnorm-seed{seed}"])
+        for command in commands[-(len(weight_decays) + len(alphas)):]:
+            command += ["--seed", str(seed)]
+    return [command + ["--steps", str(steps)] + CADENCE + ["--resume", "--out", str(runs), "-q"]
+            for command in commands]
 
 
 def grokscope(args: list[str], capture: bool = False) -> str:
@@ -73,12 +94,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--jobs", type=int, default=2, help="processes at once (default 2)")
+    parser.add_argument("--seeds", default=SEEDS, help=f"seeds, 'a-b' or 'a,b' (default {SEEDS})")
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"optimizer steps per run (default {STEPS})")
+    parser.add_argument("--weight-decays", default=WEIGHT_DECAYS, help=f"(default {WEIGHT_DECAYS})")
+    parser.add_argument("--alphas", default=ALPHAS, help=f"constant-norm runs' init scales (default {ALPHAS})")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
     args = parser.parse_args()
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"--stages: unknown {', '.join(unknown)}")
+    try:
+        seeds = seed_list(args.seeds)
+    except ValueError:
+        parser.error(f"--seeds: expected 'a-b' or 'a,b,...', got {args.seeds!r}")
+    if args.jobs < 1 or args.steps < 1:
+        parser.error("--jobs, --steps: must be at least 1")
+    weight_decays = [v.strip() for v in args.weight_decays.split(",") if v.strip()]
+    alphas = [v.strip() for v in args.alphas.split(",") if v.strip()]
     out, runs = args.out, args.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     timings_path = out / "timings.json"
@@ -90,7 +123,7 @@ def main() -> None:
         started = time.perf_counter()
         if stage == "train":
             with ThreadPoolExecutor(args.jobs) as pool:
-                list(pool.map(grokscope, train_commands(runs)))
+                list(pool.map(grokscope, train_commands(runs, seeds, args.steps, weight_decays, alphas)))
         elif stage == "measure":
             grokscope(["measure", str(runs), "--metric", "o-info,grokking", "--workers", str(args.jobs), "-q"])
         elif stage == "predict":
