@@ -132,9 +132,9 @@ def main() -> None:
             print(grokscope(["predict", str(runs), "--k", KS], capture=True))
             (out / "report.csv").write_text(grokscope(["report", str(runs), "--format", "csv"], capture=True))
         else:
-            grokscope(["plot", "early-synergy", str(runs), "--k", "300", "--facet", "setting",
+            grokscope(["plot", "early-synergy", str(runs), "--k", "300", "--facet", "alpha,weight_decay",
                        "-o", str(out / "early-synergy.png"), "--width", "10", "--height", "7"])
-            grokscope(["plot", "phases", str(runs), "--where", "seed == 0", "--facet", "setting", "--smooth", "1",
+            grokscope(["plot", "phases", str(runs), "--where", "seed == 0", "--facet", "run", "--smooth", "1",
                        "-o", str(out / "phases.png"), "--width", "16", "--height", "5"])
         timings[stage] = round(time.perf_counter() - started, 1)
         timings_path.write_text(json.dumps(timings, indent=2) + "\n")

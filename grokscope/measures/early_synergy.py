@@ -39,10 +39,11 @@ TRANSIENT_LOSS_DROP = 0.1
 #: the newest checkpoint this weight (grokscope plot phases --smooth, default 0.1).
 SMOOTHING = 0.1
 #: A synergy peak of the smoothed curve must rise at least this far (bits) above the higher of
-#: the troughs around it. On the default weight-decay-2 run (200 checkpoints) the synergy
-#: minimum moves by 0.10 bits (standard deviation) from one checkpoint to the next, four times
-#: its tie spread; smoothed with weight 0.1 that is 0.023 bits, so 0.1 bits is about four
-#: standard deviations of what the smoothed curve does by chance (docs/early-synergy.md).
+#: the troughs around it. On the default weight-decay-2 run (207 checkpoints, 201 after the
+#: transient) the synergy minimum moves by 0.16 bits (standard deviation) from one checkpoint to
+#: the next, seven times its tie spread (0.023); smoothed with weight 0.1 the step-to-step move
+#: is 0.013 bits, so a 0.1-bit rise is several checkpoints moving the same way, not one outlier
+#: (docs/early-synergy.md).
 MIN_PROMINENCE_BITS = 0.1
 #: ... and at least this many (smoothed) tie spreads (value_sd) at the peak, where rows carry one.
 MIN_PROMINENCE_SDS = 2.0
