@@ -98,6 +98,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS, help=f"optimizer steps per run (default {STEPS})")
     parser.add_argument("--weight-decays", default=WEIGHT_DECAYS, help=f"(default {WEIGHT_DECAYS})")
     parser.add_argument("--alphas", default=ALPHAS, help=f"constant-norm runs' init scales (default {ALPHAS})")
+    parser.add_argument("--measure-steps", default=None,
+                        help="checkpoints to measure O-information on, as measure --steps (default all); "
+                             "'0-1500' covers every window of predict --k up to 1000 for runs that memorise "
+                             "by step 500, at about half the cost")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
     args = parser.parse_args()
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -125,7 +129,8 @@ def main() -> None:
             with ThreadPoolExecutor(args.jobs) as pool:
                 list(pool.map(grokscope, train_commands(runs, seeds, args.steps, weight_decays, alphas)))
         elif stage == "measure":
-            grokscope(["measure", str(runs), "--metric", "o-info,grokking", "--workers", str(args.jobs), "-q"])
+            steps = ["--steps", args.measure_steps] if args.measure_steps else []
+            grokscope(["measure", str(runs), "--metric", "o-info,grokking", *steps, "--workers", str(args.jobs), "-q"])
         elif stage == "predict":
             table = grokscope(["predict", str(runs), "--k", KS, "--format", "csv"], capture=True)
             (out / "predict.csv").write_text(table)
