@@ -50,7 +50,7 @@ SEEDS = "0-2"
 STEPS = 4000  # train's default, the paper's 4000 full-batch steps
 CADENCE = ["--save-every", "100", "--save-log", "30"]
 # Windows of the predictor: the memorisation step plus k steps.
-KS = "0,100,300,1000"
+KS = "0,100,300,600,1000"
 STAGES = ("train", "measure", "predict", "figures")
 
 
