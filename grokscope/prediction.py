@@ -85,10 +85,14 @@ def run_features(tables: Tables, ks, *, outcome: str = "generalised",
 
 def design(frame: pd.DataFrame, columns) -> np.ndarray:
     """The classifier's inputs from feature columns: steps and widths on a log scale
-    (``log10(1 + x)``), a missing peak step read as the window's end (no peak before it)."""
+    (``log10(1 + x)``), a missing peak step read as 0, like the missing peak's height and width.
+
+    Not as the window's end: that is the memorisation step + k, or the run's last step for a run
+    that never memorises, so it would tell the classifier whether and when the run memorised,
+    which is not synergy (the loss baseline sees it anyway)."""
     x = frame[list(columns)].astype(float).copy()
     if "peak_step" in x.columns:
-        x["peak_step"] = np.log10(1.0 + x["peak_step"].fillna(frame["until"].astype(float)))
+        x["peak_step"] = np.log10(1.0 + x["peak_step"].fillna(0.0))
     if "peak_width" in x.columns:
         x["peak_width"] = np.log10(1.0 + x["peak_width"])
     return x.to_numpy()

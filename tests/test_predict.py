@@ -128,3 +128,16 @@ def test_every_run_alike_warns_and_leaves_the_scores_empty(sweep):
     assert "same outcome" in result.stderr
     table = pd.read_csv(io.StringIO(result.stdout))
     assert table["auc"].isna().all() and (table["positives"] == 0).all()
+
+
+def test_a_missing_peak_tells_the_classifier_nothing_about_the_window():
+    from grokscope.measures.early_synergy import PEAK_FEATURES
+    from grokscope.prediction import design
+
+    # one run memorised at step 30 (window to 330), one never did (window to its last step + 300)
+    frame = pd.DataFrame({"peak_height": [0.0, 0.0], "peak_bits": [0.0, 0.0], "peak_step": [np.nan, np.nan],
+                          "peak_width": [0.0, 0.0], "until": [330, 4300]})
+    x = design(frame, PEAK_FEATURES)
+    assert np.array_equal(x[0], x[1]) and np.isfinite(x).all()
+    found = design(frame.assign(peak_step=[99.0, np.nan]), PEAK_FEATURES)
+    assert found[0, PEAK_FEATURES.index("peak_step")] == pytest.approx(2.0)  # log10(1 + 99)
