@@ -406,6 +406,8 @@ def _fit_scores(x: np.ndarray, y: np.ndarray, train: np.ndarray, regularisation:
     """Logits of every run under each fold's fit: x (n, d); y and train (F, n), one row per fold
     (its labels and which runs it trains on). Batched Newton steps on the objective of
     :func:`leave_one_out`, in the standardised coordinates of each fold's training runs."""
+    from scipy.special import expit
+
     weight = train.astype(float)  # (F, n)
     count = weight.sum(axis=1, keepdims=True)  # (F, 1)
     mean = weight @ x / count  # (F, d)
@@ -423,7 +425,7 @@ def _fit_scores(x: np.ndarray, y: np.ndarray, train: np.ndarray, regularisation:
         if not active.any():
             break
         za, wa, ya, ba = z[active], weight[active], y[active], beta[active]
-        p = 1.0 / (1.0 + np.exp(-np.einsum("fnd,fd->fn", za, ba)))  # (A, n)
+        p = expit(np.einsum("fnd,fd->fn", za, ba))  # (A, n); expit: no overflow for separable folds
         gradient = np.einsum("fnd,fn->fd", za, wa * (p - ya)) + ba @ penalty
         hessian = np.einsum("fnd,fn,fne->fde", za, wa * p * (1.0 - p), za) + penalty  # (A, d+1, d+1)
         step = np.linalg.solve(hessian, gradient[..., None])[..., 0]
