@@ -67,5 +67,5 @@ def early_synergy(tables: Tables, options: style.FigureOptions):
         + style.theme(options)
     )
     if facets:
-        plot += p9.facet_wrap(facets, labeller="label_both")
+        plot += p9.facet_wrap(facets, labeller="label_both", scales="free_y")  # ranges differ tenfold
     return plot
