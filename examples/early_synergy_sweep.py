@@ -2,12 +2,14 @@
 predict grokking?
 
     python examples/early_synergy_sweep.py OUT [--jobs 2] [--seeds 0-2] [--steps 4000]
-        [--weight-decays 0.1,1,2,5,10,50] [--alphas 1,8,50] [--stages train,measure,predict,figures]
+        [--weight-decays 0.1,1,2,5,10,50] [--alphas 1,8,50] [--measure-steps 0-1500]
+        [--stages train,measure,predict,figures]
 
 Trains (a+b) mod 97 for weight decay {0.1, 1, 2, 5, 10, 50} x seeds {0, 1, 2} (the seed MLP,
 AdamW lr 0.03, 4000 full-batch steps) and alpha {1, 8, 50} x seeds {0, 1, 2} with the weight norm
 held constant, a zero last layer and no weight decay (Liu et al.'s large-initialisation setup, as
-in Clauw et al. §7), measures O-information on every checkpoint, and runs ``grokscope predict``:
+in Clauw et al. §7), measures O-information on every checkpoint (or those of
+``--measure-steps``), and runs ``grokscope predict``:
 leave-one-out accuracy and ROC AUC of "generalised" from the early-synergy features measured up
 to the memorisation step + k, against a baseline of loss curves over the same window. Writes
 
@@ -28,9 +30,11 @@ run at once, each with one torch thread: on a shared 2-core machine two single-t
 processes are the most that helps. Rerunning resumes: finished runs and measured checkpoints
 are skipped. docs/early-synergy.md reports what this found and how long it took.
 
-Checkpoints: every 100 steps plus 30 log-spaced (~70 per run, as ``grokscope demo``), a third of
-train's default, which keeps the O-information of 27 runs to well under an hour on 2 cores; the
-log-spaced ones are dense where the early peak is.
+Checkpoints: every 100 steps plus 30 log-spaced (68 per run), a third of train's default, to
+keep the O-information affordable; the log-spaced ones are dense where the early peak is. On
+the project's shared 2-core machine the whole sweep did not fit in the time available: what was
+run (16 runs, 2 seeds, O-information to step 1500) and how long it took is in
+docs/early-synergy.md.
 """
 
 from __future__ import annotations
