@@ -237,6 +237,43 @@ def model_defaults(kind: str) -> dict:
 
 
 @dataclass
+class SubnetConfig:
+    """A sub-network (``grokscope subnet``): the parent run retrained from the same initialisation
+    and split with only ``neurons`` of hidden layer ``layer`` trained; every other neuron of that
+    layer is held at exactly zero (its incoming weights and bias zeroed before the first step and
+    after every step, as Clauw et al. mask the first layer's weight rows).
+
+    No defaults: every field is a record of how the neurons were chosen, written by ``subnet``.
+    """
+
+    # The parent run's folder (absolute) and name.
+    parent: str
+    parent_run: str
+    # The --at rule as typed ("emergence", "min", "step:229", "acc:0.99").
+    rule: str
+    # The parent's checkpoint whose most synergistic multiplet was taken, and that multiplet's
+    # Ward bins ("0,3,7") and O-information (the table's units).
+    step: int
+    bins: str
+    synergy: float
+    # The hidden layer (feature key) the neurons belong to.
+    layer: str
+    # True: ``neurons`` are the complement of the multiplet's (--inverse).
+    inverse: bool
+    # The neurons that train, ascending.
+    neurons: list[int]
+
+    def validate(self) -> None:
+        neurons = list(self.neurons)
+        if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in neurons) \
+                or neurons != sorted(set(neurons)):
+            raise GrokscopeError(f"subnet: neurons must be distinct non-negative integers in ascending order, "
+                                 f"got {neurons[:8]}{'...' if len(neurons) > 8 else ''}")
+        if not self.layer:
+            raise GrokscopeError("subnet: names no layer")
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     seed: int = 0
@@ -244,6 +281,9 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # None for an ordinary run; run.json then has no "subnet" entry (files written before
+    # sub-networks existed read the same way).
+    subnet: SubnetConfig | None = None
 
     def validate(self) -> None:
         self.task.validate()
@@ -254,6 +294,8 @@ class RunConfig:
             raise GrokscopeError(
                 f"--model transformer: reads the tokens a, b of a modular task; --task {self.task.name} has none"
             )
+        if self.subnet is not None:
+            self.subnet.validate()
 
     def resolved(self) -> "RunConfig":
         """A copy with every 'None means derive it' field filled in, as stored in run.json."""
@@ -263,7 +305,10 @@ class RunConfig:
         return dataclasses.replace(self, task=task)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        document = dataclasses.asdict(self)
+        if document["subnet"] is None:
+            del document["subnet"]
+        return document
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
@@ -281,6 +326,7 @@ class RunConfig:
             model=build(ModelConfig, data["model"]),
             optim=build(OptimConfig, data["optim"]),
             schedule=build(ScheduleConfig, data["schedule"]),
+            subnet=build(SubnetConfig, data["subnet"]) if data.get("subnet") is not None else None,
         )
 
 
@@ -300,6 +346,10 @@ def hyperparameters(config: RunConfig) -> dict:
     ``seed`` and ``steps``; a field added to those configs becomes a column by itself. A value
     that does not apply is None: ``p`` outside the modular tasks, ``train_fraction`` when
     ``--train-size`` replaced it.
+
+    A sub-network (``grokscope subnet``) adds what sets it apart from its parent: ``parent_run``,
+    ``subnet_rule``, ``subnet_step``, ``subnet_inverse`` and ``subnet_neurons`` (how many hidden
+    neurons train); all None for an ordinary run.
     """
     task, model, optim = config.task, config.model, config.optim
     columns = {
@@ -320,6 +370,14 @@ def hyperparameters(config: RunConfig) -> dict:
         for item in dataclasses.fields(part):
             if item.name not in ("name", "kind"):  # the model's kind is the "model" column
                 columns.setdefault(item.name, getattr(part, item.name))
+    subnet = config.subnet
+    columns.update({
+        "parent_run": subnet.parent_run if subnet else None,
+        "subnet_rule": subnet.rule if subnet else None,
+        "subnet_step": subnet.step if subnet else None,
+        "subnet_inverse": subnet.inverse if subnet else None,
+        "subnet_neurons": len(subnet.neurons) if subnet else None,
+    })
     leading = {name: columns.pop(name) for name in _LEADING_COLUMNS}
     return {**leading, **columns}
 

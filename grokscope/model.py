@@ -16,6 +16,9 @@ Feature keys, all at the answer position: ``blocks.i.mlp.post`` (the MLP's neuro
 activation) and ``blocks.i.resid_post`` (the residual stream after block ``i``), and with
 LayerNorm ``ln_final`` (the normalised final residual). The penultimate layer is what the
 unembedding reads: the last residual, or ``ln_final``.
+
+A model names the hidden neurons a sub-network may hold at zero with ``neuron_parameters()``
+(see :mod:`grokscope.masking`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,18 @@ class MLP(nn.Module):
         for layer in hidden:
             x = self.activation(layer(x))  # (B, width)
         return output(x)
+
+    def neuron_parameters(self) -> dict[str, list[tuple[str, int]]]:
+        """The maskable hidden neurons: feature key -> the (parameter name, axis) slices that feed
+        each neuron of that layer.
+
+        Neuron j of ``layers.i`` is row j of ``layers.i.weight`` and entry j of ``layers.i.bias``:
+        with both zero its pre-activation is 0 for every input, so its ReLU output is 0 and no
+        gradient reaches it (Clauw et al. zero the first layer's weight rows; this MLP's hidden
+        layers also have a bias, which must go too).
+        """
+        *hidden, _ = self.layers
+        return {f"layers.{i}": [(f"layers.{i}.weight", 0), (f"layers.{i}.bias", 0)] for i in range(len(hidden))}
 
     def hidden_features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Post-activation output of every hidden layer, keyed ``layers.i``, and the logits."""
@@ -195,6 +210,14 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 2p) or (B, 3) -> (B, K)
         return self._run(x, all_positions=False, features=None)
+
+    def neuron_parameters(self) -> dict[str, list[tuple[str, int]]]:
+        """The maskable hidden neurons, those of each block's MLP (feature key ``blocks.i.mlp.post``):
+        neuron j is row j of ``blocks.i.mlp.hidden.weight`` and entry j of its bias. With both
+        zero its pre-activation is 0 at every position, so its output is 0 (ReLU and GELU alike)
+        and no gradient reaches it."""
+        return {f"blocks.{i}.mlp.post": [(f"blocks.{i}.mlp.hidden.weight", 0), (f"blocks.{i}.mlp.hidden.bias", 0)]
+                for i in range(len(self.blocks))}
 
     def hidden_features(self, x: torch.Tensor, positions: str = "answer") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The activations named in the module docstring, and the logits (B, K).

@@ -171,8 +171,9 @@ def _candidate(entry: Path) -> bool:
 
 
 def _named_checkpoint(entry: Path) -> Checkpoint | None:
-    """A checkpoint whose step is in its name: a weight file, or a folder holding one."""
-    if not _candidate(entry):
+    """A checkpoint whose step is in its name: a weight file, or a folder holding one (never a
+    grokscope run, whose name may hold a step word: add-p97-subnet-step229)."""
+    if not _candidate(entry) or store.is_run_dir(entry):
         return None
     step = parse_checkpoint_step(entry.name, is_file=entry.is_file())
     if step is None:

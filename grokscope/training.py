@@ -93,6 +93,16 @@ class Trainer:
         self.test_idx = torch.nonzero(~is_train).squeeze(1)
         self.x_train, self.y_train = self.x[self.train_idx], self.y[self.train_idx]
         self.model = build_model(self.data.input_dim, self.data.n_classes, config.model, config.seed).to(device)
+        # A sub-network: the same initialisation with the other neurons of its layer zeroed. The
+        # norm that --fix-norm holds is then this masked model's, so the kept weights keep the
+        # scale alpha gave them (Clauw et al. rescale to the unmasked model's norm, which scales
+        # a small sub-network's weights up: in effect a larger alpha).
+        self.mask = None
+        if config.subnet is not None:
+            from grokscope.masking import NeuronMask
+
+            self.mask = NeuronMask(self.model, {config.subnet.layer: config.subnet.neurons})
+            self.mask.apply_(self.model)
         self.params = list(self.model.parameters())
         self.matrices = [p for p in self.params if p.ndim == 2]
         self.initial_norm = global_norm(self.params)
@@ -129,6 +139,8 @@ class Trainer:
         noisy = {name: param + sigma * torch.randn(param.shape, generator=generator, device=param.device,
                                                    dtype=param.dtype)
                  for name, param in self.model.named_parameters()}
+        if self.mask is not None:
+            noisy = self.mask.masked(noisy)  # noise must not wake a masked neuron
         return torch.func.functional_call(self.model, noisy, (x,))
 
     def train_step(self) -> None:
@@ -145,7 +157,13 @@ class Trainer:
             loss = loss + self.config.optim.spectral_entropy * spectral_entropy_penalty(self.matrices)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.mask is not None:
+            # Masked entries get no gradient (so no optimizer state) and are zeroed again after
+            # the update: exactly zero whatever the optimizer or regulariser does.
+            self.mask.mask_grads_(self.model)
         self.optimizer.step()
+        if self.mask is not None:
+            self.mask.apply_(self.model)
         if self.config.optim.fix_norm:
             with torch.no_grad():
                 scale = self.initial_norm / global_norm(self.params)

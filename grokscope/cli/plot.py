@@ -10,7 +10,8 @@ import typer
 from grokscope.errors import GrokscopeError
 
 EPILOG = """\
-Kinds: curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, metric NAME.
+Kinds: curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, subnet,
+early-synergy, metric NAME.
 
 Examples:
 
@@ -32,6 +33,10 @@ Examples:
 
   grokscope plot fourier runs/add-p113-transformer -o fourier.png   # needs a fourier table
 
+  grokscope plot subnet runs/add-p97-wd2 -o subnet.png             # with its sub-networks beside it
+
+  grokscope plot early-synergy runs/ --k 300 --facet alpha,weight_decay -o early.png
+
 INPUTS are run directories, folders of runs (searched recursively), Parquet tables (measure
 tables or histories), or - to read paths from stdin. --where is a pandas query over the tables'
 columns (hyperparameters, split, layer, ...). The figure's path is printed on stdout.
@@ -39,7 +44,7 @@ columns (hyperparameters, split, layer, ...). The figure's path is printed on st
 
 
 def plot(
-    kind: str = typer.Argument(..., help="curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, or metric (then NAME)."),
+    kind: str = typer.Argument(..., help="curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, subnet, early-synergy, or metric (then NAME)."),
     inputs: List[str] = typer.Argument(..., help="Runs, folders of runs, Parquet tables, or - for paths on stdin (after NAME for metric)."),
     output: Path = typer.Option(..., "--output", "-o", help="Figure file; the format follows the extension (.png, .svg, .pdf)."),
     color: Optional[str] = typer.Option(None, "--color", "--colour", help="Colour lines by this column (default: run)."),
@@ -54,6 +59,7 @@ def plot(
     threshold: float = typer.Option(0.99, "--threshold", help="phases, sweep: accuracy that counts as memorised / generalised."),
     delay: int = typer.Option(1000, "--delay", help="sweep: steps from memorisation to generalisation that count as grokking (Liu et al.: 1000)."),
     steps: Optional[str] = typer.Option(None, "--steps", help="complexity: draw size against tolerance at these checkpoints (nearest measured), e.g. 20,300,3000."),
+    k: Optional[int] = typer.Option(None, "--k", help="early-synergy: the window ends at the memorisation step + K (default 300)."),
 ) -> None:
     """Draw a figure from runs or measure tables and print its path."""
     from grokscope.cli.output import Output
@@ -77,8 +83,15 @@ def plot(
             chosen_steps = tuple(int(s) for s in steps.split(","))
         except ValueError:
             raise GrokscopeError(f"--steps: expected comma-separated step numbers, got {steps!r}") from None
+    if k is not None and (kind != "early-synergy" or k < 0):
+        raise GrokscopeError("--k: only the early-synergy figure takes it" if kind != "early-synergy"
+                             else f"--k: must be >= 0, got {k}")
     options = style.FigureOptions(color=color, facet=facet, width=width, height=height, dpi=dpi, x=x, y=y,
-                                  smooth=smooth, threshold=threshold, delay=delay, steps=chosen_steps)
+                                  smooth=smooth, threshold=threshold, delay=delay, steps=chosen_steps, k=k)
+    if kind == "subnet":
+        from grokscope.subnet import with_relatives
+
+        inputs = with_relatives(inputs)
     tables = load(inputs).where(where)
     with style.quiet_plotting():
         figure = draw(kind, tables, options, metric=metric_name)

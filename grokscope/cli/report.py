@@ -28,6 +28,12 @@ rnc1_train / rnc1_test (RNC1 at the last measured step,
 when a collapse table exists) and diverged_step (first step with a non-finite loss or weights).
 Cells are empty where a run has no such table or never reached the threshold. The table format
 leaves out hyperparameters no run has, and series unless run names repeat.
+
+synergy_peak_height / _bits / _step / _width: the first synergy peak after the initial transient
+(the first evaluation at which the training loss has fallen 10% below its first value): its
+rise on the run's min-max scale and in bits, its step and its width at half height, in steps
+(height 0 without a peak); --early K looks only up to the memorisation step + K, as
+`grokscope predict` does.
 """
 
 FORMATS = ("table", "csv", "json")
@@ -39,6 +45,7 @@ def report(
     where: Optional[str] = typer.Option(None, "--where", help="Keep rows matching this pandas query, e.g. \"seed == 0\"."),
     threshold: float = typer.Option(0.99, "--threshold", help="Accuracy that counts as memorised (train) / generalised (test)."),
     delay: int = typer.Option(1000, "--delay", help="Gap in steps from which a run counts as grokking rather than comprehension."),
+    early: Optional[int] = typer.Option(None, "--early", help="synergy_peak_*: only the steps up to the memorisation step + this many (default: the whole run)."),
 ) -> None:
     """Summarise runs: when each memorised and generalised, its phase, synergy minimum and final RNC1."""
     from grokscope.cli.output import Output
@@ -47,7 +54,9 @@ def report(
 
     if fmt not in FORMATS:
         raise GrokscopeError(f"--format: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    summaries = run_summaries(load(inputs).where(where), threshold=threshold, delay=delay)
+    if early is not None and early < 0:
+        raise GrokscopeError(f"--early: must be >= 0, got {early}")
+    summaries = run_summaries(load(inputs).where(where), threshold=threshold, delay=delay, early=early)
     if summaries.empty:
         raise GrokscopeError("nothing to report: no runs (after --where, if given)")
     output = Output()

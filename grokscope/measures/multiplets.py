@@ -178,6 +178,54 @@ def _cut(tree: np.ndarray, n_leaves: int, n_clusters: int) -> np.ndarray:
     return owner[:n_leaves]
 
 
+def _live_bins(x: torch.Tensor, n_bins: int, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(which neurons take part, the bin of each of those): the binning every search starts from.
+    Constant neurons have no entropy, and neurons that are linear combinations of earlier live
+    ones carry no variable of their own (:func:`independent_columns`); neither takes part. The
+    rest are Ward-clustered into ``min(n_bins, live neurons)`` bins, or binned by the given
+    ``labels``."""
+    alive = x.amax(dim=0) != x.amin(dim=0)  # (n_neurons,)
+    alive[alive.clone()] = independent_columns(x[:, alive])
+    alive = alive.cpu().numpy()
+    if labels is None:
+        n_alive = int(alive.sum())
+        if n_alive < 2:
+            raise GrokscopeError(f"features: {n_alive} non-constant neuron(s), need at least 2")
+        return alive, cluster_neurons(x[:, torch.as_tensor(alive, device=x.device)], min(n_bins, n_alive))
+    given = np.asarray(labels)
+    if given.shape != (len(alive),) or not np.issubdtype(given.dtype, np.integer) or given.min() < 0:
+        raise GrokscopeError(f"labels: expected {len(alive)} non-negative integer bin ids, one per neuron")
+    return alive, given[alive]
+
+
+def neuron_bins(features, n_bins: int = 10, labels=None) -> np.ndarray:
+    r"""The bin of every neuron as :func:`oinfo_search` forms them, so that a reported multiplet's
+    ``bins`` can be turned back into neurons.
+
+    Constant (dead) and linearly dependent neurons get -1; the others the Ward bin of :func:`cluster_neurons` on the
+    non-constant columns (into ``min(n_bins, live neurons)`` bins, numbered by their first
+    neuron), or their given ``labels``.
+
+    Parameters
+    ----------
+    features : array_like or torch.Tensor, shape (n_samples, n_neurons)
+        The same features :func:`oinfo_search` was given (a layer's training-split activations).
+    n_bins : int
+    labels : array_like of int, shape (n_neurons,), optional
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n_neurons,)
+        The neurons of multiplet ``"0,3,7"`` are ``np.flatnonzero(np.isin(bins, [0, 3, 7]))``.
+    """
+    x = _as_tensor(features, name="features")
+    _check_samples_matrix(x, name="features")
+    alive, bin_of = _live_bins(x, n_bins, labels)
+    bins = np.full(len(alive), -1, dtype=np.int64)
+    bins[alive] = bin_of
+    return bins
+
+
 # --------------------------------------------------------------------------------------------
 # searches over multiplets of bins; each returns {size: (multiplet, value)} for the objective,
 # with values to be minimised (the caller negates for redundancy)
@@ -385,23 +433,9 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
     _check_samples_matrix(x, name="features")
     n_samples = x.shape[0]
 
-    alive = x.amax(dim=0) != x.amin(dim=0)  # (n_neurons,)
-    # neurons that are linear combinations of earlier live ones carry no variable of their own
-    alive[alive.clone()] = independent_columns(x[:, alive])
-    alive_np = alive.cpu().numpy()
-    n_excluded = int((~alive_np).sum())
-    x = x[:, alive]  # (n_samples, n_alive)
-    if labels is None:
-        if x.shape[1] < 2:
-            raise GrokscopeError(f"features: {x.shape[1]} non-constant neuron(s), need at least 2")
-        bin_of = cluster_neurons(x, min(n_bins, x.shape[1]))
-    else:
-        given = np.asarray(labels)
-        if given.shape != (len(alive_np),) or not np.issubdtype(given.dtype, np.integer) \
-                or given.min() < 0:
-            raise GrokscopeError(f"labels: expected {len(alive_np)} non-negative integer bin ids, "
-                                 f"one per neuron")
-        bin_of = given[alive_np]
+    alive, bin_of = _live_bins(x, n_bins, labels)
+    n_excluded = int((~alive).sum())
+    x = x[:, torch.as_tensor(alive, device=x.device)]  # (n_samples, n_alive)
     # bins with no live neuron are not searched; ids stay those of the labels
     bin_ids = np.unique(bin_of)
     bin_neurons = {int(b): np.flatnonzero(bin_of == b) for b in bin_ids}

@@ -18,11 +18,13 @@ KINDS = {
     "fourier": "embedding Fourier spectrum over steps, and restricted/excluded loss beside train/test loss",
     "metric": "any measured quantity against step (metric NAME)",
     "complexity": "complexity against step with the grokking steps marked; size against tolerance with --steps",
+    "subnet": "test and train accuracy of a run, its synergistic sub-network and the inverse",
+    "early-synergy": "synergy curves with the first peak before memorisation + --k, coloured by outcome",
 }
 
 
 def draw(kind: str, tables, options, metric: str | None = None):
-    from grokscope.plotting import complexity, fourier, info_plane, lines, oinfo, sweep
+    from grokscope.plotting import complexity, early_synergy, fourier, info_plane, lines, oinfo, subnet, sweep
 
     builders = {
         "curves": lines.curves,
@@ -33,6 +35,8 @@ def draw(kind: str, tables, options, metric: str | None = None):
         "sweep": sweep.sweep,
         "complexity": complexity.complexity,
         "fourier": fourier.fourier,
+        "subnet": subnet.subnet,
+        "early-synergy": early_synergy.early_synergy,
     }
     if kind == "metric":
         if not metric:

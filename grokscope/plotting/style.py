@@ -33,6 +33,8 @@ class FigureOptions:
     delay: int = 1000
     # complexity: checkpoints of the rate-distortion view (None: the complexity curve).
     steps: tuple[int, ...] | None = None
+    # early-synergy: the window ends at the memorisation step + k (None: the figure's default).
+    k: int | None = None
 
 
 def figure_format(path: Path) -> str:

@@ -14,6 +14,13 @@ difference over random orders of tied activations,
 :math:`|\Omega_{\max} - \Omega_{\min}| < 2 \sqrt{s_{\min}^2 + s_{\max}^2}` with :math:`s` the
 rows' ``value_sd``, i.e. when the rise and fall of the curve is within what the arbitrary order of
 the ReLU zeros alone moves a value (empty where the table has no spread).
+
+``synergy_peak_height`` / ``_bits`` / ``_step`` / ``_width``: the first synergy peak after the
+initial transient (:func:`grokscope.measures.early_synergy.first_synergy_peak` from
+:func:`~grokscope.measures.grokking.transient_end` of the run's history), over the whole run
+or, with ``early=k``, over the steps up to the memorisation step + k; height on the run's
+min-max scale over those steps (Clauw et al.'s normalisation), bits, step, width at half
+height in steps. Height 0 where the curve has no peak.
 """
 
 from __future__ import annotations
@@ -30,11 +37,12 @@ from grokscope.plotting.data import Tables, series_key
 # them are told apart in the report.
 HYPERPARAMETERS = hyperparameter_columns()
 STEP_COLUMNS = ("memorization_step", "generalization_step", "grokking_gap", "synergy_min_step", "synergy_min_size",
-                "diverged_step")
+                "diverged_step", "synergy_peak_step")
 COLUMNS = (
     "run", "series", *HYPERPARAMETERS, "memorization_step", "generalization_step", "grokking_gap", "phase",
     "synergy_min", "synergy_min_step", "synergy_min_size", "synergy_min_sd", "synergy_within_ties",
     "rnc1_train", "rnc1_test", "diverged_step",
+    "synergy_peak_height", "synergy_peak_bits", "synergy_peak_step", "synergy_peak_width",
 )
 # Measures whose non-finite value means the weights themselves were (weights family, global norm).
 _WEIGHT_NORM = "weight_norm"
@@ -44,13 +52,16 @@ def run_summaries(
     tables: Tables,
     threshold: float = grokking.DEFAULT_THRESHOLD,
     delay: int = grokking.DEFAULT_DELAY,
+    early: int | None = None,
 ) -> pd.DataFrame:
-    """A frame with the columns :data:`COLUMNS`, one row per series, in the order they were read."""
-    rows = [_summary(tables, key, threshold, delay) for key in _series(tables)]
+    """A frame with the columns :data:`COLUMNS`, one row per series, in the order they were read;
+    ``early``: the synergy peak from the steps up to the memorisation step + ``early`` only."""
+    rows = [_summary(tables, key, threshold, delay, early) for key in _series(tables)]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for column in STEP_COLUMNS:
         frame[column] = pd.array(frame[column], dtype="Float64").round().astype("Int64")
-    for column in ("synergy_min", "synergy_min_sd", "rnc1_train", "rnc1_test"):
+    for column in ("synergy_min", "synergy_min_sd", "rnc1_train", "rnc1_test", "synergy_peak_height",
+                   "synergy_peak_bits", "synergy_peak_width"):
         frame[column] = frame[column].astype("float64")
     frame["synergy_within_ties"] = frame["synergy_within_ties"].astype("boolean")
     return frame
@@ -92,7 +103,7 @@ def _series(tables: Tables) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def _summary(tables: Tables, key: str, threshold: float, delay: int) -> dict:
+def _summary(tables: Tables, key: str, threshold: float, delay: int, early: int | None = None) -> dict:
     history, measures = _rows_of(tables.history, key), _rows_of(tables.measures, key)
     name = next((str(f["run"].dropna().iloc[0]) for f in (history, measures)
                  if "run" in f.columns and f["run"].notna().any()), key)
@@ -101,6 +112,7 @@ def _summary(tables: Tables, key: str, threshold: float, delay: int) -> dict:
     row.update(_synergy_minimum(tables, key, history))
     row.update(_final_rnc1(measures))
     row["diverged_step"] = _divergence(history, measures)
+    row.update(_synergy_peak(tables, key, history, threshold, early))
     return row
 
 
@@ -179,3 +191,24 @@ def _divergence(history: pd.DataFrame, measures: pd.DataFrame) -> int | None:
         if bad.any():
             steps.append(int(measures.loc[bad, "step"].min()))
     return min(steps) if steps else None
+
+
+def _synergy_peak(tables: Tables, key: str, history: pd.DataFrame, threshold: float, early: int | None) -> dict:
+    """The first synergy peak after the initial transient (see
+    :func:`grokscope.measures.early_synergy.first_synergy_peak`), up to the memorisation step +
+    ``early`` when given."""
+    from grokscope.measures.early_synergy import first_synergy_peak
+
+    synergy = _rows_of(overall_oinfo(tables, "synergy"), key)
+    if synergy.empty:
+        return {}
+    until = None
+    if early is not None:
+        if history.empty:
+            return {}
+        summary = grokking.grokking_summary(history, threshold=threshold)
+        until = (summary["memorization_step"] if summary["memorization_step"] is not None
+                 else summary["last_step"]) + early
+    peak = first_synergy_peak(synergy["step"], synergy["value"], synergy.get("value_sd"),
+                              start=grokking.transient_end(history if not history.empty else None), until=until)
+    return {f"synergy_{name}": value for name, value in peak.features().items()}
