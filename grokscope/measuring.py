@@ -773,10 +773,6 @@ def grokking_table_rows(series: Series, options: MeasureOptions) -> tuple[list[d
     return grokking_rows(history, threshold=options.threshold), []
 
 
-def default_threads(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
 def chunk(steps: list[int], n_chunks: int) -> list[list[int]]:
     n_chunks = max(1, min(n_chunks, len(steps)))
     return [list(part) for part in np.array_split(np.asarray(steps, dtype=np.int64), n_chunks) if len(part)]
