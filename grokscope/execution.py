@@ -336,6 +336,7 @@ def _connect(address: str, threads: int | None, option: str) -> Executor:
         raise GrokscopeError(f"{option}: running on a Dask scheduler needs Dask's distributed package: "
                              "pip install 'grokscope[dask]'") from None
     _quiet_dask()
+    _check_reachable(address, option)
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError, ValueError) as exc:
@@ -351,6 +352,24 @@ def _connect(address: str, threads: int | None, option: str) -> Executor:
     per_task = Threads(threads) if threads else Threads(0, "")
     return Executor("dask", slots, per_task, f"the Dask scheduler at {address} ({len(workers)} workers)",
                     _client=client, _hosts=hosts, _explicit=threads)
+
+
+def _check_reachable(address: str, option: str) -> None:
+    """A TCP address nobody listens on is said at once; Dask's client would retry it until its
+    timeout."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "") or parts.hostname is None:
+        return  # tls://, ucx://, inproc://: left to Dask
+    try:
+        port = parts.port or 8786
+        with socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise GrokscopeError(f"{option}: cannot reach the Dask scheduler at {address} ({reason})") from None
 
 
 def _takes_n_workers(client) -> bool:
