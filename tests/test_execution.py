@@ -206,6 +206,21 @@ def test_train_on_a_scheduler_is_bit_identical_to_serial(cluster, tmp_path):
                 assert (a / file).read_bytes() == (b / file).read_bytes(), file
 
 
+def test_probe_on_a_scheduler_writes_the_same_files_as_serial(cluster, sweep, tmp_path):
+    serial, dask = (Path(shutil.copytree(sweep, tmp_path / name)) for name in ("serial", "dask"))
+    assert invoke("probe", str(serial), "-q", "--threads", "1").exit_code == 0
+    done = grokscope("probe", dask, "-q", "--scheduler", cluster.address)
+    assert done.returncode == 0, done.stderr
+    for run in sorted(serial.iterdir()):
+        files = sorted(p.name for p in (run / store.FEATURES_DIR).iterdir())
+        assert len(files) == 12  # samples and 11 checkpoints
+        assert {str(dask / run.name / store.FEATURES_DIR / f) for f in files if f.startswith("step-")} <= \
+            set(done.stdout.split())
+        for name in files:
+            assert (run / store.FEATURES_DIR / name).read_bytes() == \
+                (dask / run.name / store.FEATURES_DIR / name).read_bytes(), name
+
+
 def test_tasks_on_a_scheduler_share_the_cores_among_the_workers_of_a_host(cluster):
     import torch
 

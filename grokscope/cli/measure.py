@@ -153,8 +153,6 @@ def measure(
     printed: set[Path] = set()
     inputs = store.InputPaths(inputs)
     with execution.open_executor(workers, scheduler, threads) as executor, output.progress() as bar:
-        if executor.threads.reason:
-            output.info(f"measure: {executor.threads.reason}; --threads to choose")
         task = bar.add_task("measure", total=0)
         total = 0
 

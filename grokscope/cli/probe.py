@@ -91,8 +91,6 @@ def probe(
     tally = {"probed": 0, "skipped": 0, "failed": 0, "bytes": 0}
     plans: list[_Plan] = []
     with execution.open_executor(workers, scheduler, threads) as executor, output.progress() as bar:
-        if executor.threads.reason:
-            output.info(f"probe: {executor.threads.reason}; --threads to choose")
         if executor.in_process:
             execution.set_threads(executor.threads.per_task)
         task = bar.add_task("probe", total=0)

@@ -110,8 +110,6 @@ def train(
     from grokscope import execution
 
     with execution.open_executor(workers, scheduler, threads) as executor:
-        if executor.threads.reason:
-            output.info(f"train: {executor.threads.reason}; --threads to choose")
         todo = []
         for run_dir, config, plan in zip(run_dirs, configs, plans):
             if plan == "done":
