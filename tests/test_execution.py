@@ -189,21 +189,7 @@ def test_train_on_a_scheduler_is_bit_identical_to_serial(cluster, tmp_path):
     runs = sorted(p.name for p in (tmp_path / "serial").iterdir())
     assert len(runs) == 4 and sorted(Path(p).name for p in done.stdout.split()) == runs
     for name in runs:
-        a, b = tmp_path / "serial" / name, tmp_path / "dask" / name
-        files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-        assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-        for file in files:
-            if file.suffix == ".safetensors":
-                with safe_open(a / file, "pt") as x, safe_open(b / file, "pt") as y:
-                    assert x.metadata() == y.metadata() and sorted(x.keys()) == sorted(y.keys())
-                    for key in x.keys():
-                        assert x.get_tensor(key).numpy().tobytes() == y.get_tensor(key).numpy().tobytes(), (file, key)
-            elif file.name == "run.json":
-                first, second = (json.loads((r / file).read_text()) for r in (a, b))
-                first.pop("created"), second.pop("created")
-                assert first == second
-            else:
-                assert (a / file).read_bytes() == (b / file).read_bytes(), file
+        same_run_files(tmp_path / "serial" / name, tmp_path / "dask" / name)
 
 
 def test_probe_on_a_scheduler_writes_the_same_files_as_serial(cluster, sweep, tmp_path):
@@ -219,6 +205,42 @@ def test_probe_on_a_scheduler_writes_the_same_files_as_serial(cluster, sweep, tm
         for name in files:
             assert (run / store.FEATURES_DIR / name).read_bytes() == \
                 (dask / run.name / store.FEATURES_DIR / name).read_bytes(), name
+
+
+def same_run_files(a: Path, b: Path) -> None:
+    """Every file of two runs equal: tensors by their bytes, run.json but its creation time, the
+    rest byte for byte."""
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for file in files:
+        if file.suffix == ".safetensors":
+            with safe_open(a / file, "pt") as x, safe_open(b / file, "pt") as y:
+                assert x.metadata() == y.metadata() and sorted(x.keys()) == sorted(y.keys())
+                for key in x.keys():
+                    assert x.get_tensor(key).numpy().tobytes() == y.get_tensor(key).numpy().tobytes(), (file, key)
+        elif file.name == "run.json":
+            first, second = (json.loads((r / file).read_text()) for r in (a, b))
+            first.pop("created"), second.pop("created")
+            assert first == second
+        else:
+            assert (a / file).read_bytes() == (b / file).read_bytes(), file
+
+
+@pytest.mark.parametrize("kill", [1, 3, 6])  # before run.json; before the first commit; after it
+def test_a_rerun_train_task_takes_over_what_its_killed_attempt_left(tmp_path, kill):
+    from grokscope.cli.train import train_run
+
+    tiny = ["--p", "5", "--width", "8", "--steps", "12", "--save-every", "4", "--save-log", "0", "-q"]
+    assert invoke("train", *tiny, "--out", str(tmp_path / "whole"), "--threads", "1").exit_code == 0
+    killed = grokscope("train", *tiny, "--out", tmp_path / "killed", "--threads", "1",
+                       env={store.KILL_HOOK_ENV: f"{kill}:SIGKILL"})
+    assert killed.returncode == -signal.SIGKILL
+    run_dir = tmp_path / "killed" / "add-p5"
+    config = store.read_run(tmp_path / "whole" / "add-p5")
+    # What Dask does when the worker running the task died: the same task again, planned "new".
+    execution.set_threads(1)
+    train_run(run_dir, config, "new", "cpu")
+    same_run_files(tmp_path / "whole" / "add-p5", run_dir)
 
 
 def test_tasks_on_a_scheduler_share_the_cores_among_the_workers_of_a_host(cluster):
