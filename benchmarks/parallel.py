@@ -86,19 +86,23 @@ def measure_part(args) -> None:
     with tempfile.TemporaryDirectory() as folder:
         sweep = Path(folder) / "sweep"
         seeds = f"0-{args.runs - 1}"
-        every = max(1, args.steps // args.checkpoints)
+        every = max(1, (args.measure_steps or args.steps) // args.checkpoints)
         run("train", "--p", args.p, "--steps", every * (args.checkpoints - 1), "--save-every", every,
             "--save-log", 0, "--seed", seeds, "--out", sweep, "-q")
         metric = ["--metric", "o-info,collapse", "-q"]
-        copies = {name: Path(shutil.copytree(sweep, Path(folder) / name)) for name in ("serial", "workers", "dask")}
+        copies = {name: Path(shutil.copytree(sweep, Path(folder) / name)) for name in ("serial", "workers", "pool", "dask")}
         print(f"measure: {args.runs} runs x {args.checkpoints} checkpoints, p {args.p} (width 250), o-info + "
               f"collapse, features in memory; {load()} at start")
         seconds = {"serial (baseline)": run("measure", copies["serial"], *metric)}
         seconds["--workers 2 (local Dask cluster)"] = run("measure", copies["workers"], *metric, "--workers", 2)
+        with tempfile.TemporaryDirectory() as blocker:  # as if Dask were not installed
+            (Path(blocker) / "distributed.py").write_text("raise ImportError('not installed')\n")
+            seconds["--workers 2 (process pool, no Dask)"] = run("measure", copies["pool"], *metric, "--workers", 2,
+                                                                 env={"PYTHONPATH": blocker})
         with LocalScheduler() as scheduler:
             seconds["--scheduler (2 workers x 1 thread)"] = run("measure", copies["dask"], *metric,
                                                                  "--scheduler", scheduler.address)
-        for name in ("workers", "dask"):
+        for name in ("workers", "pool", "dask"):
             for run_dir in sorted(copies["serial"].iterdir()):
                 for family in ("oinfo", "collapse"):
                     pd.testing.assert_frame_equal(pd.read_parquet(store.measures_path(run_dir, family)),
@@ -180,6 +184,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--checkpoints", type=int, default=12)
     parser.add_argument("--p", type=int, default=31)
+    parser.add_argument("--measure-steps", type=int, default=None,
+                        help="measure: training steps of each run (default: --steps)")
     parser.add_argument("--steps", type=int, default=300, help="train: steps per run; threads: steps per repeat")
     parser.add_argument("--hogs", type=int, default=2)
     parser.add_argument("--settle", type=float, default=20.0, help="threads: seconds the hogs run before timing")

@@ -29,6 +29,8 @@ Examples:
 
   grokscope measure runs/ --metric complexity --workers 2        # DeMoss et al.'s complexity curve
 
+  grokscope measure runs/ --metric o-info,collapse --scheduler tcp://head:8786   # on a Dask cluster (docs/scaling.md)
+
   grokscope measure runs/add-p97 --metric complexity --tolerance 0.01,0.03,0.1,0.3,1 --steps every:10
 
 Families: collapse (within_var, between_var, nc1, rnc1, rnc1_sup, nc1_papyan, nc2_*, nc3, nc4),

@@ -28,6 +28,8 @@ Examples:
 
   grokscope probe lightning_logs/version_0/checkpoints --model net.py:build --data data.npz
 
+  grokscope probe runs/ --steps every:10 --workers 2      # two worker processes
+
 Writes RUN/features/step-NNNNNNNN.safetensors, one float32 matrix per
 hidden layer with rows as in RUN/features/samples.safetensors, and prints
 each features file on stdout, those already stored too (skipped unless

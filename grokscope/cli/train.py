@@ -26,6 +26,10 @@ Examples:
 
   grokscope train --task digits --train-size 1000 --steps 2000 --out runs/
 
+  grokscope train --weight-decay 0.1,2 --seed 0-3 --workers 2 --out runs/   # 2 runs at a time
+
+  grokscope train --weight-decay 0.1,2 --seed 0-3 --scheduler tcp://head:8786 --out runs/   # on a Dask cluster
+
 Every hyperparameter option takes a list ("0.1,2,10") and integer ones a range ("0-4").
 Each run directory is printed on stdout as it finishes.
 """
@@ -119,7 +123,7 @@ def train(
             elif executor.in_process:
                 _train_one(run_dir, config, plan, device, output, executor.threads.per_task)
             else:
-                todo.append(execution.Task(train_run, (run_dir, config, plan, device), label=str(run_dir)))
+                todo.append(execution.Task(train_run, (run_dir, config, plan, device), label=str(run_dir), tag=run_dir))
             if executor.in_process:
                 output.result(run_dir)
         if todo:
@@ -144,7 +148,7 @@ def _train_elsewhere(executor, tasks, output: Output) -> None:
                 continue
             for kind, message in outcome.result:
                 (output.warn if kind == "warning" else output.info)(message)
-            output.result(Path(outcome.task.label))
+            output.result(outcome.task.tag)
     if failed:
         output.info(f"train: {failed} of {len(tasks)} run(s) failed (see above)")
         raise typer.Exit(2 if usage else 1)
