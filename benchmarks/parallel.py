@@ -23,6 +23,7 @@ Three parts, each printed as a table with its baseline side by side and the rati
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import shutil
@@ -43,8 +44,12 @@ def load() -> str:
     return f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
+LOADS: list[float] = []  # the one-minute load average as each timed command started
+
+
 def run(*args, env=None) -> float:
     """Seconds one grokscope command takes, wall clock; fails loudly if the command fails."""
+    LOADS.append(os.getloadavg()[0])
     started = time.perf_counter()
     done = subprocess.run([*GROKSCOPE, *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
@@ -171,11 +176,14 @@ def threads_part(args) -> None:
 
 
 def table(seconds: dict[str, float], note: str, unit: str = "s") -> None:
+    """Rows with their ratio to the first (the baseline), and the load each started at."""
     baseline = next(iter(seconds.values()))
-    print(f"  {'':40} {unit:>10} {'speed-up vs baseline':>22}")
-    for name, value in seconds.items():
-        print(f"  {name:40} {value:>10.4f} {baseline / value:>21.2f}x")
+    loads = LOADS[-len(seconds):] if len(LOADS) >= len(seconds) else [math.nan] * len(seconds)
+    print(f"  {'':40} {unit:>10} {'speed-up vs baseline':>22} {'load at start':>14}")
+    for (name, value), started_at in zip(seconds.items(), loads):
+        print(f"  {name:40} {value:>10.4f} {baseline / value:>21.2f}x {started_at:>14.1f}")
     print(f"  ({note})")
+    LOADS.clear()
 
 
 def main() -> None:

@@ -281,6 +281,40 @@ def test_without_dask_workers_use_a_process_pool_and_scheduler_is_refused(sweep,
         "pip install 'grokscope[dask]'"]
 
 
+def test_ctrl_c_with_local_workers_is_one_line_and_keeps_what_was_measured(sweep, serial_tables, tmp_path):
+    out = Path(shutil.copytree(sweep, tmp_path / "runs"))
+    # Its own process group, as a shell gives a command: Ctrl-C reaches the command and its workers.
+    command = subprocess.Popen([*GROKSCOPE, "measure", str(out), *MEASURE, "--workers", "2"], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               env={**os.environ, "GROKSCOPE_SAVE_EVERY": "0"})
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.rglob("oinfo.parquet")) and time.monotonic() < deadline and command.poll() is None:
+            time.sleep(0.05)
+        assert command.poll() is None, "measure ended before it could be interrupted"
+        os.killpg(command.pid, signal.SIGINT)
+        stdout, stderr = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    assert command.returncode == 130
+    assert stderr.splitlines() == ["error: interrupted; files already written are complete, the rest were not written"]
+    for (name, family), expected in serial_tables.items():  # saved tables hold whole, equal steps
+        path = store.measures_path(out / name, family)
+        if path.is_file():
+            got = pd.read_parquet(path)
+            pd.testing.assert_frame_equal(got, expected[expected["step"].isin(set(got["step"]))].reset_index(drop=True))
+    deadline = time.monotonic() + 60  # and no worker process outlives the command
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(command.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("worker processes of the interrupted command are still running")
+
+
 def test_task_threads_never_oversubscribe_the_cores():
     cores = execution.usable_cores()
     for workers in range(1, cores + 1):
