@@ -317,9 +317,11 @@ def _spawn_pool(workers: int, per_task: Threads) -> Executor:
 def _quiet_dask() -> None:
     """Dask's own log lines (worker starts, closes, slow event loops) are not grokscope's to print."""
     import logging
+    import warnings
 
     import dask
 
+    warnings.filterwarnings("ignore", module=r"distributed(\.|$)")
     dask.config.set({"distributed.admin.tick.limit": "1h"})
     for name in ("distributed", "distributed.nanny", "distributed.worker", "distributed.scheduler",
                  "distributed.core", "distributed.comm", "distributed.client"):
@@ -339,8 +341,11 @@ def _local_cluster(workers: int, per_task: Threads) -> Executor:
     # Ctrl-C is the command's alone, as with the spawned pool.
     previous = _ignore_sigint()
     try:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               host="127.0.0.1", silence_logs=50)
+        # The scheduler serves HTTP whatever the dashboard; on a port of its own choosing, so that
+        # another cluster on Dask's default port 8787 costs no warning.
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               silence_logs=50, dashboard_address=None,
+                               scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
         client = Client(cluster)
     finally:
         _restore_sigint(previous)
