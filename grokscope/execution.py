@@ -337,26 +337,37 @@ def _local_cluster(workers: int, per_task: Threads) -> Executor:
     import dask
 
     dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
-    # The worker processes inherit an ignored SIGINT (Python keeps an inherited SIG_IGN), so a
-    # Ctrl-C is the command's alone, as with the spawned pool.
+    # While the cluster starts, SIGINT is ignored, so that the worker processes inherit an
+    # ignored Ctrl-C (Python keeps an inherited SIG_IGN) and the command alone reacts, as with the
+    # spawned pool. A Ctrl-C in that window (seconds) is lost: blocking it instead does not reach
+    # the spawned processes, and Linux drops an ignored signal that another thread receives.
+    # A Ctrl-C ends the command within seconds (grokscope.cli), sometimes before the cluster has
+    # closed; multiprocessing's resource tracker then frees the cluster's semaphores itself, and
+    # would say so on stderr after the command's one line.
+    quiet_tracker = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if quiet_tracker not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet_tracker]))
     previous = _ignore_sigint()
+    executor = Executor("local-dask", workers, per_task, f"a local Dask cluster of {workers} processes")
     try:
         # The scheduler serves HTTP whatever the dashboard; on a port of its own choosing, so that
         # another cluster on Dask's default port 8787 costs no warning.
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               silence_logs=50, dashboard_address=None,
-                               scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
-        client = Client(cluster)
-    finally:
+        executor._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                         silence_logs=50, dashboard_address=None,
+                                         scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+        executor._client = Client(executor._cluster)
         _restore_sigint(previous)
-    return Executor("local-dask", workers, per_task, f"a local Dask cluster of {workers} processes",
-                    _client=client, _cluster=cluster)
+    except BaseException:
+        _restore_sigint(previous)
+        executor.close()  # no worker outlives an interrupted start
+        raise
+    return executor
 
 
 def _ignore_sigint():
     try:
         return signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread
+    except ValueError:  # not the main thread: signals are not ours to handle
         return None
 
 
