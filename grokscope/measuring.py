@@ -527,12 +527,12 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
         yield step, [{"step": step, **row} for row in complexity_result_rows(results, len(targets))], found
 
 
-def complexity_rows(series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
+def checkpoint_rows(family: str, series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
                     threads: int | None = None) -> tuple[list[dict], list[Problem]]:
-    """Complexity rows of the given steps and the problems met (see :func:`iter_complexity_rows`);
-    what a worker process returns with ``--workers``."""
+    """The rows of one of :data:`CHECKPOINT_FAMILIES` at the given steps, and the problems met:
+    what a worker's task returns."""
     rows, problems = [], []
-    for _, new, found in iter_complexity_rows(series, steps, options, device, threads):
+    for _, new, found in CHECKPOINT_FAMILIES[family](series, steps, options, device, threads):
         rows += new
         problems += found
     return rows, problems
@@ -905,10 +905,6 @@ def grokking_table_rows(series: Series, options: MeasureOptions) -> tuple[list[d
         return [{"step": last, "metric": m, "value": math.nan, "split": None, "layer": None} for m in METRICS], \
             [Problem("warning", warning)]
     return grokking_rows(history, threshold=options.threshold), []
-
-
-def default_threads(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def chunk(steps: list[int], n_chunks: int) -> list[list[int]]:

@@ -29,6 +29,8 @@ Examples:
 
   grokscope measure runs/ --metric complexity --workers 2        # DeMoss et al.'s complexity curve
 
+  grokscope measure runs/ --metric o-info,collapse --scheduler tcp://head:8786   # on a Dask cluster (docs/scaling.md)
+
   grokscope measure runs/add-p97 --metric complexity --tolerance 0.01,0.03,0.1,0.3,1 --steps every:10
 
   grokscope measure runs/add-p113-transformer --metric fourier --key-frequencies 14,35,41,42,52
@@ -77,7 +79,9 @@ def measure(
     tolerance: str = typer.Option("0.1", "--tolerance", help="complexity: loss increase allowed to the coarse-grained network; a list ('0.01,0.1,1') gives a rate-distortion curve."),
     compressor: str = typer.Option("bz2", "--compressor", help="complexity: bz2 (the authors') or lzma."),
     key_frequencies: Optional[str] = typer.Option(None, "--key-frequencies", help="fourier: the key frequencies, e.g. 14,35,41 (default: read off each run's last checkpoint)."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Measure checkpoints in N parallel processes."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Measure checkpoints in N local worker processes (a local Dask cluster when Dask is installed)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Measure on an existing Dask scheduler, e.g. tcp://head:8786 (or set GROKSCOPE_SCHEDULER); see docs/scaling.md."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per task (default: the cores shared among the workers, fewer on a busy machine)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     allow_global: Optional[List[str]] = typer.Option(None, "--allow-global", help="Let pickled checkpoints hold this class (module.Name, repeatable); only for files you trust."),
     force: bool = typer.Option(False, "--force", help="Recompute checkpoints already measured."),
@@ -90,8 +94,6 @@ def measure(
     output = Output(quiet=quiet)
     if fmt is not None and fmt not in ("csv", "json"):
         raise GrokscopeError(f"--format: unknown format {fmt!r}; known: csv, json")
-    if workers < 1:
-        raise GrokscopeError(f"--workers: must be at least 1, got {workers}")
     for option, value, allowed in (("--split", split, ("train", "test", "both")),
                                    ("--hsic-split", hsic_split, ("train", "test", "both")),
                                    ("--hsic-estimator", hsic_estimator, ("nocco", "hsic", "cka")),
@@ -152,47 +154,64 @@ def measure(
     write_homes = out_table is None and fmt is None
     every = measuring.save_every()
 
+    from grokscope import execution
+
     failures: set[str] = set()
     failed_series: list[str] = []
     results: dict[Path, measuring.SeriesTables] = {}
     printed: set[Path] = set()
     inputs = store.InputPaths(inputs)
-    with output.progress() as bar:
+    with execution.open_executor(workers, scheduler, threads) as executor, output.progress() as bar:
         task = bar.add_task("measure", total=0)
         total = 0
+
+        def finish(plan, tables, problems, error: Optional[str] = None) -> None:
+            """A series is done: save, report, print its tables' paths."""
+            root = plan.series.root
+            tables.save()
+            if error is not None:
+                # The series as a whole cannot be measured (changed split, one class): said once,
+                # the other series go on, and what it had measured is kept.
+                message = error if str(root) in error else f"{root}: {error}"
+                output.error(message)
+                failed_series.append(message)
+                return
+            failures.update(_report_problems(output, root, problems))
+            for family in wanted if write_homes else ():
+                path = store.measures_path(plan.series.home, family)
+                if path.is_file() and path not in printed:  # measured now or before: the next command's input
+                    printed.add(path)
+                    output.result(path)
+            results[plan.series.home] = _merged_results(results.get(plan.series.home), tables)
+
         for batch in iter_series(inputs):
             plans = [measuring.plan_series(found, wanted, options, selection.select, force, optional)
                      for found in batch]
             total += sum(plan.n_steps for plan in plans)
             bar.update(task, total=total)
-            for plan in plans:
-                root = plan.series.root
-                bar.update(task, description=plan.columns["run"])
-                tables = measuring.SeriesTables(
-                    plan, options, write=write_homes, every=every,
-                    on_wait=lambda holder, path=root: output.warn(
-                        f"{path}: waiting for {holder} to finish updating its measure tables"))
-                try:
-                    problems = _measure_series(plan, options, workers, device, lambda n: bar.advance(task, n), tables)
-                except GrokscopeError as exc:
-                    # The series as a whole cannot be measured (changed split, one class): said once,
-                    # the other series go on, and what it had measured is kept.
-                    tables.save()
-                    message = str(exc) if str(root) in str(exc) else f"{root}: {exc}"
-                    output.error(message)
-                    failed_series.append(message)
-                    continue
-                except BaseException:
+            open_tables = [measuring.SeriesTables(
+                plan, options, write=write_homes, every=every,
+                on_wait=lambda holder, path=plan.series.root: output.warn(
+                    f"{path}: waiting for {holder} to finish updating its measure tables")) for plan in plans]
+            try:
+                if executor.in_process:
+                    for plan, tables in zip(plans, open_tables):
+                        bar.update(task, description=plan.columns["run"])
+                        try:
+                            problems = _measure_series(plan, options, executor, device,
+                                                       lambda n: bar.advance(task, n), tables)
+                        except GrokscopeError as exc:
+                            finish(plan, tables, [], str(exc))
+                            continue
+                        finish(plan, tables, problems)
+                else:
+                    bar.update(task, description=f"measure on {executor.description}")
+                    _measure_batch(plans, open_tables, options, executor, device, lambda n: bar.advance(task, n),
+                                   finish, failures, output)
+            except BaseException:
+                for tables in open_tables:
                     tables.save()  # Ctrl-C: keep what was measured; the next run computes the rest
-                    raise
-                tables.save()
-                failures |= _report_problems(output, root, problems)
-                for family in wanted if write_homes else ():
-                    path = store.measures_path(plan.series.home, family)
-                    if path.is_file() and path not in printed:  # measured now or before: the next command's input
-                        printed.add(path)
-                        output.result(path)
-                results[plan.series.home] = _merged_results(results.get(plan.series.home), tables)
+                raise
 
     if not write_homes:
         _write_combined(output, wanted, results, out_table, fmt)
@@ -203,34 +222,24 @@ def measure(
         raise typer.Exit(1)
 
 
-def _measure_series(plan, options, workers: int, device: str, advance, tables) -> list:
-    """Measure one series into ``tables`` (saved as it goes); return the problems met."""
-    from grokscope import measuring
+def _measure_series(plan, options, executor, device: str, advance, tables) -> list:
+    """Measure one series in this process into ``tables`` (saved as it goes, checkpoint by
+    checkpoint); return the problems met."""
+    from grokscope import execution, measuring
 
+    execution.set_threads(executor.threads.per_task)
     series = plan.series
-    problems: list = []
-    if plan.todo.get("grokking"):
-        rows, found = measuring.grokking_table_rows(series, options)
-        tables.add("grokking", rows)
-        problems += [measuring.Problem.of(p) for p in found]
-        advance(0)
-    feature_todo = {f: s for f, s in plan.todo.items() if f in measuring.FEATURE_FAMILIES and s}
-    feature_steps = sorted(set().union(*feature_todo.values())) if feature_todo else []
-    counted = set(feature_steps)
-    for family, iterate in measuring.CHECKPOINT_FAMILIES.items():
-        steps = plan.todo.get(family)
-        if not steps:
-            continue
-        if workers > 1 and family == "complexity":  # a checkpoint's search costs seconds: share them out
-            _complexity_in_workers(plan, options, workers, device, tables, problems, counted, advance)
-            continue
-        for step, rows, found in iterate(series, steps, options, device):
+    problems = _measure_here(plan, options, tables, advance)
+    counted = set(_feature_todo(plan)[1])
+    for family in _pooled_checkpoint_families(plan):
+        for step, rows, found in measuring.CHECKPOINT_FAMILIES[family](series, plan.todo[family], options, device):
             tables.add(family, rows)
             problems += [measuring.Problem.of(p) for p in found]
-            if step not in counted:  # a checkpoint counts once in the bar, whichever family visits it
+            if step not in counted:
                 counted.add(step)
                 advance(1)
             tables.save_if_due()
+    feature_todo, feature_steps = _feature_todo(plan)
     if not feature_steps:
         return problems
 
@@ -240,64 +249,119 @@ def _measure_series(plan, options, workers: int, device: str, advance, tables) -
         advance(1)
         tables.save_if_due()
 
-    if workers == 1:
-        _, found = measuring.measure_steps(series, feature_todo, options, device, on_step=on_step)
-        return problems + found
+    _, found = measuring.measure_steps(series, feature_todo, options, device, on_step=on_step)
+    return problems + found
 
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    threads = measuring.default_threads(workers)
-    # spawn, not fork: a forked torch with live thread pools can deadlock.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_leave_ctrl_c_to_the_parent)
-    try:
-        futures = {}
-        for part in measuring.chunk(feature_steps, workers * 4):
-            part_set = set(int(s) for s in part)
-            todo = {f: [s for s in steps if s in part_set] for f, steps in feature_todo.items()}
-            futures[pool.submit(measuring.measure_steps, series, todo, options, device, threads)] = len(part)
-        for future in as_completed(futures):
-            rows, found = future.result()
-            for family, new in rows.items():
-                tables.add(family, new)
-            problems += found
-            advance(futures[future])
+# Checkpoint families that run the model (seconds per checkpoint, and the --device) and are
+# shared out among workers; the others (weights) take milliseconds and stay in the command's process.
+POOLED_CHECKPOINT_FAMILIES = ("complexity", "fourier")
+
+
+def _pooled_checkpoint_families(plan) -> list[str]:
+    return [f for f in POOLED_CHECKPOINT_FAMILIES if plan.todo.get(f)]
+
+
+def _feature_todo(plan):
+    """(family -> steps, every step) of the feature families still to measure."""
+    from grokscope import measuring
+
+    todo = {f: s for f, s in plan.todo.items() if f in measuring.FEATURE_FAMILIES and s}
+    return todo, sorted(set().union(*todo.values())) if todo else []
+
+
+def _measure_here(plan, options, tables, advance) -> list:
+    """The families measured in the command's process whatever the executor: grokking (from the
+    history) and the cheap checkpoint families (weights). Returns the problems met."""
+    from grokscope import measuring
+
+    series = plan.series
+    problems: list = []
+    if plan.todo.get("grokking"):
+        rows, found = measuring.grokking_table_rows(series, options)
+        tables.add("grokking", rows)
+        problems += [measuring.Problem.of(p) for p in found]
+        advance(0)
+    counted = set(_feature_todo(plan)[1]) | {s for f in _pooled_checkpoint_families(plan) for s in plan.todo[f]}
+    for family, iterate in measuring.CHECKPOINT_FAMILIES.items():
+        steps = plan.todo.get(family)
+        if not steps or family in POOLED_CHECKPOINT_FAMILIES:
+            continue
+        for step, rows, found in iterate(series, steps, options):
+            tables.add(family, rows)
+            problems += [measuring.Problem.of(p) for p in found]
+            if step not in counted:  # a checkpoint counts once in the bar, whichever family visits it
+                counted.add(step)
+                advance(1)
             tables.save_if_due()
-    except BaseException:
-        # Ctrl-C or a failed chunk: queued chunks are dropped, finished ones are saved by the caller.
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
     return problems
 
 
-def _complexity_in_workers(plan, options, workers: int, device: str, tables, problems: list, counted: set,
-                           advance) -> None:
-    """The complexity family of one series, its checkpoints shared among ``workers`` processes."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def _measure_batch(plans, open_tables, options, executor, device: str, advance, finish, failures: set,
+                   output: Output) -> None:
+    """Measure the series of one batch on the executor's workers: tasks of consecutive
+    checkpoints of one series (each loads the model and data once), all series' tasks at once so
+    that every worker has work. Rows come back to this process, which adds them to the series'
+    tables (saved as they go) and finishes a series when its last task is in."""
+    import math
 
     from grokscope import measuring
+    from grokscope.execution import Task, failure_message
 
-    threads = measuring.default_threads(workers)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_leave_ctrl_c_to_the_parent)
-    try:
-        futures = {pool.submit(measuring.complexity_rows, plan.series, part, options, device, threads): part
-                   for part in measuring.chunk(plan.todo["complexity"], workers * 4)}
-        for future in as_completed(futures):
-            rows, found = future.result()
-            tables.add("complexity", rows)
-            problems += found
-            new = [s for s in futures[future] if s not in counted]
-            counted.update(new)
+    # A few tasks per worker balance uneven checkpoints; more would repeat the loading.
+    per_series = max(1, math.ceil(4 * executor.slots / max(1, len(plans))))
+    tasks: list[Task] = []
+    state = []
+    for index, (plan, tables) in enumerate(zip(plans, open_tables)):
+        root = plan.series.root
+        problems = _measure_here(plan, options, tables, advance)
+        feature_todo, feature_steps = _feature_todo(plan)
+        for part in measuring.chunk(feature_steps, per_series) if feature_steps else []:
+            part_set = set(int(s) for s in part)
+            todo = {f: [s for s in steps if s in part_set] for f, steps in feature_todo.items()}
+            tasks.append(Task(measuring.measure_steps, (plan.series, todo, options, device), weight=len(part),
+                              label=f"{root} (steps {part[0]}-{part[-1]})", tag=(index, "features", part)))
+        for family in _pooled_checkpoint_families(plan):
+            for part in measuring.chunk(plan.todo[family], per_series):
+                tasks.append(Task(measuring.checkpoint_rows, (family, plan.series, part, options, device),
+                                  label=f"{root} ({family}, steps {part[0]}-{part[-1]})", tag=(index, family, part)))
+        state.append({"problems": problems, "counted": set(feature_steps), "left": 0, "error": None})
+    for task in tasks:
+        state[task.tag[0]]["left"] += 1
+    for index, (plan, tables) in enumerate(zip(plans, open_tables)):
+        if not state[index]["left"]:
+            finish(plan, tables, state[index]["problems"])
+    for outcome in executor.map(tasks):
+        index, family, part = outcome.task.tag
+        plan, tables, mine = plans[index], open_tables[index], state[index]
+        if outcome.error is not None:
+            from grokscope.errors import GrokscopeError
+
+            if isinstance(outcome.error, GrokscopeError):
+                mine["error"] = mine["error"] or str(outcome.error)  # the series' own problem, once
+            else:  # a worker that kept dying, a system error: these steps are lost, the rest goes on
+                message = failure_message(outcome)
+                output.error(message)
+                failures.add(message)
+        elif family == "features":
+            rows, found = outcome.result
+            for name, new in rows.items():
+                tables.add(name, new)
+            mine["problems"] += found
+        else:
+            rows, found = outcome.result
+            tables.add(family, rows)
+            mine["problems"] += found
+        if family == "features":
+            advance(len(part))
+        else:
+            new = [s for s in part if s not in mine["counted"]]
+            mine["counted"].update(new)
             advance(len(new))
-            tables.save_if_due()
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
+        tables.save_if_due()
+        mine["left"] -= 1
+        if not mine["left"]:
+            finish(plan, tables, mine["problems"], mine["error"])
 
 
 def _key_frequencies(text: Optional[str]) -> Optional[tuple[int, ...]]:
@@ -309,15 +373,6 @@ def _key_frequencies(text: Optional[str]) -> Optional[tuple[int, ...]]:
     if any(k < 1 for k in values):
         raise GrokscopeError(f"--key-frequencies: frequencies are positive integers, got {text!r}")
     return tuple(sorted(values))
-
-
-def _leave_ctrl_c_to_the_parent() -> None:
-    """In a worker: Ctrl-C reaches the whole process group, and the parent alone reacts (saves what
-    was measured, drops the queued chunks, says one line) instead of every worker printing a
-    traceback."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _report_problems(output: Output, root, problems) -> set[str]:

@@ -28,6 +28,8 @@ Examples:
 
   grokscope probe lightning_logs/version_0/checkpoints --model net.py:build --data data.npz
 
+  grokscope probe runs/ --steps every:10 --workers 2      # two worker processes
+
 Writes RUN/features/step-NNNNNNNN.safetensors, one float32 matrix per
 hidden layer with rows as in RUN/features/samples.safetensors, and prints
 each features file on stdout, those already stored too (skipped unless
@@ -58,6 +60,9 @@ def probe(
     dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32, float64, float16, bfloat16. Files are float32 either way (see --storage); half precision rounds activations into ties that rank-based estimators suffer from."),
     storage: str = typer.Option("float32", "--storage", help="Dtype of the stored features: float32 (the format's default) or float16 (half the disk; rounds activations into ties). measure needs no stored features: it computes them in memory."),
     allow_global: Optional[List[str]] = typer.Option(None, "--allow-global", help="Let pickled checkpoints hold this class (module.Name, repeatable; e.g. argparse.Namespace in Lightning hyperparameters). Only for files you trust."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Probe checkpoints in N local worker processes (a local Dask cluster when Dask is installed)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Probe on an existing Dask scheduler, e.g. tcp://head:8786 (or set GROKSCOPE_SCHEDULER); its workers write the features files, so they need the series' folders at the same paths. See docs/scaling.md."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per task (default: the cores shared among the workers, fewer on a busy machine)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr; only paths on stdout."),
 ) -> None:
     """Store the hidden-layer activations of every checkpoint on every train and test sample."""
@@ -82,10 +87,14 @@ def probe(
         output.warn(f"--storage {storage}: features are stored rounded to half precision; measures computed from "
                     "them see ties (measure computes float32 features in memory where none are stored)")
 
+    from grokscope import execution
+
     inputs = store.InputPaths(paths)
     tally = {"probed": 0, "skipped": 0, "failed": 0, "bytes": 0}
     plans: list[_Plan] = []
-    with output.progress() as bar:
+    with execution.open_executor(workers, scheduler, threads) as executor, output.progress() as bar:
+        if executor.in_process:
+            execution.set_threads(executor.threads.per_task)
         task = bar.add_task("probe", total=0)
         total = 0
         # Series are probed as their paths arrive: `train | probe -` starts on the first run
@@ -96,6 +105,12 @@ def probe(
             plans += new
             total += sum(len(p.todo) for p in new)
             bar.update(task, total=total)
+            if not executor.in_process:
+                bar.update(task, description=f"probe on {executor.description}")
+                _probe_elsewhere(new, executor, device, dtype, batch_size, force, output, tally,
+                                 lambda n: bar.advance(task, n), storage,
+                                 on_first_file=lambda path, n: _warn_size(output, plans, tally, path, n))
+                continue
             for plan in new:
                 bar.update(task, description=str(plan.context.name))
                 _probe_series(plan, torch_device, compute_dtype, batch_size, force, output, tally,
@@ -210,19 +225,13 @@ def _probe_series(plan: _Plan, device, dtype, batch_size, force, output, tally, 
             for _ in todo:
                 advance()
             return
-    compute = {"grokscope.compute_dtype": str(dtype).removeprefix("torch.")}
     for checkpoint in plan.chosen:
         path = folder / store.step_file_name(checkpoint.step)
         if checkpoint not in todo:
             output.result(path)
             continue
         try:
-            item = features.compute_checkpoint(extractor, checkpoint, device)
-            extra = {**compute, "grokscope.checkpoint": _source(checkpoint, context.series.root),
-                     "grokscope.positions": json.dumps(extractor.positions)}
-            if item.evaluation is not None:
-                extra["grokscope.eval"] = json.dumps(item.evaluation)
-            store.save_features(path, checkpoint.step, item.layers, item.penultimate, extra, storage=storage)
+            _probe_checkpoint(extractor, context, checkpoint, device, dtype, storage)
             tally["bytes"] += path.stat().st_size
             if on_first_file is not None:
                 on_first_file(path, len(todo))
@@ -235,6 +244,111 @@ def _probe_series(plan: _Plan, device, dtype, batch_size, force, output, tally, 
         advance()
     if context.record is not None and todo:
         _write_history(folder, logs.probed_history_path(folder))
+
+
+def _probe_checkpoint(extractor, context, checkpoint, device, dtype, storage: str) -> Path:
+    """Compute one checkpoint's features and write its features file (atomically); its path."""
+    from grokscope import features, store
+
+    path = context.series.features_dir / store.step_file_name(checkpoint.step)
+    item = features.compute_checkpoint(extractor, checkpoint, device)
+    extra = {"grokscope.compute_dtype": str(dtype).removeprefix("torch."),
+             "grokscope.checkpoint": _source(checkpoint, context.series.root),
+             "grokscope.positions": json.dumps(extractor.positions)}
+    if item.evaluation is not None:
+        extra["grokscope.eval"] = json.dumps(item.evaluation)
+    store.save_features(path, checkpoint.step, item.layers, item.penultimate, extra, storage=storage)
+    return path
+
+
+def probe_checkpoints(series, keys: list, steps: list[int], device: str, dtype: str, batch_size: int,
+                      storage: str) -> list[tuple[int, str | None, str | None, int]]:
+    """A worker's task: probe the checkpoints of ``series`` at ``steps`` (the model built once)
+    and write their features files. Returns (step, path or None, error or None, bytes) per
+    checkpoint. Writing the same file twice gives the same bytes, so a rerun task is harmless."""
+    import torch
+
+    from grokscope.context import SeriesContext
+    from grokscope.features import resolve_device
+
+    context = SeriesContext.open(series)
+    torch_device = resolve_device(device)
+    compute_dtype = getattr(torch, dtype)
+    extractor = context.extractor(keys, device=torch_device, dtype=compute_dtype, batch_size=batch_size)
+    wanted = set(steps)
+    done = []
+    for checkpoint in series.checkpoints:
+        if checkpoint.step not in wanted:
+            continue
+        try:
+            path = _probe_checkpoint(extractor, context, checkpoint, torch_device, compute_dtype, storage)
+        except GrokscopeError as exc:
+            done.append((checkpoint.step, None, str(exc), 0))
+        else:
+            done.append((checkpoint.step, str(path), None, path.stat().st_size))
+    return done
+
+
+def _probe_elsewhere(plans: list, executor, device: str, dtype: str, batch_size: int, force: bool, output,
+                     tally, advance, storage: str, on_first_file=None) -> None:
+    """Probe the series of one batch on the executor's workers: tasks of consecutive checkpoints
+    of one series (each builds the model once); the workers write the features files, this
+    process prints them and writes each foreign series' probe history when its last task is in."""
+    import math
+
+    from grokscope import features, logs, measuring, store
+    from grokscope.execution import Task, failure_message
+
+    per_series = max(1, math.ceil(4 * executor.slots / max(1, len(plans))))
+    tasks, left = [], {}
+    for index, plan in enumerate(plans):
+        context = plan.context
+        folder = context.series.features_dir
+        tally["skipped"] += len(plan.chosen) - len(plan.todo)
+        for checkpoint in plan.chosen:
+            if checkpoint not in set(plan.todo):
+                output.result(folder / store.step_file_name(checkpoint.step))
+        if not plan.todo:
+            continue
+        try:
+            context.extractor(plan.keys, device="cpu", batch_size=batch_size)  # a model that cannot be built: said here
+            samples = context.data()[1]
+            features.save_samples(folder, samples, force=force)
+            if context.record is not None:
+                store.write_probe_record(folder, context.record)
+            plan.n_samples = len(samples)
+        except GrokscopeError as exc:
+            output.error(str(exc))
+            tally["failed"] += len(plan.todo)
+            advance(len(plan.todo))
+            continue
+        steps = [c.step for c in plan.todo]
+        for part in measuring.chunk(steps, per_series):
+            tasks.append(Task(probe_checkpoints, (context.series, list(plan.keys), part, device, dtype, batch_size, storage),
+                              weight=len(part), label=f"{context.series.root} (steps {part[0]}-{part[-1]})",
+                              tag=index))
+            left[index] = left.get(index, 0) + 1
+    for outcome in executor.map(tasks):
+        plan = plans[outcome.task.tag]
+        if outcome.error is not None:
+            output.error(failure_message(outcome))
+            tally["failed"] += outcome.task.weight
+        else:
+            for step, path, error, size in outcome.result:
+                if error is not None:
+                    output.error(error)
+                    tally["failed"] += 1
+                    continue
+                tally["bytes"] += size
+                tally["probed"] += 1
+                if on_first_file is not None:
+                    on_first_file(Path(path), len(plan.todo))
+                output.result(path)
+        advance(outcome.task.weight)
+        left[outcome.task.tag] -= 1
+        if not left[outcome.task.tag] and plan.context.record is not None:
+            folder = plan.context.series.features_dir
+            _write_history(folder, logs.probed_history_path(folder))
 
 
 def _write_history(folder: Path, path: Path) -> None:

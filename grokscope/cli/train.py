@@ -30,6 +30,10 @@ Examples:
 
   grokscope train --model transformer --depth 2 --batch-size 512 --layer-norm --activation gelu --out runs/
 
+  grokscope train --weight-decay 0.1,2 --seed 0-3 --workers 2 --out runs/   # 2 runs at a time
+
+  grokscope train --weight-decay 0.1,2 --seed 0-3 --scheduler tcp://head:8786 --out runs/   # on a Dask cluster
+
 Every hyperparameter option takes a list ("0.1,2,10") and integer ones a range ("0-4").
 Each run directory is printed on stdout as it finishes. Options marked "by model" default to
 the MLP's seed setup, or for --model transformer to Nanda et al.'s (lr 1e-3, weight decay 1,
@@ -80,6 +84,9 @@ def train(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate train/test loss and accuracy every N steps and at each checkpoint (by model: 10; transformer 50)."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs from their last checkpoint; finished runs are skipped."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Train the runs of a sweep in N local worker processes (a local Dask cluster when Dask is installed)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Train the runs on an existing Dask scheduler, e.g. tcp://head:8786 (or set GROKSCOPE_SCHEDULER); see docs/scaling.md."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per run (default: the cores shared among the workers, fewer on a busy machine)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr; only paths on stdout."),
 ) -> None:
     """Train grokking runs and write a safetensors checkpoint series for each."""
@@ -126,15 +133,64 @@ def train(
     run_dirs = [_run_dir(_prepare_out(out), n) for n in names]
     plans = [_plan(run_dir, config, resume) for run_dir, config in zip(run_dirs, configs)]
 
+    from grokscope import execution
+
+    with execution.open_executor(workers, scheduler, threads) as executor:
+        todo = []
+        for run_dir, config, plan in zip(run_dirs, configs, plans):
+            if plan == "done":
+                output.info(f"{run_dir}: already complete, skipped")
+                if not executor.in_process:
+                    output.result(run_dir)
+            elif executor.in_process:
+                _train_one(run_dir, config, plan, device, output, executor.threads.per_task)
+            else:
+                todo.append(execution.Task(train_run, (run_dir, config, plan, device), label=str(run_dir), tag=run_dir))
+            if executor.in_process:
+                output.result(run_dir)
+        if todo:
+            _train_elsewhere(executor, todo, output)
+
+
+def _train_elsewhere(executor, tasks, output: Output) -> None:
+    """The runs of a sweep on the executor's workers, one task per run; each run's messages are
+    said and its folder printed as it finishes. A run that fails is named and the others go on."""
+    from grokscope.execution import failure_message
+
+    failed = 0
+    usage = False
+    with output.progress() as bar:
+        task_id = bar.add_task(f"train on {executor.description}", total=len(tasks))
+        for outcome in executor.map(tasks):
+            bar.advance(task_id)
+            if outcome.error is not None:
+                output.error(failure_message(outcome))
+                failed += 1
+                usage = usage or isinstance(outcome.error, GrokscopeError)
+                continue
+            for kind, message in outcome.result:
+                (output.warn if kind == "warning" else output.info)(message)
+            output.result(outcome.task.tag)
+    if failed:
+        output.info(f"train: {failed} of {len(tasks)} run(s) failed (see above)")
+        raise typer.Exit(2 if usage else 1)
+
+
+def train_run(run_dir: Path, config, plan: str, device: str) -> list[tuple[str, str]]:
+    """One run of a sweep, as a worker's task: trains it and returns its messages as
+    (``"info"`` or ``"warning"``, text). A rerun of the task (Dask reruns the tasks of a worker
+    that died) takes over what the earlier attempt left: it resumes from its last save, or
+    starts over before the first, and ends bit for bit the same."""
     from grokscope.training import resolve_device
 
-    torch_device = resolve_device(device)
-    for run_dir, config, plan in zip(run_dirs, configs, plans):
+    if plan in ("new", "restart") and run_dir.exists() and any(run_dir.iterdir()):
+        plan = _plan(run_dir, config, resume=True)
         if plan == "done":
-            output.info(f"{run_dir}: already complete, skipped")
-        else:
-            _train_one(run_dir, config, plan, torch_device, output)
-        output.result(run_dir)
+            return []
+    messages: list[tuple[str, str]] = []
+    _train_one(run_dir, config, plan, resolve_device(device), Output(quiet=True), None,
+               say=lambda kind, text: messages.append((kind, text)))
+    return messages
 
 
 def _check_run_name(name: str) -> None:
@@ -263,10 +319,19 @@ def _config_differences(stored: dict, wanted: dict, prefix: str = "") -> list[st
     return differences
 
 
-def _train_one(run_dir: Path, config, plan: str, device, output: Output) -> None:
-    from grokscope import store
-    from grokscope.training import Trainer, first_step_reaching
+def _train_one(run_dir: Path, config, plan: str, device, output: Output, threads: Optional[int] = None,
+               say=None) -> None:
+    """Train one run in this process (``threads``: torch's intra-op threads, if given); its
+    messages go to ``say(kind, text)`` when given, else to ``output``."""
+    from grokscope import execution, store
+    from grokscope.training import Trainer, first_step_reaching, resolve_device
 
+    if say is None:
+        say = lambda kind, text: (output.warn if kind == "warning" else output.info)(text)  # noqa: E731
+    if isinstance(device, str):
+        device = resolve_device(device)
+    if threads:
+        execution.set_threads(threads)
     started = time.perf_counter()
     trainer = Trainer(config, run_dir, device)
     digest = trainer.data.split_digest()
@@ -275,10 +340,10 @@ def _train_one(run_dir: Path, config, plan: str, device, output: Output) -> None
         if stored.get("split_sha256") != digest:
             raise GrokscopeError(f"{run_dir}: the task's train/test split no longer matches run.json")
         for warning in trainer.restore():
-            output.warn(warning)
+            say("warning", warning)
     else:
         if plan == "restart":
-            output.info(f"{run_dir}: never finished its first save; starting it over")
+            say("info", f"{run_dir}: never finished its first save; starting it over")
             store.clear_unfinished_start(run_dir)
         # run.json first: from then on every state of the folder is one a rerun can continue or
         # start over (see store.is_unfinished_start).
@@ -292,7 +357,7 @@ def _train_one(run_dir: Path, config, plan: str, device, output: Output) -> None
         nonlocal warned
         if trainer.diverged_at is not None and not warned:
             warned = True
-            output.warn(f"{run_dir}: diverged: weights or training loss are not finite from step "
+            say("warning", f"{run_dir}: diverged: weights or training loss are not finite from step "
                         f"{trainer.diverged_at} on; training continues, later checkpoints hold NaN")
 
     warn_if_diverged()
@@ -309,7 +374,7 @@ def _train_one(run_dir: Path, config, plan: str, device, output: Output) -> None
     history = store.read_history(run_dir)
     train_step = first_step_reaching(history, "train_acc")
     test_step = first_step_reaching(history, "test_acc")
-    output.info(
+    say("info",
         f"{run_dir}: {config.schedule.steps} steps in {time.perf_counter() - started:.1f}s; "
         f"99% train acc at step {train_step}, 99% test acc at step {test_step}"
     )
