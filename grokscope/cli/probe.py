@@ -202,9 +202,24 @@ def _warn_size(output, plans, tally, path: Path, n_todo: int) -> None:
                     "want on disk (--steps every:K) or store them as float16 (--storage float16)")
 
 
+def _prepare(plan: _Plan, force: bool, **extractor_options):
+    """What every checkpoint of a series needs, once: its extractor (returned), and the samples
+    file and probe record written beside the features. Raises GrokscopeError."""
+    from grokscope import features, store
+
+    context = plan.context
+    extractor = context.extractor(plan.keys, **extractor_options)
+    samples = context.data()[1]
+    features.save_samples(context.series.features_dir, samples, force=force)
+    if context.record is not None:
+        store.write_probe_record(context.series.features_dir, context.record)
+    plan.n_samples = len(samples)
+    return extractor
+
+
 def _probe_series(plan: _Plan, device, dtype, batch_size, force, output, tally, advance, storage="float32",
                   on_first_file=None) -> None:
-    from grokscope import features, logs, store
+    from grokscope import logs, store
 
     context = plan.context
     folder = context.series.features_dir
@@ -213,12 +228,7 @@ def _probe_series(plan: _Plan, device, dtype, batch_size, force, output, tally, 
     extractor = None
     if todo:
         try:
-            extractor = context.extractor(plan.keys, device=device, dtype=dtype, batch_size=batch_size)
-            samples = context.data()[1]
-            features.save_samples(folder, samples, force=force)
-            if context.record is not None:
-                store.write_probe_record(folder, context.record)
-            plan.n_samples = len(samples)
+            extractor = _prepare(plan, force, device=device, dtype=dtype, batch_size=batch_size)
         except GrokscopeError as exc:
             output.error(str(exc))
             tally["failed"] += len(todo)
@@ -296,7 +306,7 @@ def _probe_elsewhere(plans: list, executor, device: str, dtype: str, batch_size:
     process prints them and writes each foreign series' probe history when its last task is in."""
     import math
 
-    from grokscope import features, logs, measuring, store
+    from grokscope import logs, measuring, store
     from grokscope.execution import Task, failure_message
 
     per_series = max(1, math.ceil(4 * executor.slots / max(1, len(plans))))
@@ -311,12 +321,7 @@ def _probe_elsewhere(plans: list, executor, device: str, dtype: str, batch_size:
         if not plan.todo:
             continue
         try:
-            context.extractor(plan.keys, device="cpu", batch_size=batch_size)  # a model that cannot be built: said here
-            samples = context.data()[1]
-            features.save_samples(folder, samples, force=force)
-            if context.record is not None:
-                store.write_probe_record(folder, context.record)
-            plan.n_samples = len(samples)
+            _prepare(plan, force, device="cpu", batch_size=batch_size)  # a model that cannot be built: said here
         except GrokscopeError as exc:
             output.error(str(exc))
             tally["failed"] += len(plan.todo)
