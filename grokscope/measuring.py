@@ -439,8 +439,10 @@ def _penultimate(context) -> str:
     return context.layer_keys()[1]  # a series never probed: raises, naming the probe command
 
 
-def iter_weight_rows(series: Series, steps: list[int]) -> Iterator[tuple[int, list[dict], list[Problem]]]:
-    """(step, rows, problems) of the weight measures, checkpoint by checkpoint: no data needed.
+def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions | None = None, device: str = "cpu",
+                     threads: int | None = None) -> Iterator[tuple[int, list[dict], list[Problem]]]:
+    """(step, rows, problems) of the weight measures, checkpoint by checkpoint: no data needed
+    (``options``, ``device`` and ``threads`` are those of every checkpoint family, unused here).
 
     A checkpoint that cannot be read, or that holds another architecture than the series' (other
     parameter names or shapes than the model's; for a series without a model, than its first
@@ -673,7 +675,7 @@ def iter_fourier_rows(series: Series, steps: list[int], options: MeasureOptions,
 # and fourier also run the model on the data): family -> a function (series, steps, options, device) yielding
 # (step, rows, problems) per checkpoint, so that every row is saved as it comes (see SeriesTables).
 CHECKPOINT_FAMILIES: dict[str, Callable[..., Iterator[tuple[int, list[dict], list[Problem]]]]] = {
-    "weights": lambda series, steps, options, device="cpu", threads=None: iter_weight_rows(series, steps),
+    "weights": iter_weight_rows,
     "complexity": iter_complexity_rows,
     "fourier": iter_fourier_rows,
 }

@@ -230,15 +230,8 @@ def _measure_series(plan, options, executor, device: str, advance, tables) -> li
     execution.set_threads(executor.threads.per_task)
     series = plan.series
     problems = _measure_here(plan, options, tables, advance)
-    counted = set(_feature_todo(plan)[1])
-    for family in _pooled_checkpoint_families(plan):
-        for step, rows, found in measuring.CHECKPOINT_FAMILIES[family](series, plan.todo[family], options, device):
-            tables.add(family, rows)
-            problems += [measuring.Problem.of(p) for p in found]
-            if step not in counted:
-                counted.add(step)
-                advance(1)
-            tables.save_if_due()
+    problems += _checkpoint_families(plan, _pooled_checkpoint_families(plan), options, device, tables,
+                                     set(_feature_todo(plan)[1]), advance)
     feature_todo, feature_steps = _feature_todo(plan)
     if not feature_steps:
         return problems
@@ -283,14 +276,22 @@ def _measure_here(plan, options, tables, advance) -> list:
         problems += [measuring.Problem.of(p) for p in found]
         advance(0)
     counted = set(_feature_todo(plan)[1]) | {s for f in _pooled_checkpoint_families(plan) for s in plan.todo[f]}
-    for family, iterate in measuring.CHECKPOINT_FAMILIES.items():
-        steps = plan.todo.get(family)
-        if not steps or family in POOLED_CHECKPOINT_FAMILIES:
-            continue
-        for step, rows, found in iterate(series, steps, options):
+    cheap = [f for f in measuring.CHECKPOINT_FAMILIES if plan.todo.get(f) and f not in POOLED_CHECKPOINT_FAMILIES]
+    return problems + _checkpoint_families(plan, cheap, options, "cpu", tables, counted, advance)
+
+
+def _checkpoint_families(plan, families, options, device: str, tables, counted: set, advance) -> list:
+    """Measure ``families`` (of CHECKPOINT_FAMILIES) in this process, checkpoint by checkpoint,
+    into ``tables``; a checkpoint advances the bar once, whichever family visits it (``counted``:
+    the steps already counted). Returns the problems met."""
+    from grokscope import measuring
+
+    problems: list = []
+    for family in families:
+        for step, rows, found in measuring.CHECKPOINT_FAMILIES[family](plan.series, plan.todo[family], options, device):
             tables.add(family, rows)
             problems += [measuring.Problem.of(p) for p in found]
-            if step not in counted:  # a checkpoint counts once in the bar, whichever family visits it
+            if step not in counted:
                 counted.add(step)
                 advance(1)
             tables.save_if_due()
