@@ -25,25 +25,23 @@ import torch
 from torch import nn
 
 from grokscope import store
+from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.features import (
     DEFAULT_BATCH_SIZE,
     STORED_MODES,
     CheckpointFeatures,
     Extractor,
-    LayerSpec,
     Samples,
     compute_checkpoint,
     holds_layers,
     inputs_on,
-    linear_chains,
-    parameter_groups,
-    resolve_device,
     stored_features,
     user_extractor,
-    user_layer_keys,
 )
+from grokscope.layers import LayerSpec, user_layer_keys
 from grokscope.series import Series, find_series, transformers_config, trust_globals
+from grokscope.state_dicts import fit_state, linear_chains, parameter_aliases, parameter_groups
 
 # Samples run through the model to find which layers follow each other.
 _CHAIN_SAMPLES = 8
@@ -138,7 +136,7 @@ class SeriesContext:
             return build_model(dataset.input_dim, dataset.n_classes, self.config.model, self.config.seed)
         self._require_probe()
         source = self.record["model"]
-        from grokscope.features import build_transformers_model, build_user_model
+        from grokscope.user_models import build_transformers_model, build_user_model
 
         if "factory" in source:
             return build_user_model(source["factory"])
@@ -166,7 +164,7 @@ class SeriesContext:
             return dataset.x, Samples.enumerate(dataset.y, dataset.split)
         self._require_probe()
         if self._data is None:
-            from grokscope.features import load_data
+            from grokscope.user_models import load_data
 
             source = self.record["data"]
             path = Path(source["path"])
@@ -270,8 +268,6 @@ class SeriesContext:
         names = [f"{spec.module}.weight"]
         model = self._model_or_none()
         if model is not None:
-            from grokscope.features import parameter_aliases
-
             names += list(parameter_aliases(model).get(names[0], ()))
         weight = next((state[n] for n in names if n in state), None)
         return weight if weight is not None and weight.ndim == 2 else None
@@ -295,7 +291,7 @@ class SeriesContext:
             if config is None:
                 return None
             try:
-                from grokscope.features import build_transformers_model
+                from grokscope.user_models import build_transformers_model
 
                 return build_transformers_model(config)
             except GrokscopeError:
@@ -328,8 +324,6 @@ class WeightLayout:
 
     def fit(self, state: dict) -> dict:
         """A checkpoint's state under the model's names (prefixes such as Lightning's ``model.``)."""
-        from grokscope.features import fit_state
-
         return state if self.model is None else fit_state(self.model, state)
 
 

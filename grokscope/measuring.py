@@ -347,7 +347,7 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
     worker process with ``--workers``, so it takes and returns plain data only.
     """
     from grokscope.context import SeriesContext, iter_features
-    from grokscope.features import resolve_device
+    from grokscope.devices import resolve_device
 
     if threads:
         torch.set_num_threads(threads)
@@ -485,9 +485,11 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
     process with ``--workers``.
     """
     from grokscope.context import SeriesContext
-    from grokscope.features import inputs_on, output_logits, parameter_groups, resolve_device
+    from grokscope.devices import resolve_device
+    from grokscope.features import inputs_on, output_logits
     from grokscope.measures.complexity import model_error, model_loss, rate_distortion
     from grokscope.series import load_state
+    from grokscope.state_dicts import parameter_groups
 
     if threads:
         torch.set_num_threads(threads)
@@ -601,7 +603,8 @@ def iter_fourier_rows(series: Series, steps: list[int], options: MeasureOptions,
     """
     from grokscope.config import MODULAR_OPS
     from grokscope.context import SeriesContext
-    from grokscope.features import DEFAULT_BATCH_SIZE, resolve_device
+    from grokscope.devices import resolve_device
+    from grokscope.features import DEFAULT_BATCH_SIZE
     from grokscope.measures import fourier
     from grokscope.series import load_state
 

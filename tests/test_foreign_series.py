@@ -474,7 +474,7 @@ def test_documented_plain_loop_walkthrough(tmp_path):
 
 
 def test_tied_weights_and_prefixes_fit_the_model():
-    from grokscope.features import fit_state
+    from grokscope.state_dicts import fit_state
 
     class Tied(nn.Module):
         def __init__(self):

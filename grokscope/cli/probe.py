@@ -68,7 +68,8 @@ def probe(
     """Store the hidden-layer activations of every checkpoint on every train and test sample."""
     import torch
 
-    from grokscope import features, series, store
+    from grokscope import series, store
+    from grokscope.devices import resolve_device
 
     output = Output(quiet=quiet)
     started = time.perf_counter()
@@ -80,7 +81,7 @@ def probe(
         raise GrokscopeError(f"--batch-size: must be positive, got {batch_size}")
     compute_dtype = getattr(torch, dtype)
     selection = series.parse_steps(steps)
-    torch_device = features.resolve_device(device)
+    torch_device = resolve_device(device)
     if dtype in ("float16", "bfloat16"):
         output.warn(f"--dtype {dtype}: activations are rounded to half precision; rank-based estimators will see ties")
     if storage != "float32":
@@ -279,7 +280,7 @@ def probe_checkpoints(series, keys: list, steps: list[int], device: str, dtype: 
     import torch
 
     from grokscope.context import SeriesContext
-    from grokscope.features import resolve_device
+    from grokscope.devices import resolve_device
 
     context = SeriesContext.open(series)
     torch_device = resolve_device(device)

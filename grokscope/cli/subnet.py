@@ -48,7 +48,7 @@ def subnet(
     from grokscope import store
     from grokscope import subnet as subnets
     from grokscope.cli.train import _plan, _prepare_out, _run_dir, _train_one
-    from grokscope.training import resolve_device
+    from grokscope.devices import resolve_device
 
     output = Output(quiet=quiet)
     if not store.is_run_dir(run):

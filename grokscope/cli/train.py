@@ -181,7 +181,7 @@ def train_run(run_dir: Path, config, plan: str, device: str) -> list[tuple[str, 
     (``"info"`` or ``"warning"``, text). A rerun of the task (Dask reruns the tasks of a worker
     that died) takes over what the earlier attempt left: it resumes from its last save, or
     starts over before the first, and ends bit for bit the same."""
-    from grokscope.training import resolve_device
+    from grokscope.devices import resolve_device
 
     if plan in ("new", "restart") and run_dir.exists() and any(run_dir.iterdir()):
         plan = _plan(run_dir, config, resume=True)
@@ -324,7 +324,8 @@ def _train_one(run_dir: Path, config, plan: str, device, output: Output, threads
     """Train one run in this process (``threads``: torch's intra-op threads, if given); its
     messages go to ``say(kind, text)`` when given, else to ``output``."""
     from grokscope import execution, store
-    from grokscope.training import Trainer, first_step_reaching, resolve_device
+    from grokscope.devices import resolve_device
+    from grokscope.training import Trainer, first_step_reaching
 
     if say is None:
         say = lambda kind, text: (output.warn if kind == "warning" else output.info)(text)  # noqa: E731
