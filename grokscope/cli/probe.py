@@ -307,7 +307,8 @@ def _probe_elsewhere(plans: list, executor, device: str, dtype: str, batch_size:
     process prints them and writes each foreign series' probe history when its last task is in."""
     import math
 
-    from grokscope import logs, measuring, store
+    from grokscope import logs, store
+    from grokscope.pipeline.tasks import chunk
     from grokscope.execution import Task, failure_message
 
     per_series = max(1, math.ceil(4 * executor.slots / max(1, len(plans))))
@@ -329,7 +330,7 @@ def _probe_elsewhere(plans: list, executor, device: str, dtype: str, batch_size:
             advance(len(plan.todo))
             continue
         steps = [c.step for c in plan.todo]
-        for part in measuring.chunk(steps, per_series):
+        for part in chunk(steps, per_series):
             tasks.append(Task(probe_checkpoints, (context.series, list(plan.keys), part, device, dtype, batch_size, storage),
                               weight=len(part), label=f"{context.series.root} (steps {part[0]}-{part[-1]})",
                               tag=index))
