@@ -13,6 +13,7 @@ Importing grokscope loads nothing heavy: each function imports torch and pandas 
 """
 
 from grokscope.pipeline.measure import measure
+from grokscope.pipeline.probe import probe
 from grokscope.version import __version__
 
-__all__ = ["__version__", "measure"]
+__all__ = ["__version__", "measure", "probe"]
