@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from grokscope import __version__
+from grokscope.version import __version__
 from grokscope.cli.output import Output
 from grokscope.errors import GrokscopeError
 
