@@ -248,7 +248,7 @@ def _hsic_without_reference(run_dir: Path, steps: list[int]) -> list[dict]:
 
 def part_run(run_dir: Path, repeats: int) -> None:
     from grokscope.measuring import MeasureOptions, measure_steps, weight_rows
-    from grokscope.series import run_series
+    from grokscope.discovery import run_series
 
     series = run_series(run_dir)
     steps = [c.step for c in series.checkpoints]

@@ -32,7 +32,7 @@ import torch
 
 from grokscope.measures.collapse import collapse_measures
 from grokscope.measuring import DEFAULT_SAVE_EVERY_S, MeasureOptions, SeriesPlan, SeriesTables
-from grokscope.series import Series
+from grokscope.discovery import Series
 
 P, HIDDEN, SAMPLES = 97, 250, 9409
 COLUMNS = {"run": "add-p97", "task": "add", "p": 97, "train_fraction": 0.4, "seed": 0, "width": 250, "depth": 1,

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope import store
+from grokscope import formats
 from grokscope.errors import GrokscopeError
-from grokscope.series import Series
+from grokscope.discovery import Series
 
 FAMILY_METRICS = {
     "collapse": ("within_var", "between_var", "nc1", "rnc1", "rnc1_sup", "nc1_papyan", "nc2_equinorm",
@@ -393,7 +393,7 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
     for item in iter_features(context, all_steps, layers=layers, device=torch_device, on_error=on_error):
         wrong = next((layer for layer in layers if item.layers[layer].shape[0] != len(samples)), None)
         if wrong is not None:
-            source = series.features_dir / store.step_file_name(item.step) if item.from_store else item.checkpoint.path
+            source = series.features_dir / formats.steps.step_file_name(item.step) if item.from_store else item.checkpoint.path
             problems.append(Problem("error", (
                 f"{source}: {item.layers[wrong].shape[0]} rows in {wrong}, but {_samples_source(series)} lists "
                 f"{len(samples)} samples; probe it again with --force"), step=item.step))
@@ -427,15 +427,15 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
 
 
 def _samples_source(series: Series) -> Path | str:
-    path = series.features_dir / store.SAMPLES_FILE
+    path = series.features_dir / formats.features.SAMPLES_FILE
     return path if path.is_file() else f"{series.root}'s data"
 
 
 def _penultimate(context) -> str:
     if not context.can_compute:
-        files = store.list_features(context.series.home)
+        files = formats.features.list_features(context.series.home)
         if files:  # features stored by an older probe, which wrote no record
-            return store.features_header(files[-1][1])[2]
+            return formats.features.features_header(files[-1][1])[2]
     return context.layer_keys()[1]  # a series never probed: raises, naming the probe command
 
 
@@ -450,7 +450,7 @@ def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions |
     """
     from grokscope.context import SeriesContext
     from grokscope.measures.weights import weight_measures
-    from grokscope.series import load_state
+    from grokscope.loading import load_state
 
     layout = SeriesContext.open(series).weight_layout()
     checkpoints = {c.step: c for c in series.checkpoints}
@@ -487,7 +487,7 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
     from grokscope.context import SeriesContext
     from grokscope.features import inputs_on, output_logits, parameter_groups, resolve_device
     from grokscope.measures.complexity import model_error, model_loss, rate_distortion
-    from grokscope.series import load_state
+    from grokscope.loading import load_state
 
     if threads:
         torch.set_num_threads(threads)
@@ -603,7 +603,7 @@ def iter_fourier_rows(series: Series, steps: list[int], options: MeasureOptions,
     from grokscope.context import SeriesContext
     from grokscope.features import DEFAULT_BATCH_SIZE, resolve_device
     from grokscope.measures import fourier
-    from grokscope.series import load_state
+    from grokscope.loading import load_state
 
     if threads:
         torch.set_num_threads(threads)
@@ -684,7 +684,7 @@ CHECKPOINT_FAMILIES: dict[str, Callable[..., Iterator[tuple[int, list[dict], lis
 def _reference_shapes(layout, series: Series) -> tuple[str, dict[str, tuple]] | None:
     """(what it is, name -> shape) that every checkpoint of the series must match: the model's
     parameters when the series has a model, else its first readable checkpoint's."""
-    from grokscope.series import load_state
+    from grokscope.loading import load_state
 
     if layout.model is not None:
         return "the series' model", {k: tuple(v.shape) for k, v in layout.model.state_dict().items()}
@@ -752,7 +752,7 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
     context = SeriesContext.open(series)
     families = [f for f in families if f not in set(where_applicable) or _applies(f, context)]
     checkpoint_steps = [c.step for c in series.checkpoints]
-    feature_steps = [s for s, _ in store.list_features(series.home)]
+    feature_steps = [s for s, _ in formats.features.list_features(series.home)]
     if options.layers:
         context.layer_keys(options.layers)  # an unknown --layer fails before any work
     needs_model = any(f == "complexity" for f in families) or (any(f in FEATURE_FAMILIES for f in families)
@@ -763,8 +763,8 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
     todo: dict[str, list[int]] = {}
     chosen: dict[str, list[int]] = {}
     for family in families:
-        path = store.measures_path(series.home, family)
-        table = store.read_measure_table(path) if path.is_file() else None
+        path = formats.tables.measures_path(series.home, family)
+        table = formats.tables.read_measure_table(path) if path.is_file() else None
         existing[family] = table if table is not None and _same_params(table, options.params(family)) \
             else pd.DataFrame()
         if family in SERIES_FAMILIES:
@@ -836,7 +836,7 @@ class SeriesTables:
     New rows are kept in memory and saved into ``HOME/measures/<family>.parquet`` every
     :func:`save_every` seconds, when the series is done, and when the command is interrupted, so a
     killed measure keeps what it had saved and the next one computes only the rest. A save takes
-    the table's lock (:func:`grokscope.store.table_lock`), reads the table as it is on disk now
+    the table's lock (:func:`grokscope.formats.atomic.table_lock`), reads the table as it is on disk now
     (another process may have added steps), puts this process's rows in place of the same steps
     and writes it atomically: two processes measuring the same series both keep their rows.
     Its cost is one table write per family, whatever the number of checkpoints since the last.
@@ -871,11 +871,11 @@ class SeriesTables:
             self.unsaved.clear()
             return
         for family in sorted(self.unsaved):
-            path = store.measures_path(self.plan.series.home, family)
+            path = formats.tables.measures_path(self.plan.series.home, family)
             path.parent.mkdir(parents=True, exist_ok=True)
-            with store.table_lock(path, self.on_wait):
-                on_disk = store.read_measure_table(path) if path.is_file() else pd.DataFrame()
-                store.write_table(path, finish_table(self.plan.columns, family, self.rows[family], self.options,
+            with formats.atomic.table_lock(path, self.on_wait):
+                on_disk = formats.tables.read_measure_table(path) if path.is_file() else pd.DataFrame()
+                formats.tables.write_table(path, finish_table(self.plan.columns, family, self.rows[family], self.options,
                                                      on_disk))
             self.unsaved.discard(family)
             if path not in self.saved:

@@ -88,8 +88,9 @@ def measure(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr; only paths on stdout."),
 ) -> None:
     """Compute measures over checkpoint series into tidy Parquet tables (measures/<family>.parquet)."""
-    from grokscope import measuring, store
-    from grokscope.series import iter_series, parse_steps, trust_globals
+    from grokscope import formats, measuring
+    from grokscope.discovery import iter_series, parse_steps
+    from grokscope.loading import trust_globals
 
     output = Output(quiet=quiet)
     if fmt is not None and fmt not in ("csv", "json"):
@@ -160,7 +161,7 @@ def measure(
     failed_series: list[str] = []
     results: dict[Path, measuring.SeriesTables] = {}
     printed: set[Path] = set()
-    inputs = store.InputPaths(inputs)
+    inputs = formats.inputs.InputPaths(inputs)
     with execution.open_executor(workers, scheduler, threads) as executor, output.progress() as bar:
         task = bar.add_task("measure", total=0)
         total = 0
@@ -178,7 +179,7 @@ def measure(
                 return
             failures.update(_report_problems(output, root, problems))
             for family in wanted if write_homes else ():
-                path = store.measures_path(plan.series.home, family)
+                path = formats.tables.measures_path(plan.series.home, family)
                 if path.is_file() and path not in printed:  # measured now or before: the next command's input
                     printed.add(path)
                     output.result(path)
@@ -413,7 +414,7 @@ def _write_combined(output: Output, wanted, results, out_table: Optional[Path], 
     ``series`` column (the home) that tells apart series that share a run name."""
     import pandas as pd
 
-    from grokscope import store
+    from grokscope import formats
 
     selected = []
     for home, tables in results.items():
@@ -425,7 +426,7 @@ def _write_combined(output: Output, wanted, results, out_table: Optional[Path], 
                 selected.append(table.assign(series=str(home)))
     combined = pd.concat(selected, ignore_index=True) if selected else pd.DataFrame()
     if out_table is not None:
-        store.write_table(out_table, combined)
+        formats.tables.write_table(out_table, combined)
         output.result(out_table)
     if fmt is not None:
         output.rows(combined, fmt)

@@ -68,18 +68,18 @@ def probe(
     """Store the hidden-layer activations of every checkpoint on every train and test sample."""
     import torch
 
-    from grokscope import features, series, store
+    from grokscope import discovery, features, formats
 
     output = Output(quiet=quiet)
     started = time.perf_counter()
     if dtype not in DTYPES:
         raise GrokscopeError(f"--dtype: unknown {dtype!r}; known: {', '.join(DTYPES)}")
-    if storage not in store.STORAGE_DTYPES:
-        raise GrokscopeError(f"--storage: unknown {storage!r}; known: {', '.join(store.STORAGE_DTYPES)}")
+    if storage not in formats.features.STORAGE_DTYPES:
+        raise GrokscopeError(f"--storage: unknown {storage!r}; known: {', '.join(formats.features.STORAGE_DTYPES)}")
     if batch_size < 1:
         raise GrokscopeError(f"--batch-size: must be positive, got {batch_size}")
     compute_dtype = getattr(torch, dtype)
-    selection = series.parse_steps(steps)
+    selection = discovery.parse_steps(steps)
     torch_device = features.resolve_device(device)
     if dtype in ("float16", "bfloat16"):
         output.warn(f"--dtype {dtype}: activations are rounded to half precision; rank-based estimators will see ties")
@@ -89,7 +89,7 @@ def probe(
 
     from grokscope import execution
 
-    inputs = store.InputPaths(paths)
+    inputs = formats.inputs.InputPaths(paths)
     tally = {"probed": 0, "skipped": 0, "failed": 0, "bytes": 0}
     plans: list[_Plan] = []
     with execution.open_executor(workers, scheduler, threads) as executor, output.progress() as bar:
@@ -99,7 +99,7 @@ def probe(
         total = 0
         # Series are probed as their paths arrive: `train | probe -` starts on the first run
         # while the next one trains.
-        for batch in series.iter_series(inputs):
+        for batch in discovery.iter_series(inputs):
             found = _with_home(batch, model, data, out, already=len(plans))
             new = [_plan(s, selection, layer, force, model, data, allow_global or [], output, storage) for s in found]
             plans += new
@@ -157,7 +157,7 @@ def _with_home(found, model, data, out, already: int = 0):
 
 
 def _plan(found, selection, layer, force, model, data, allow_globals, output, storage: str = "float32") -> _Plan:
-    from grokscope import store
+    from grokscope import formats
     from grokscope.context import SeriesContext
 
     for step in selection.missing([c.step for c in found.chosen()]):
@@ -170,18 +170,18 @@ def _plan(found, selection, layer, force, model, data, allow_globals, output, st
                                           force=force)
     keys, _ = context.layer_keys(layer or None)
     folder = found.features_dir
-    todo = [c for c in chosen if force or not _stored(folder / store.step_file_name(c.step), keys, storage)]
+    todo = [c for c in chosen if force or not _stored(folder / formats.steps.step_file_name(c.step), keys, storage)]
     return _Plan(context, chosen, todo, keys)
 
 
 def _stored(path: Path, keys, storage: str) -> bool:
     """Whether a features file holds the layers, in the dtype asked for (a float16 file does not
     count for a float32 probe, nor the other way round)."""
-    from grokscope import features, store
+    from grokscope import features, formats
 
     if not features.holds_layers(path, keys):
         return False
-    return store.features_storage(store.features_metadata(path)) == storage
+    return formats.features.features_storage(formats.features.features_metadata(path)) == storage
 
 
 # Above this, probe says how much it is about to write, and that measure does not need it.
@@ -205,21 +205,21 @@ def _warn_size(output, plans, tally, path: Path, n_todo: int) -> None:
 def _prepare(plan: _Plan, force: bool, **extractor_options):
     """What every checkpoint of a series needs, once: its extractor (returned), and the samples
     file and probe record written beside the features. Raises GrokscopeError."""
-    from grokscope import features, store
+    from grokscope import features, formats
 
     context = plan.context
     extractor = context.extractor(plan.keys, **extractor_options)
     samples = context.data()[1]
     features.save_samples(context.series.features_dir, samples, force=force)
     if context.record is not None:
-        store.write_probe_record(context.series.features_dir, context.record)
+        formats.features.write_probe_record(context.series.features_dir, context.record)
     plan.n_samples = len(samples)
     return extractor
 
 
 def _probe_series(plan: _Plan, device, dtype, batch_size, force, output, tally, advance, storage="float32",
                   on_first_file=None) -> None:
-    from grokscope import logs, store
+    from grokscope import formats, logs
 
     context = plan.context
     folder = context.series.features_dir
@@ -236,7 +236,7 @@ def _probe_series(plan: _Plan, device, dtype, batch_size, force, output, tally, 
                 advance()
             return
     for checkpoint in plan.chosen:
-        path = folder / store.step_file_name(checkpoint.step)
+        path = folder / formats.steps.step_file_name(checkpoint.step)
         if checkpoint not in todo:
             output.result(path)
             continue
@@ -258,16 +258,16 @@ def _probe_series(plan: _Plan, device, dtype, batch_size, force, output, tally, 
 
 def _probe_checkpoint(extractor, context, checkpoint, device, dtype, storage: str) -> Path:
     """Compute one checkpoint's features and write its features file (atomically); its path."""
-    from grokscope import features, store
+    from grokscope import features, formats
 
-    path = context.series.features_dir / store.step_file_name(checkpoint.step)
+    path = context.series.features_dir / formats.steps.step_file_name(checkpoint.step)
     item = features.compute_checkpoint(extractor, checkpoint, device)
     extra = {"grokscope.compute_dtype": str(dtype).removeprefix("torch."),
              "grokscope.checkpoint": _source(checkpoint, context.series.root),
              "grokscope.positions": json.dumps(extractor.positions)}
     if item.evaluation is not None:
         extra["grokscope.eval"] = json.dumps(item.evaluation)
-    store.save_features(path, checkpoint.step, item.layers, item.penultimate, extra, storage=storage)
+    formats.features.save_features(path, checkpoint.step, item.layers, item.penultimate, extra, storage=storage)
     return path
 
 
@@ -306,7 +306,7 @@ def _probe_elsewhere(plans: list, executor, device: str, dtype: str, batch_size:
     process prints them and writes each foreign series' probe history when its last task is in."""
     import math
 
-    from grokscope import logs, measuring, store
+    from grokscope import formats, logs, measuring
     from grokscope.execution import Task, failure_message
 
     per_series = max(1, math.ceil(4 * executor.slots / max(1, len(plans))))
@@ -317,7 +317,7 @@ def _probe_elsewhere(plans: list, executor, device: str, dtype: str, batch_size:
         tally["skipped"] += len(plan.chosen) - len(plan.todo)
         for checkpoint in plan.chosen:
             if checkpoint not in set(plan.todo):
-                output.result(folder / store.step_file_name(checkpoint.step))
+                output.result(folder / formats.steps.step_file_name(checkpoint.step))
         if not plan.todo:
             continue
         try:
@@ -361,15 +361,15 @@ def _write_history(folder: Path, path: Path) -> None:
     metadata (each file carries its own, so a killed probe loses nothing)."""
     import pandas as pd
 
-    from grokscope import store
+    from grokscope import formats
 
     rows = []
-    for step, features_path in store.list_features(folder.parent):
-        evaluation = store.features_metadata(features_path).get("grokscope.eval")
+    for step, features_path in formats.features.list_features(folder.parent):
+        evaluation = formats.features.features_metadata(features_path).get("grokscope.eval")
         if evaluation:
             rows.append({"step": step, **json.loads(evaluation)})
     if rows:
-        store.write_table(path, pd.DataFrame(rows).sort_values("step").reset_index(drop=True))
+        formats.tables.write_table(path, pd.DataFrame(rows).sort_values("step").reset_index(drop=True))
 
 
 def _source(checkpoint, root: Path) -> str:

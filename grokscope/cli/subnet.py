@@ -45,14 +45,14 @@ def subnet(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr; only paths on stdout."),
 ) -> None:
     """Train the hidden neurons of a run's most synergistic multiplet alone, from the same initialisation."""
-    from grokscope import store
+    from grokscope import formats
     from grokscope import subnet as subnets
     from grokscope.cli.train import _plan, _prepare_out, _run_dir, _train_one
     from grokscope.training import resolve_device
 
     output = Output(quiet=quiet)
-    if not store.is_run_dir(run):
-        raise GrokscopeError(f"{run}: not a grokscope run (no {store.RUN_FILE}); sub-networks are retrained "
+    if not formats.run.is_run_dir(run):
+        raise GrokscopeError(f"{run}: not a grokscope run (no {formats.run.RUN_FILE}); sub-networks are retrained "
                              "from a run's own initialisation")
     if not 0.0 < threshold <= 1.0:
         raise GrokscopeError(f"--threshold: must lie in (0, 1], got {threshold}")
@@ -60,7 +60,7 @@ def subnet(
     if not specs:
         raise GrokscopeError("--at: name at least one rule")
     specs = list(dict.fromkeys(specs))
-    parent = store.read_run(run)
+    parent = formats.run.read_run(run)
     if parent.subnet is not None:
         output.warn(f"{run}: is itself a sub-network (of {parent.subnet.parent_run}); its own sub-networks "
                     "keep only neurons that it trains")
