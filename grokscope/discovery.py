@@ -229,7 +229,8 @@ def _home_owning(path: Path) -> tuple[Path, int | None] | None:
     if path.name in _OUTPUT_DIRS and path.is_dir():
         return path.parent, None
     parent = path.parent
-    if path.is_file() and parent.name in (formats.features.FEATURES_DIR, formats.tables.MEASURES_DIR, formats.run.CHECKPOINTS_DIR):
+    if path.is_file() and parent.name in (formats.features.FEATURES_DIR, formats.tables.MEASURES_DIR,
+                                          formats.run.CHECKPOINTS_DIR):
         if parent.name == formats.run.CHECKPOINTS_DIR and not formats.run.is_run_dir(parent.parent):
             return None
         step = formats.steps.parse_step(path.name) if parent.name != formats.tables.MEASURES_DIR else None
@@ -244,7 +245,8 @@ def _home_owning(path: Path) -> tuple[Path, int | None] | None:
 def is_home(path: Path) -> bool:
     """Whether ``path`` is a grokscope run or the home of a probed series."""
     path = Path(path)
-    return formats.run.is_run_dir(path) or formats.features.probe_record_path(path / formats.features.FEATURES_DIR).is_file()
+    record_path = formats.features.probe_record_path(path / formats.features.FEATURES_DIR)
+    return formats.run.is_run_dir(path) or record_path.is_file()
 
 
 def series_at_home(home: Path) -> Series:
