@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from grokscope import store
+from grokscope import formats
 from grokscope.context import open_series
 from grokscope.measures.complexity import (
     CoarseGraining,
@@ -93,21 +93,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
 
-    config = store.read_run(args.run)
+    config = formats.run.read_run(args.run)
     dataset = open_series(args.run).dataset()
     train = dataset.split == 0
     x, y = torch.from_numpy(dataset.x[train]), torch.from_numpy(dataset.y[train])
     model = build_model(dataset.input_dim, dataset.n_classes, config.model, config.seed)
     names = [name for name, _ in model.named_parameters()]
     loss = model_loss(model, x, y, lambda logits, targets: loss_fn(logits, targets, config))
-    history = store.read_history(args.run)
+    history = formats.run.read_history(args.run)
     memorised = first_step_reaching(history, "train_acc") or 0
     generalised = first_step_reaching(history, "test_acc") or math.inf
 
-    checkpoints = store.list_checkpoints(args.run)[:: args.every]
+    checkpoints = formats.run.list_checkpoints(args.run)[:: args.every]
     rows = []
     for i, (step, path) in enumerate(checkpoints):
-        state = store.load_checkpoint(path)
+        state = formats.run.load_checkpoint(path)
         sides = [("grokscope", grokscope_side), ("baseline", baseline)]
         if i % 2:
             sides.reverse()
@@ -147,7 +147,7 @@ def main() -> None:
               f"{statistics.median(ratios) if ratios else math.nan:14.3f} {none:9d}")
     total = sum(r["grokscope"]["seconds"] for r in rows) * args.every
     print()
-    print(f"grokscope, whole run (all {len(store.list_checkpoints(args.run))} checkpoints, one process): "
+    print(f"grokscope, whole run (all {len(formats.run.list_checkpoints(args.run))} checkpoints, one process): "
           f"~{total:.0f} s; baseline ~{sum(r['baseline']['seconds'] for r in rows) * args.every:.0f} s")
     print("evals and compressions include the reference loss and the raw-size compression on both sides "
           "where they apply; bits base/grok: median over checkpoints where the baseline found a feasible point")

@@ -86,7 +86,7 @@ class LocalScheduler:
 def measure_part(args) -> None:
     import pandas as pd
 
-    from grokscope import store
+    from grokscope import formats
 
     with tempfile.TemporaryDirectory() as folder:
         sweep = Path(folder) / "sweep"
@@ -110,8 +110,8 @@ def measure_part(args) -> None:
         for name in ("workers", "pool", "dask"):
             for run_dir in sorted(copies["serial"].iterdir()):
                 for family in ("oinfo", "collapse"):
-                    pd.testing.assert_frame_equal(pd.read_parquet(store.measures_path(run_dir, family)),
-                                                  pd.read_parquet(store.measures_path(copies[name] / run_dir.name,
+                    pd.testing.assert_frame_equal(pd.read_parquet(formats.tables.measures_path(run_dir, family)),
+                                                  pd.read_parquet(formats.tables.measures_path(copies[name] / run_dir.name,
                                                                                       family)))
         table(seconds, f"tables equal to the serial run's; {load()} at the end")
 

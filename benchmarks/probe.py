@@ -26,11 +26,12 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.cli import app
 from grokscope.context import iter_features, open_series
 from grokscope.features import compute_checkpoint
-from grokscope.series import Checkpoint, load_state, run_checkpoints
+from grokscope.discovery import run_checkpoints
+from grokscope.loading import Checkpoint, load_state
 
 
 def best_times(functions: dict, repeat: int = 5) -> dict:
@@ -78,7 +79,7 @@ def part1(run_dir: Path, device: torch.device) -> None:
         def to_files():
             for checkpoint in checkpoints:
                 item = compute_checkpoint(extractor, checkpoint, device)
-                store.save_features(Path(scratch) / store.step_file_name(item.step), item.step, item.layers,
+                formats.features.save_features(Path(scratch) / formats.steps.step_file_name(item.step), item.step, item.layers,
                                     item.penultimate)
 
         def command():
@@ -112,7 +113,7 @@ def part2(n_checkpoints: int = 3, n_samples: int = 50_000, width: int = 4096, in
         for step in range(n_checkpoints):
             torch.manual_seed(step)
             path = folder / f"step-{step:08d}.safetensors"
-            store.save_tensors(path, make_model().state_dict(), {})
+            formats.tensors.save_tensors(path, make_model().state_dict(), {})
             checkpoints.append(Checkpoint(step, path))
 
         timings = {}
@@ -123,7 +124,7 @@ def part2(n_checkpoints: int = 3, n_samples: int = 50_000, width: int = 4096, in
             def run(extractor=extractor, device=device):
                 for checkpoint in checkpoints:
                     item = compute_checkpoint(extractor, checkpoint, device)
-                    store.save_features(folder / f"features-{checkpoint.step}.safetensors", item.step,
+                    formats.features.save_features(folder / f"features-{checkpoint.step}.safetensors", item.step,
                                         item.layers, item.penultimate)
                 sync(device)
 

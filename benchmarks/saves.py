@@ -31,10 +31,10 @@ import pandas as pd
 import torch
 
 from grokscope.measures.collapse import collapse_measures
+from grokscope.discovery import Series
 from grokscope.families.options import MeasureOptions
 from grokscope.pipeline.measure_plan import SeriesPlan
 from grokscope.pipeline.tables import DEFAULT_SAVE_EVERY_S, SeriesTables
-from grokscope.series import Series
 
 P, HIDDEN, SAMPLES = 97, 250, 9409
 COLUMNS = {"run": "add-p97", "task": "add", "p": 97, "train_fraction": 0.4, "seed": 0, "width": 250, "depth": 1,

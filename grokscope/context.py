@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from grokscope import store
+from grokscope import formats
 from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.features import (
@@ -38,8 +38,9 @@ from grokscope.features import (
     stored_features,
     user_extractor,
 )
+from grokscope.discovery import Series, find_series
 from grokscope.layers import LayerSpec, user_layer_keys
-from grokscope.series import Series, find_series, transformers_config, trust_globals
+from grokscope.loading import transformers_config, trust_globals
 from grokscope.state_dicts import fit_state, linear_chains, parameter_aliases, parameter_groups
 
 # Samples run through the model to find which layers follow each other.
@@ -59,9 +60,9 @@ class SeriesContext:
     def open(cls, series: Series) -> "SeriesContext":
         """The context of a series: from run.json for a run, from its probe record otherwise."""
         if series.is_run:
-            return cls(series, config=store.read_run(series.root))
-        path = store.probe_record_path(series.features_dir)
-        record = store.read_probe_record(path) if path.is_file() else None
+            return cls(series, config=formats.run.read_run(series.root))
+        path = formats.features.probe_record_path(series.features_dir)
+        record = formats.features.read_probe_record(path) if path.is_file() else None
         if record and record.get("allow_globals"):
             trust_globals(record["allow_globals"])
         return cls(series, record=record)
@@ -116,7 +117,7 @@ class SeriesContext:
             from grokscope.tasks import load_task
 
             dataset = load_task(self.config.task)
-            digest = store.read_run_config(self.series.root).get("split_sha256")
+            digest = formats.run.read_run_config(self.series.root).get("split_sha256")
             if digest is not None and dataset.split_digest() != digest:
                 raise GrokscopeError(
                     f"{self.series.root}: the rebuilt train/test split does not match run.json's split_sha256 "
@@ -138,7 +139,7 @@ class SeriesContext:
             path = Path(source["path"])
             if not path.is_file():
                 raise GrokscopeError(f"{path}: the data file {self.series.root} was probed with is gone")
-            digest = store.file_digest(path)
+            digest = formats.features.file_digest(path)
             if digest != source["sha256"]:
                 raise GrokscopeError(
                     f"{path}: changed since {self.series.root} was probed (sha256 {digest}, recorded "
@@ -149,9 +150,9 @@ class SeriesContext:
 
     def samples(self) -> Samples:
         """The rows of the series' features: ``features/samples.safetensors``, else the data's."""
-        path = self.series.features_dir / store.SAMPLES_FILE
+        path = self.series.features_dir / formats.features.SAMPLES_FILE
         if path.is_file():
-            return Samples(**store.load_samples_file(path))
+            return Samples(**formats.features.load_samples_file(path))
         return self.data()[1]
 
     def inputs(self) -> np.ndarray:
@@ -188,11 +189,11 @@ class SeriesContext:
         return [k for k in recorded if k in wanted] + [k for k in wanted if k not in recorded], penultimate
 
     def _stored_layer_keys(self) -> list[str]:
-        files = store.list_features(self.series.home)
+        files = formats.features.list_features(self.series.home)
         if not files:
             return []
         try:
-            return store.features_header(files[-1][1])[1]
+            return formats.features.features_header(files[-1][1])[1]
         except GrokscopeError:
             return []
 
@@ -275,8 +276,8 @@ class SeriesContext:
         from grokscope import logs
 
         if self.series.is_run:
-            path = self.series.root / store.HISTORY_FILE
-            return store.read_history(self.series.root) if path.is_file() else None
+            path = self.series.root / formats.run.HISTORY_FILE
+            return formats.run.read_history(self.series.root) if path.is_file() else None
         return logs.series_history(self.series)
 
 
@@ -345,7 +346,7 @@ def iter_features(source, steps: Iterable[int] | None = None, *, layers: Iterabl
     else:
         keys, _ = context.layer_keys(layers)
     checkpoints = {c.step: c for c in series.checkpoints}
-    feature_files = dict(store.list_features(series.home)) if stored != "never" else {}
+    feature_files = dict(formats.features.list_features(series.home)) if stored != "never" else {}
     if steps is None:
         wanted = sorted(set(checkpoints) | set(feature_files))
     else:
@@ -365,7 +366,7 @@ def iter_features(source, steps: Iterable[int] | None = None, *, layers: Iterabl
                 raise GrokscopeError(f"{series.root}: no stored features with layers {', '.join(keys)} for step {step}")
             elif step not in checkpoints:
                 if path is not None:
-                    store.features_header(path)  # an unreadable features file: raises, naming it
+                    formats.features.features_header(path)  # an unreadable features file: raises, naming it
                 raise GrokscopeError(f"{series.root}: no checkpoint for step {step}")
             else:
                 item = compute_checkpoint(extractor, checkpoints[step], device)

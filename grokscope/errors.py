@@ -2,9 +2,21 @@
 
 Anything raised as :class:`GrokscopeError` is shown by the CLI as a single line on stderr
 (``error: <message>``) with a non-zero exit code; anything else is a bug and keeps its traceback.
-Messages name the file or option at fault and say what is wrong with it.
+Messages name the file or option at fault and say what is wrong with it. An OSError (disk full,
+read-only folder, no permission) is shown as one line too, by :func:`describe_os_error`.
 """
+
+import os
 
 
 class GrokscopeError(ValueError):
     """A problem with the user's input (a file, an option, a value), not with grokscope."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``<path>: <reason>`` for an OSError, the path being the file the system refused."""
+    reason = exc.strerror or str(exc)
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    if path is None:
+        return reason
+    return f"{os.fsdecode(path) if isinstance(path, (str, bytes)) else path}: {reason}"

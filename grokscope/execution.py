@@ -432,7 +432,7 @@ def failure_message(outcome: Outcome) -> str:
     if isinstance(error, GrokscopeError):
         return str(error)
     if isinstance(error, OSError):
-        from grokscope.cli import describe_os_error
+        from grokscope.errors import describe_os_error
 
         return describe_os_error(error)
     name = type(error).__name__

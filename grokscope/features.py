@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from grokscope import store
+from grokscope import formats
 from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.layers import LayerSpec, select_position, user_layer_keys
-from grokscope.series import Checkpoint, load_state
+from grokscope.loading import Checkpoint, load_state
 from grokscope.state_dicts import describe_mismatch, fit_state
 
 # All of a p = 97 task (9409 samples) in one batch, so nothing is copied; a width-4096 layer of
@@ -64,15 +64,15 @@ def save_samples(folder: Path, samples: Samples, force: bool = False) -> bool:
 
     An existing file that differs means stored features follow other rows: refused without ``force``.
     """
-    path = Path(folder) / store.SAMPLES_FILE
+    path = Path(folder) / formats.features.SAMPLES_FILE
     if path.is_file() and not force:
-        if Samples(**store.load_samples_file(path)).same_as(samples):
+        if Samples(**formats.features.load_samples_file(path)).same_as(samples):
             return False
         raise GrokscopeError(
             f"{path}: lists other samples than this series' data; pass --force to recompute every features file"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    store.save_samples(path, samples.labels, samples.split, samples.index)
+    formats.features.save_samples(path, samples.labels, samples.split, samples.index)
     return True
 
 
@@ -329,10 +329,10 @@ def compute_checkpoint(extractor: Extractor, checkpoint: Checkpoint, device) -> 
 def stored_features(path: Path, keys: Iterable[str] | None = None, *, device="cpu",
                     dtype: torch.dtype = torch.float32) -> tuple[int, dict[str, torch.Tensor], str]:
     """(step, layers, penultimate) of a features file; ``keys`` default to all its layers."""
-    step, stored_keys, penultimate = store.features_header(path)
+    step, stored_keys, penultimate = formats.features.features_header(path)
     wanted = stored_keys if keys is None else [k for k in stored_keys if k in set(keys)]
-    tensors, metadata = store.load_tensors(path, wanted)
-    storage = store.features_storage(metadata)
+    tensors, metadata = formats.tensors.load_tensors(path, wanted)
+    storage = formats.features.features_storage(metadata)
     for key in wanted:
         if str(tensors[key].dtype).removeprefix("torch.") != storage:
             raise GrokscopeError(f"{path}: layer {key!r} is stored as {str(tensors[key].dtype).removeprefix('torch.')}, "
@@ -345,7 +345,7 @@ def holds_layers(path: Path, keys: Iterable[str]) -> bool:
     if not Path(path).is_file():
         return False
     try:
-        _, stored_keys, _ = store.features_header(path)
+        _, stored_keys, _ = formats.features.features_header(path)
     except GrokscopeError:
         return False
     return set(keys) <= set(stored_keys)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from grokscope import store
+from grokscope import formats
 from grokscope.errors import GrokscopeError
 
 CANONICAL = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -50,7 +50,7 @@ def probed_history_path(features_dir: Path) -> Path:
 def series_history(series) -> pd.DataFrame | None:
     """The history of another tool's series (module docstring), or None if there is none."""
     probed_path = probed_history_path(series.features_dir)
-    probed = store.read_table(probed_path) if probed_path.is_file() else None
+    probed = formats.tables.read_table(probed_path) if probed_path.is_file() else None
     logged = logged_history(series)
     if probed is None or probed.empty:
         return logged
@@ -165,12 +165,13 @@ def _canonical_sources(columns) -> dict[str, tuple[str, ...]]:
 
 
 def _file_lists(series) -> pd.DataFrame | None:
-    from grokscope.series import FILE, _load_pickled_cached
+    from grokscope.discovery import FILE
+    from grokscope.loading import load_pickled_cached
 
     if series.kind != FILE:
         return None
     try:
-        loaded = _load_pickled_cached(series.root)
+        loaded = load_pickled_cached(series.root)
     except GrokscopeError:
         return None
     if not isinstance(loaded, dict):

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from grokscope import store
+from grokscope import formats
 from grokscope.errors import GrokscopeError
 
 RULES = ("emergence", "min", "step:N", "acc:T")
@@ -166,12 +166,12 @@ def choose(run_dir: Path, specs: list[Spec], layer: str | None = None,
     """The multiplet each rule picks in a run's o-info table, with its neurons."""
     from grokscope.context import SeriesContext, iter_features
     from grokscope.measures.multiplets import neuron_bins
-    from grokscope.series import find_series
+    from grokscope.discovery import find_series
 
-    table_path = store.measures_path(run_dir, "oinfo")
+    table_path = formats.tables.measures_path(run_dir, "oinfo")
     if not table_path.is_file():
         raise GrokscopeError(f"{run_dir}: no o-info table; run `grokscope measure {run_dir} --metric o-info` first")
-    table = store.read_table(table_path)
+    table = formats.tables.read_table(table_path)
     rows = table[table["metric"] == "synergy"]
     if "scope" in rows.columns:
         rows = rows[rows["scope"] == "overall"]
@@ -234,10 +234,10 @@ def children(run_dir: Path) -> list[Path]:
     parent = Path(run_dir).resolve()
     found = []
     for candidate in sorted(parent.parent.iterdir()):
-        if not store.is_run_dir(candidate):
+        if not formats.run.is_run_dir(candidate):
             continue
         try:
-            subnet = store.read_run_config(candidate).get("subnet")
+            subnet = formats.run.read_run_config(candidate).get("subnet")
         except GrokscopeError:
             continue
         if isinstance(subnet, dict) and subnet.get("parent") and Path(subnet["parent"]).resolve() == parent:
@@ -249,15 +249,15 @@ def children(run_dir: Path) -> list[Path]:
 def with_relatives(inputs: list[str]) -> list[str]:
     """Command-line inputs plus, for every run among them, its sub-networks beside it and, for
     every sub-network, its parent: what ``plot subnet RUN`` draws."""
-    from grokscope.series import find_series
+    from grokscope.discovery import find_series
 
-    paths = [str(path) for path in store.expand_inputs(inputs)]  # reads stdin (-) once
+    paths = [str(path) for path in formats.inputs.expand_inputs(inputs)]  # reads stdin (-) once
     for series in find_series(list(paths)):
         if not series.is_run:
             continue
         paths += [str(child) for child in children(series.root)]
-        subnet = store.read_run_config(series.root).get("subnet")
-        if isinstance(subnet, dict) and subnet.get("parent") and store.is_run_dir(Path(subnet["parent"])):
+        subnet = formats.run.read_run_config(series.root).get("subnet")
+        if isinstance(subnet, dict) and subnet.get("parent") and formats.run.is_run_dir(Path(subnet["parent"])):
             parent = Path(subnet["parent"])
             paths += [str(parent)] + [str(child) for child in children(parent)]
     return list(dict.fromkeys(paths))
@@ -273,8 +273,8 @@ def train_subnets(run: Path, at: list[str], *, inverse: bool = False, out: Path 
     from grokscope.pipeline.runs import plan_run, prepare_out, run_folder, train_one
 
     say = Recording(reporter)
-    if not store.is_run_dir(run):
-        raise GrokscopeError(f"{run}: not a grokscope run (no {store.RUN_FILE}); sub-networks are retrained "
+    if not formats.run.is_run_dir(run):
+        raise GrokscopeError(f"{run}: not a grokscope run (no {formats.run.RUN_FILE}); sub-networks are retrained "
                              "from a run's own initialisation")
     if not 0.0 < threshold <= 1.0:
         raise GrokscopeError(f"--threshold: must lie in (0, 1], got {threshold}")
@@ -282,7 +282,7 @@ def train_subnets(run: Path, at: list[str], *, inverse: bool = False, out: Path 
     if not specs:
         raise GrokscopeError("--at: name at least one rule")
     specs = list(dict.fromkeys(specs))
-    parent = store.read_run(run)
+    parent = formats.run.read_run(run)
     if parent.subnet is not None:
         say.warn(f"{run}: is itself a sub-network (of {parent.subnet.parent_run}); its own sub-networks "
                  "keep only neurons that it trains")

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from grokscope import store
+from grokscope import formats
 from grokscope.config import RunConfig
 from grokscope.errors import GrokscopeError
 from grokscope.measures.complexity import spectral_entropy_penalty
@@ -183,8 +183,8 @@ class Trainer:
         dies at, the step it names has its checkpoint on disk and every history row up to it (the
         history only grows, and is written before). Anything newer is recomputed on resume.
         """
-        store.save_checkpoint(self.run_dir, self.step, self.model.state_dict())
-        store.write_history(self.run_dir, pd.DataFrame(self.history, columns=HISTORY_COLUMNS))
+        formats.run.save_checkpoint(self.run_dir, self.step, self.model.state_dict())
+        formats.run.write_history(self.run_dir, pd.DataFrame(self.history, columns=HISTORY_COLUMNS))
         optimizer_state = {}
         for index, state in self.optimizer.state_dict()["state"].items():
             for key, value in state.items():
@@ -192,7 +192,7 @@ class Trainer:
                     optimizer_state[f"state.{index}.{key}"] = value
                 elif value is not None:
                     optimizer_state[f"state.{index}.{key}"] = torch.tensor(value)
-        store.save_resume_state(self.run_dir, self.step, optimizer_state)
+        formats.run.save_resume_state(self.run_dir, self.step, optimizer_state)
 
     def restore(self) -> list[str]:
         """Continue from the step resume.safetensors names; return warnings for the user.
@@ -200,18 +200,18 @@ class Trainer:
         Every file is checked before anything on disk changes, so a refused resume leaves the run
         as it was.
         """
-        resume_file = self.run_dir / store.RESUME_FILE
+        resume_file = self.run_dir / formats.run.RESUME_FILE
         if not resume_file.is_file():
-            raise GrokscopeError(f"{self.run_dir}: nothing to resume from (no {store.RESUME_FILE})")
-        step, optimizer_state = store.load_resume_state(self.run_dir)
-        checkpoints = store.list_checkpoints(self.run_dir)
+            raise GrokscopeError(f"{self.run_dir}: nothing to resume from (no {formats.run.RESUME_FILE})")
+        step, optimizer_state = formats.run.load_resume_state(self.run_dir)
+        checkpoints = formats.run.list_checkpoints(self.run_dir)
         path = dict(checkpoints).get(step)
         if path is None:
             raise GrokscopeError(f"{resume_file}: optimizer state is for step {step}, which has no checkpoint")
-        state = store.load_checkpoint(path)
+        state = formats.run.load_checkpoint(path)
         self._check_model_state(path, state)
         nested = self._optimizer_state(resume_file, optimizer_state)
-        history = store.read_history(self.run_dir)
+        history = formats.run.read_history(self.run_dir)
 
         self.model.load_state_dict({k: v.to(self.device) for k, v in state.items()})
         full = self.optimizer.state_dict()
@@ -222,7 +222,7 @@ class Trainer:
         warnings = []
         if not self.history or self.history[-1]["step"] != step:
             # Only runs saved by an older grokscope (optimizer state before history) get here.
-            warnings.append(f"{self.run_dir / store.HISTORY_FILE}: has no evaluation of step {step}; "
+            warnings.append(f"{self.run_dir / formats.run.HISTORY_FILE}: has no evaluation of step {step}; "
                             "the resumed history misses the rows between its last one and that step")
         if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
             self.diverged_at = step

@@ -289,13 +289,13 @@ def copy_run(run_dir, tmp_path):
 def test_measure_complexity_table(tiny_runs, tmp_path):
     import pandas as pd
 
-    from grokscope import store
+    from grokscope import formats
 
     run = copy_run(tiny_runs[0], tmp_path)
     result = invoke("measure", run, "--metric", "complexity", "--tolerance", "0.01,0.3", "-q")
     assert result.exit_code == 0, result.output
-    assert result.stdout.split() == [str(store.measures_path(run, "complexity"))]
-    table = pd.read_parquet(store.measures_path(run, "complexity"))
+    assert result.stdout.split() == [str(formats.tables.measures_path(run, "complexity"))]
+    table = pd.read_parquet(formats.tables.measures_path(run, "complexity"))
     assert list(table.columns[:6]) == ["run", "step", "metric", "value", "split", "layer"]
     assert {"tolerance", "spectral_entropy", "weight_noise", "params"} <= set(table.columns)
     assert sorted(table["step"].unique()) == [0, 8, 16, 24]
@@ -305,14 +305,14 @@ def test_measure_complexity_table(tiny_runs, tmp_path):
     assert (wide["complexity_loss"] <= wide["complexity_reference_loss"] + wide.index.get_level_values(1) + 1e-6).all()
     assert (wide["complexity"] <= wide["complexity_raw"]).all()
     # The reference loss is the history's training loss at the same step (both on the whole split).
-    history = store.read_history(run).set_index("step")["train_loss"]
+    history = formats.run.read_history(run).set_index("step")["train_loss"]
     reference = wide.xs(0.01, level="tolerance")["complexity_reference_loss"]
     np.testing.assert_allclose(reference.values, history.loc[reference.index].values, rtol=1e-5)
     ranks = table[(table["metric"] == "complexity_rank")]
     assert set(ranks["layer"]) == {"layers.0.weight", "layers.1.weight"}
     # Spectral entropy from the coarse-graining's SVDs equals the weights family's.
     assert invoke("measure", run, "--metric", "weights", "-q").exit_code == 0
-    weights = pd.read_parquet(store.measures_path(run, "weights"))
+    weights = pd.read_parquet(formats.tables.measures_path(run, "weights"))
     keys = ["step", "layer"]
     both = table[table["metric"] == "spectral_entropy"].merge(
         weights[weights["metric"] == "spectral_entropy"], on=keys, suffixes=("", "_w"))
@@ -322,12 +322,12 @@ def test_measure_complexity_table(tiny_runs, tmp_path):
 def test_measure_complexity_with_workers_gives_the_same_rows(tiny_runs, tmp_path):
     import pandas as pd
 
-    from grokscope import store
+    from grokscope import formats
 
     one, two = copy_run(tiny_runs[1], tmp_path / "a"), copy_run(tiny_runs[1], tmp_path / "b")
     assert invoke("measure", one, "--metric", "complexity", "-q").exit_code == 0
     assert invoke("measure", two, "--metric", "complexity", "--workers", "2", "-q").exit_code == 0
-    a, b = (pd.read_parquet(store.measures_path(r, "complexity")) for r in (one, two))
+    a, b = (pd.read_parquet(formats.tables.measures_path(r, "complexity")) for r in (one, two))
     pd.testing.assert_frame_equal(a, b)
 
 
@@ -377,7 +377,7 @@ def test_plot_complexity_figure_draws_what_the_table_holds(tiny_runs, tmp_path):
 
 
 def test_spectral_entropy_penalty_lowers_the_spectral_entropy(tmp_path):
-    from grokscope import store
+    from grokscope import formats
     from grokscope.measures.weights import weight_measures
 
     result = invoke("train", "--p", "7", "--width", "16", "--steps", "150", "--save-every", "150", "--save-log", "0",
@@ -385,20 +385,20 @@ def test_spectral_entropy_penalty_lowers_the_spectral_entropy(tmp_path):
     assert result.exit_code == 0, result.output
     entropies = []
     for name in ("add-p7-se0", "add-p7-se1"):
-        state = store.load_checkpoint(store.checkpoint_path(tmp_path / name, 150))
+        state = formats.run.load_checkpoint(formats.run.checkpoint_path(tmp_path / name, 150))
         rows = [r for r in weight_measures(state) if r["metric"] == "spectral_entropy"]
         entropies.append(np.mean([r["value"] for r in rows]))
-        assert store.read_run(tmp_path / name).optim.spectral_entropy == float(name[len("add-p7-se"):])
+        assert formats.run.read_run(tmp_path / name).optim.spectral_entropy == float(name[len("add-p7-se"):])
     assert entropies[1] < entropies[0] - 0.1
 
 
 def test_weight_noise_is_drawn_per_step_from_the_seed(tmp_path):
-    from grokscope import store
+    from grokscope import formats
 
     args = ["--p", "7", "--width", "16", "--steps", "10", "--save-every", "10", "--save-log", "0", "-q"]
     for name, extra in (("a", ["--weight-noise", "0.05"]), ("b", ["--weight-noise", "0.05"]), ("c", [])):
         assert invoke("train", *args, *extra, "--name", name, "--out", tmp_path).exit_code == 0
-    a, b, c = (store.load_checkpoint(store.checkpoint_path(tmp_path / n, 10)) for n in "abc")
+    a, b, c = (formats.run.load_checkpoint(formats.run.checkpoint_path(tmp_path / n, 10)) for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same noise
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the noise changed the gradients
 

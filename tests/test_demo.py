@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.cli import app
 
 
@@ -36,7 +36,7 @@ def test_demo_quick_writes_every_figure_and_the_report(tmp_path):
     for run in runs:
         families = {p.stem for p in (run / "measures").glob("*.parquet")}
         assert families == {"collapse", "hsic", "oinfo", "weights", "grokking"}
-        assert store.list_features(run)  # probed
+        assert formats.features.list_features(run)  # probed
 
     # Running it again reuses everything (train resumes to "complete", measure skips).
     before = {p: p.stat().st_mtime_ns for p in folder.rglob("*.parquet")}

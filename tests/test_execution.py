@@ -19,7 +19,7 @@ import pytest
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from grokscope import execution, store
+from grokscope import execution, formats
 from grokscope.cli import app
 
 pytest.importorskip("distributed")
@@ -114,7 +114,7 @@ def serial_tables(sweep, tmp_path_factory) -> dict:
 
 
 def tables_of(out: Path) -> dict:
-    return {(run.name, family): pd.read_parquet(store.measures_path(run, family))
+    return {(run.name, family): pd.read_parquet(formats.tables.measures_path(run, family))
             for run in sorted(out.iterdir()) for family in FAMILIES}
 
 
@@ -133,7 +133,7 @@ def test_measure_on_a_scheduler_equals_a_serial_run(cluster, sweep, serial_table
     out = Path(shutil.copytree(sweep, tmp_path / "runs"))
     done = grokscope("measure", out, *MEASURE, "--scheduler", cluster.address)
     assert done.returncode == 0, done.stderr
-    expected = {str(store.measures_path(run, f)) for run in out.iterdir() for f in FAMILIES}
+    expected = {str(formats.tables.measures_path(run, f)) for run in out.iterdir() for f in FAMILIES}
     assert set(done.stdout.split()) == expected
     assert_same_tables(tables_of(out), serial_tables)
 
@@ -167,14 +167,14 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster, sweep, serial_tables, tm
 def test_a_corrupt_checkpoint_is_named_and_the_rest_is_measured(cluster, sweep, serial_tables, tmp_path):
     out = Path(shutil.copytree(sweep, tmp_path / "runs"))
     run = sorted(out.iterdir())[0]
-    broken = store.checkpoint_path(run, 16)
+    broken = formats.run.checkpoint_path(run, 16)
     broken.write_bytes(broken.read_bytes()[:100])
     done = grokscope("measure", out, *MEASURE, "--scheduler", cluster.address)
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors and all(str(broken) in line for line in errors), done.stderr
     for (name, family), expected in serial_tables.items():
-        got = pd.read_parquet(store.measures_path(out / name, family))
+        got = pd.read_parquet(formats.tables.measures_path(out / name, family))
         if name == run.name:
             expected = expected[expected["step"] != 16].reset_index(drop=True)
         pd.testing.assert_frame_equal(got, expected, obj=f"{name} {family}")
@@ -198,13 +198,13 @@ def test_probe_on_a_scheduler_writes_the_same_files_as_serial(cluster, sweep, tm
     done = grokscope("probe", dask, "-q", "--scheduler", cluster.address)
     assert done.returncode == 0, done.stderr
     for run in sorted(serial.iterdir()):
-        files = sorted(p.name for p in (run / store.FEATURES_DIR).iterdir())
+        files = sorted(p.name for p in (run / formats.features.FEATURES_DIR).iterdir())
         assert len(files) == 12  # samples and 11 checkpoints
-        assert {str(dask / run.name / store.FEATURES_DIR / f) for f in files if f.startswith("step-")} <= \
+        assert {str(dask / run.name / formats.features.FEATURES_DIR / f) for f in files if f.startswith("step-")} <= \
             set(done.stdout.split())
         for name in files:
-            assert (run / store.FEATURES_DIR / name).read_bytes() == \
-                (dask / run.name / store.FEATURES_DIR / name).read_bytes(), name
+            assert (run / formats.features.FEATURES_DIR / name).read_bytes() == \
+                (dask / run.name / formats.features.FEATURES_DIR / name).read_bytes(), name
 
 
 def same_run_files(a: Path, b: Path) -> None:
@@ -233,10 +233,10 @@ def test_a_rerun_train_task_takes_over_what_its_killed_attempt_left(tmp_path, ki
     tiny = ["--p", "5", "--width", "8", "--steps", "12", "--save-every", "4", "--save-log", "0", "-q"]
     assert invoke("train", *tiny, "--out", str(tmp_path / "whole"), "--threads", "1").exit_code == 0
     killed = grokscope("train", *tiny, "--out", tmp_path / "killed", "--threads", "1",
-                       env={store.KILL_HOOK_ENV: f"{kill}:SIGKILL"})
+                       env={formats.atomic.KILL_HOOK_ENV: f"{kill}:SIGKILL"})
     assert killed.returncode == -signal.SIGKILL
     run_dir = tmp_path / "killed" / "add-p5"
-    config = store.read_run(tmp_path / "whole" / "add-p5")
+    config = formats.run.read_run(tmp_path / "whole" / "add-p5")
     # What Dask does when the worker running the task died: the same task again, planned "new".
     execution.set_threads(1)
     train_run(run_dir, config, "new", "cpu")
@@ -263,7 +263,7 @@ def test_an_unreachable_scheduler_is_one_line(sweep, tmp_path):
         assert done.returncode == 2
         [line] = done.stderr.splitlines()
         assert line.startswith(f"error: {named}: cannot reach the Dask scheduler at {nobody} (")
-        assert not any((run / store.MEASURES_DIR).exists() for run in sweep.iterdir())
+        assert not any((run / formats.tables.MEASURES_DIR).exists() for run in sweep.iterdir())
 
 
 def test_without_dask_workers_use_a_process_pool_and_scheduler_is_refused(sweep, serial_tables, tmp_path):
@@ -300,7 +300,7 @@ def test_ctrl_c_with_local_workers_is_one_line_and_keeps_what_was_measured(sweep
     assert command.returncode == 130
     assert stderr.splitlines() == ["error: interrupted; files already written are complete, the rest were not written"]
     for (name, family), expected in serial_tables.items():  # saved tables hold whole, equal steps
-        path = store.measures_path(out / name, family)
+        path = formats.tables.measures_path(out / name, family)
         if path.is_file():
             got = pd.read_parquet(path)
             pd.testing.assert_frame_equal(got, expected[expected["step"].isin(set(got["step"]))].reset_index(drop=True))
@@ -335,6 +335,6 @@ def test_the_model_running_checkpoint_families_on_a_scheduler_equal_a_serial_run
     assert done.returncode == 0, done.stderr
     for run in sorted(serial.iterdir()):
         for family in families:
-            expected = pd.read_parquet(store.measures_path(run, family))
+            expected = pd.read_parquet(formats.tables.measures_path(run, family))
             assert len(expected) and expected["step"].nunique() > 1
-            pd.testing.assert_frame_equal(pd.read_parquet(store.measures_path(pooled / run.name, family)), expected)
+            pd.testing.assert_frame_equal(pd.read_parquet(formats.tables.measures_path(pooled / run.name, family)), expected)

@@ -546,7 +546,7 @@ def test_a_copy_of_the_last_checkpoint_is_not_a_second_step(lightning_run, tmp_p
     folder = tmp_path / "checkpoints"
     shutil.copytree(lightning_run / "checkpoints", folder)
     shutil.copy(folder / "epoch=11-step=12.ckpt", folder / "last.ckpt")  # Lightning's save_last
-    from grokscope.series import find_series
+    from grokscope.discovery import find_series
 
     found = find_series([str(folder)])
     assert [c.step for c in found[0].checkpoints] == [3, 6, 9, 12]

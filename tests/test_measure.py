@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.cli import app
 from grokscope.tasks import load_task
 from grokscope.config import TaskConfig
@@ -52,9 +52,9 @@ def test_tables_have_the_contract_columns_and_right_values(run_dir, tmp_path):
     result = invoke("measure", str(run), "--metric", "collapse,hsic,weights,grokking", "-q")
     assert result.exit_code == 0, result.output
     printed = result.stdout.split()
-    assert sorted(printed) == sorted(str(store.measures_path(run, f)) for f in ("collapse", "hsic", "weights", "grokking"))
+    assert sorted(printed) == sorted(str(formats.tables.measures_path(run, f)) for f in ("collapse", "hsic", "weights", "grokking"))
 
-    collapse = pd.read_parquet(store.measures_path(run, "collapse"))
+    collapse = pd.read_parquet(formats.tables.measures_path(run, "collapse"))
     assert list(collapse.columns[:6]) == ["run", "step", "metric", "value", "split", "layer"]
     assert collapse["step"].dtype == np.int64 and collapse["value"].dtype == np.float64
     assert {"weight_decay", "lr", "alpha", "seed", "p", "train_fraction"} <= set(collapse.columns)
@@ -63,7 +63,7 @@ def test_tables_have_the_contract_columns_and_right_values(run_dir, tmp_path):
     assert set(collapse["split"]) == {"train", "test"} and set(collapse["layer"]) == {"layers.0"}
 
     # RNC1 at step 20 from an independent forward pass and a brute-force loop.
-    state = store.load_checkpoint(store.checkpoint_path(run, 20))
+    state = formats.run.load_checkpoint(formats.run.checkpoint_path(run, 20))
     data = load_task(TaskConfig(p=11, split_seed=0))
     h = np.maximum(data.x @ state["layers.0.weight"].numpy().T + state["layers.0.bias"].numpy(), 0)
     for split_name, code in (("train", 0), ("test", 1)):
@@ -71,13 +71,13 @@ def test_tables_have_the_contract_columns_and_right_values(run_dir, tmp_path):
         row = collapse[(collapse.step == 20) & (collapse.metric == "rnc1") & (collapse.split == split_name)]
         assert row["value"].item() == pytest.approx(brute_rnc1(h[mask], data.y[mask]), rel=1e-5)
 
-    hsic = pd.read_parquet(store.measures_path(run, "hsic"))
+    hsic = pd.read_parquet(formats.tables.measures_path(run, "hsic"))
     assert set(hsic["metric"]) == {"nhsic_x", "nhsic_y"} and set(hsic["split"]) == {"test"}
-    weights = pd.read_parquet(store.measures_path(run, "weights"))
+    weights = pd.read_parquet(formats.tables.measures_path(run, "weights"))
     norm = weights[(weights.step == 20) & (weights.metric == "weight_norm")]["value"].item()
     assert norm == pytest.approx(math.sqrt(sum(float((v.double() ** 2).sum()) for v in state.values())), rel=1e-6)
-    grokking = pd.read_parquet(store.measures_path(run, "grokking"))
-    history = store.read_history(run)
+    grokking = pd.read_parquet(formats.tables.measures_path(run, "grokking"))
+    history = formats.run.read_history(run)
     memorised = history.loc[history.train_acc >= 0.99, "step"]
     expected = float(memorised.iloc[0]) if len(memorised) else math.nan
     value = grokking.loc[grokking.metric == "memorization_step", "value"].item()
@@ -87,7 +87,7 @@ def test_tables_have_the_contract_columns_and_right_values(run_dir, tmp_path):
 def test_already_measured_checkpoints_are_skipped_unless_forced(run_dir, tmp_path):
     run = copy_run(run_dir, tmp_path)
     assert invoke("measure", str(run), "--metric", "collapse", "--steps", "0-10").exit_code == 0
-    path = store.measures_path(run, "collapse")
+    path = formats.tables.measures_path(run, "collapse")
     first = path.stat().st_mtime_ns
     assert sorted(pd.read_parquet(path)["step"].unique()) == [0, 10]
 
@@ -115,19 +115,19 @@ def test_workers_give_the_same_values(run_dir, tmp_path):
     result = invoke("measure", str(two), "--metric", "collapse,hsic", "--workers", "2")
     assert result.exit_code == 0, result.output
     for family in ("collapse", "hsic"):
-        a = pd.read_parquet(store.measures_path(one, family))
-        b = pd.read_parquet(store.measures_path(two, family))
+        a = pd.read_parquet(formats.tables.measures_path(one, family))
+        b = pd.read_parquet(formats.tables.measures_path(two, family))
         pd.testing.assert_frame_equal(a, b)
 
 
 def test_stored_features_give_the_same_values_as_in_memory(run_dir, tmp_path):
     probed, fresh = copy_run(run_dir, tmp_path / "probed"), copy_run(run_dir, tmp_path / "fresh")
     assert invoke("probe", str(probed), "-q").exit_code == 0
-    assert store.list_features(probed)
+    assert formats.features.list_features(probed)
     for run in (probed, fresh):
         assert invoke("measure", str(run), "--metric", "collapse").exit_code == 0
-    a = pd.read_parquet(store.measures_path(probed, "collapse"))
-    b = pd.read_parquet(store.measures_path(fresh, "collapse"))
+    a = pd.read_parquet(formats.tables.measures_path(probed, "collapse"))
+    b = pd.read_parquet(formats.tables.measures_path(fresh, "collapse"))
     pd.testing.assert_frame_equal(a, b)
 
 
@@ -155,10 +155,10 @@ def test_unknown_metric_lists_the_known_ones(run_dir):
 def test_sample_count_mismatch_names_the_file(run_dir, tmp_path):
     run = copy_run(run_dir, tmp_path)
     assert invoke("probe", str(run), "-q").exit_code == 0
-    path = store.features_path(run, 10)
-    _, layers, penultimate = store.features_header(path)
-    tensors, _ = store.load_tensors(path)
-    store.save_features(path, 10, {k: tensors[k][:-3] for k in layers}, penultimate)
+    path = formats.features.features_path(run, 10)
+    _, layers, penultimate = formats.features.features_header(path)
+    tensors, _ = formats.tensors.load_tensors(path)
+    formats.features.save_features(path, 10, {k: tensors[k][:-3] for k in layers}, penultimate)
     result = invoke("measure", str(run), "--metric", "collapse")
     assert result.exit_code != 0
     assert str(path) in result.stderr and "Traceback" not in result.output
@@ -166,14 +166,14 @@ def test_sample_count_mismatch_names_the_file(run_dir, tmp_path):
 
 def test_diverged_checkpoint_gives_nan_with_a_warning(run_dir, tmp_path):
     run = copy_run(run_dir, tmp_path)
-    path = store.checkpoint_path(run, 20)
-    state = store.load_checkpoint(path)
+    path = formats.run.checkpoint_path(run, 20)
+    state = formats.run.load_checkpoint(path)
     state["layers.0.weight"][0, 0] = float("nan")
-    store.save_checkpoint(run, 20, state)
+    formats.run.save_checkpoint(run, 20, state)
     result = invoke("measure", str(run), "--metric", "collapse,hsic")
     assert result.exit_code == 0, result.output
     assert "step 20" in result.stderr
-    collapse = pd.read_parquet(store.measures_path(run, "collapse"))
+    collapse = pd.read_parquet(formats.tables.measures_path(run, "collapse"))
     assert collapse.loc[collapse.step == 20, "value"].isna().all()
     assert collapse.loc[collapse.step == 10, "value"].notna().any()
 
@@ -193,12 +193,12 @@ def test_single_class_is_a_clear_error(tmp_path):
 
 def test_corrupt_checkpoint_is_reported_and_the_rest_measured(run_dir, tmp_path):
     run = copy_run(run_dir, tmp_path)
-    path = store.checkpoint_path(run, 10)
+    path = formats.run.checkpoint_path(run, 10)
     path.write_bytes(path.read_bytes()[:50])
     result = invoke("measure", str(run), "--metric", "collapse,weights")
     assert result.exit_code == 1
     assert str(path) in result.stderr
-    table = pd.read_parquet(store.measures_path(run, "collapse"))
+    table = pd.read_parquet(formats.tables.measures_path(run, "collapse"))
     assert sorted(table["step"].unique()) == [0, 20, 30]
     assert torch.isfinite(torch.tensor(table["value"].to_numpy())).any()
 
@@ -212,7 +212,7 @@ def test_cka_and_plain_hsic_estimators(run_dir, tmp_path):
     rows = pd.read_csv(__import__("io").StringIO(result.stdout))
     assert set(rows["metric"]) == {"cka_x", "cka_y"} and rows["value"].between(0, 1).all()
     # Same value as the function on an independent forward pass of the test split.
-    state = store.load_checkpoint(store.checkpoint_path(run, 30))
+    state = formats.run.load_checkpoint(formats.run.checkpoint_path(run, 30))
     data = load_task(TaskConfig(p=11, split_seed=0))
     h = np.maximum(data.x @ state["layers.0.weight"].numpy().T + state["layers.0.bias"].numpy(), 0)
     test = data.split == 1

@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.families.problems import describe_nan
 from grokscope.cli import app
 
@@ -44,7 +44,7 @@ def run(trained, tmp_path) -> Path:
 
 
 def table(run: Path, family: str) -> pd.DataFrame:
-    return pd.read_parquet(store.measures_path(run, family))
+    return pd.read_parquet(formats.tables.measures_path(run, family))
 
 
 def warnings_of(stderr: str) -> list[str]:
@@ -57,11 +57,11 @@ def errors_of(stderr: str) -> list[str]:
 
 def kill_neurons(run: Path, step: int) -> None:
     """Every hidden unit of the checkpoint dead: a ReLU of a negative constant."""
-    path = store.checkpoint_path(run, step)
-    state = store.load_checkpoint(path)
+    path = formats.run.checkpoint_path(run, step)
+    state = formats.run.load_checkpoint(path)
     state["layers.0.weight"] = torch.zeros_like(state["layers.0.weight"])
     state["layers.0.bias"] = -torch.ones_like(state["layers.0.bias"])
-    store.save_checkpoint(run, step, state)
+    formats.run.save_checkpoint(run, step, state)
 
 
 # --- one family, one step, one layer: NaN with its reason, the rest kept ---------------------
@@ -133,14 +133,14 @@ def test_bad_options_are_named(trained, options, named):
 
 def test_features_with_the_wrong_row_count_are_skipped_by_name(run):
     assert invoke("probe", run, "-q").exit_code == 0
-    path = store.features_path(run, 10)
-    _, layers, penultimate = store.features_header(path)
-    tensors, _ = store.load_tensors(path)
-    store.save_features(path, 10, {k: tensors[k][:-3] for k in layers}, penultimate)
+    path = formats.features.features_path(run, 10)
+    _, layers, penultimate = formats.features.features_header(path)
+    tensors, _ = formats.tensors.load_tensors(path)
+    formats.features.save_features(path, 10, {k: tensors[k][:-3] for k in layers}, penultimate)
     result = invoke("measure", run, "--metric", "collapse", "-q")
     assert result.exit_code == 1
     assert errors_of(result.stderr)[0] == (
-        f"error: {path}: 46 rows in layers.0, but {store.samples_path(run)} lists 49 samples; "
+        f"error: {path}: 46 rows in layers.0, but {formats.features.samples_path(run)} lists 49 samples; "
         "probe it again with --force")
     assert sorted(table(run, "collapse")["step"].unique()) == [0, 20, 30]
 
@@ -149,14 +149,14 @@ def test_a_corrupt_features_file_in_the_middle_keeps_every_other_step(run, tmp_p
     reference = Path(shutil.copytree(run, tmp_path / "reference"))
     assert invoke("measure", reference, "--metric", "collapse", "-q").exit_code == 0
     assert invoke("probe", run, "-q").exit_code == 0
-    path = store.features_path(run, 20)
+    path = formats.features.features_path(run, 20)
     path.write_bytes(path.read_bytes()[:200])
     # With its checkpoint there, the step is computed in memory instead: the same values.
     result = invoke("measure", run, "--metric", "collapse", "-q")
     assert result.exit_code == 0, result.output
     pd.testing.assert_frame_equal(table(run, "collapse"), table(reference, "collapse"))
     # Without it, the step is skipped by the features file's name and every other step is measured.
-    store.checkpoint_path(run, 20).unlink()
+    formats.run.checkpoint_path(run, 20).unlink()
     result = invoke("measure", run, "--metric", "hsic", "-q")
     assert result.exit_code == 1
     assert errors_of(result.stderr)[0].startswith(f"error: {path}: not a readable grokscope features file")
@@ -167,7 +167,7 @@ def test_stored_features_of_an_unreadable_checkpoint_keep_all_but_the_output_lay
     reference = Path(shutil.copytree(run, tmp_path / "reference"))
     assert invoke("measure", reference, "--metric", "collapse", "-q").exit_code == 0
     assert invoke("probe", run, "-q").exit_code == 0
-    path = store.checkpoint_path(run, 10)
+    path = formats.run.checkpoint_path(run, 10)
     path.write_bytes(path.read_bytes()[:100])
     result = invoke("measure", run, "--metric", "collapse", "-q")
     assert result.exit_code == 1
@@ -183,10 +183,10 @@ def test_stored_features_of_an_unreadable_checkpoint_keep_all_but_the_output_lay
 def test_weights_skip_a_checkpoint_of_another_architecture(run):
     wide = {"layers.0.weight": torch.zeros(32, 14), "layers.0.bias": torch.zeros(32),
             "layers.1.weight": torch.zeros(7, 32)}
-    store.save_checkpoint(run, 10, wide)
+    formats.run.save_checkpoint(run, 10, wide)
     result = invoke("measure", run, "--metric", "weights", "-q")
     assert result.exit_code == 1
-    path = store.checkpoint_path(run, 10)
+    path = formats.run.checkpoint_path(run, 10)
     assert errors_of(result.stderr)[0] == (
         f"error: {path}: another architecture than the series' (layers.0.bias is [32], the series' model "
         "has [16]); skipped")
@@ -194,7 +194,7 @@ def test_weights_skip_a_checkpoint_of_another_architecture(run):
 
 
 def test_a_table_without_its_value_column_is_refused_and_left_alone(run):
-    path = store.measures_path(run, "collapse")
+    path = formats.tables.measures_path(run, "collapse")
     path.parent.mkdir()
     pd.DataFrame({"run": ["add-p7"], "step": [0], "metric": ["rnc1"]}).to_parquet(path)
     before = path.read_bytes()
@@ -212,7 +212,7 @@ def test_output_and_format_write_nothing_into_the_run(run, tmp_path):
     result = invoke("measure", run, "--metric", "collapse,weights", "-o", out, "-q")
     assert result.exit_code == 0, result.output
     assert result.stdout.split() == [str(out)]
-    assert not (run / store.MEASURES_DIR).exists()
+    assert not (run / formats.tables.MEASURES_DIR).exists()
     combined = pd.read_parquet(out)
     assert set(combined["series"]) == {str(run)} and sorted(combined["step"].unique()) == [0, 10, 20, 30]
 
@@ -220,7 +220,7 @@ def test_output_and_format_write_nothing_into_the_run(run, tmp_path):
     assert csv.exit_code == 0, csv.output
     rows = pd.read_csv(io.StringIO(csv.stdout))
     assert set(rows["step"]) == {10} and set(rows["metric"]) == {"rnc1"}
-    assert not (run / store.MEASURES_DIR).exists()
+    assert not (run / formats.tables.MEASURES_DIR).exists()
 
     # What a run's tables already hold is reused, and only the steps asked for are printed.
     assert invoke("measure", run, "--metric", "collapse", "-q").exit_code == 0
@@ -248,7 +248,7 @@ def test_two_processes_on_one_series_keep_both_their_steps(run):
     collapse = table(run, "collapse")
     assert sorted(collapse["step"].unique()) == [0, 10, 20, 30]
     assert not collapse.duplicated(["step", "metric", "split", "layer"]).any()
-    assert sorted(p.name for p in (run / store.MEASURES_DIR).iterdir()) == ["collapse.parquet"]
+    assert sorted(p.name for p in (run / formats.tables.MEASURES_DIR).iterdir()) == ["collapse.parquet"]
 
 
 def test_a_save_waits_for_the_lock_and_merges_what_another_process_wrote(run, trained, tmp_path):
@@ -256,15 +256,15 @@ def test_a_save_waits_for_the_lock_and_merges_what_another_process_wrote(run, tr
     other = Path(shutil.copytree(trained, tmp_path / "other"))
     assert invoke("measure", other, "--metric", "collapse", "--steps", "0-10", "-q").exit_code == 0
     theirs = table(other, "collapse").assign(run="add-p7")
-    path = store.measures_path(run, "collapse")
+    path = formats.tables.measures_path(run, "collapse")
     path.parent.mkdir()
-    with store.table_lock(path):
+    with formats.atomic.table_lock(path):
         process = measure_process(run, "--steps", "20-")
         # It planned before those rows existed and is now waiting at its save: it says so once.
         notice = process.stderr.readline()
         assert notice == (f"warning: {run}: waiting for process {os.getpid()} to finish updating its measure "
                           "tables\n")
-        store.write_table(path, theirs)
+        formats.tables.write_table(path, theirs)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr
     merged = table(run, "collapse")
@@ -274,20 +274,20 @@ def test_a_save_waits_for_the_lock_and_merges_what_another_process_wrote(run, tr
 
 def test_a_lock_left_by_a_killed_process_does_not_block(run):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom grokscope import store\n"
-        f"with store.table_lock({str(store.measures_path(run, 'collapse'))!r}):\n"
+        "import sys, time\nfrom grokscope import formats\n"
+        f"with formats.atomic.table_lock({str(formats.tables.measures_path(run, 'collapse'))!r}):\n"
         "    print('locked', flush=True)\n    time.sleep(600)\n")], stdout=subprocess.PIPE, text=True, env=ENV)
-    (run / store.MEASURES_DIR).mkdir(exist_ok=True)
+    (run / formats.tables.MEASURES_DIR).mkdir(exist_ok=True)
     try:
         assert holder.stdout.readline() == "locked\n"
         holder.kill()
         holder.wait()
-        lock = run / store.MEASURES_DIR / ".collapse.parquet.lock"
+        lock = run / formats.tables.MEASURES_DIR / ".collapse.parquet.lock"
         assert lock.exists()  # SIGKILL left its lock file behind ...
         started = time.monotonic()
         result = invoke("measure", run, "--metric", "collapse", "-q")
         assert result.exit_code == 0, result.output
-        assert time.monotonic() - started < store.LOCK_NOTICE_S  # ... which nobody waits for
+        assert time.monotonic() - started < formats.atomic.LOCK_NOTICE_S  # ... which nobody waits for
         assert not lock.exists()
     finally:
         holder.kill()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.cli import app
 from grokscope.config import TaskConfig
 from grokscope.measures.hsic import hsic_measures
@@ -40,7 +40,7 @@ def test_hsic_rows_carry_the_mean_and_spread_of_their_passes(run_dir):
     rows = measured(run_dir, "--metric", "hsic", "--hsic-batch-size", "20")
     assert (rows["draws"] == 3).all() and (rows["value_sd"] > 0).all()
     # the same from the function, on an independent forward pass of the test split
-    state = store.load_checkpoint(store.checkpoint_path(run_dir, 20))
+    state = formats.run.load_checkpoint(formats.run.checkpoint_path(run_dir, 20))
     data = load_task(TaskConfig(p=11, split_seed=0))
     h = np.maximum(data.x @ state["layers.0.weight"].numpy().T + state["layers.0.bias"].numpy(), 0)
     test = data.split == 1

@@ -164,8 +164,9 @@ def measure(*args):
 def test_family_on_an_mlp_run_matches_brute_force(mlp_run, tmp_path):
     import pandas as pd
 
-    from grokscope import store
-    from grokscope.series import load_state, run_checkpoints
+    from grokscope import formats
+    from grokscope.discovery import run_checkpoints
+    from grokscope.loading import load_state
     from grokscope.tasks import load_task
 
     result = measure(mlp_run, "--metric", "fourier", "-o", tmp_path / "f.parquet", "-q")
@@ -187,7 +188,7 @@ def test_family_on_an_mlp_run_matches_brute_force(mlp_run, tmp_path):
     assert sorted(table.loc[table["metric"] == "key_frequency", "frequency"].unique()) == key
 
     # Restricted and excluded loss of an independent forward pass, projected by 2-D DFT.
-    data = load_task(store.read_run(mlp_run).task)
+    data = load_task(formats.run.read_run(mlp_run).task)
     x = torch.from_numpy(data.x).double()
     logits = torch.relu(x @ state["layers.0.weight"].T + state["layers.0.bias"]) @ state["layers.1.weight"].T
     restricted, excluded = brute_force_projection(logits.numpy().reshape(p, p, p), key, 1)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.cli import app
 
 GROKSCOPE = [sys.executable, "-m", "grokscope"]
@@ -92,7 +92,7 @@ def test_probe_starts_on_the_first_path_while_its_input_is_still_open(fresh):
     probe.send(second)
     code, rest, stderr = probe.finish()
     assert code == 0, stderr
-    assert rest == [str(store.features_path(second, s)) for s in (0, 10, 20)]
+    assert rest == [str(formats.features.features_path(second, s)) for s in (0, 10, 20)]
     # The summary does not count that wait as work.
     summary = re.search(r"in ([\d.]+)s, ([\d.]+)s more waiting for input$", stderr.strip().splitlines()[-1])
     assert summary and float(summary.group(2)) >= 1.0, stderr
@@ -101,24 +101,24 @@ def test_probe_starts_on_the_first_path_while_its_input_is_still_open(fresh):
 def test_measure_starts_on_the_first_paths_while_its_input_is_still_open(fresh):
     first, second = fresh
     measure = Streaming("measure", "-", "--metric", "collapse")
-    measure.send(*[store.checkpoint_path(first, s) for s in (0, 10, 20)])
-    table = store.measures_path(first, "collapse")
+    measure.send(*[formats.run.checkpoint_path(first, s) for s in (0, 10, 20)])
+    table = formats.tables.measures_path(first, "collapse")
     assert measure.read_until(lambda line: line == str(table)) == [str(table)]
     assert measure.process.poll() is None
     assert sorted(pd.read_parquet(table)["step"].unique()) == [0, 10, 20]
     measure.send(second)
     code, rest, stderr = measure.finish()
     assert code == 0, stderr
-    assert rest == [str(store.measures_path(second, "collapse"))]
+    assert rest == [str(formats.tables.measures_path(second, "collapse"))]
 
 
 def test_a_series_named_again_later_is_measured_for_the_new_steps_only(fresh):
     run = fresh[0]
     measure = Streaming("measure", "-", "--metric", "collapse")
-    measure.send(store.checkpoint_path(run, 0))
-    table = store.measures_path(run, "collapse")
+    measure.send(formats.run.checkpoint_path(run, 0))
+    table = formats.tables.measures_path(run, "collapse")
     measure.read_until(lambda line: line == str(table))
-    measure.send(store.checkpoint_path(run, 20))
+    measure.send(formats.run.checkpoint_path(run, 20))
     code, rest, stderr = measure.finish()
     assert code == 0, stderr
     assert rest == []  # the table's path was printed once
@@ -155,12 +155,12 @@ def test_measure_takes_the_steps_probe_chose(fresh):
     run = fresh[0]
     probed = invoke("probe", run, "--steps", "every:2", "-q")
     assert probed.exit_code == 0, probed.output
-    assert probed.stdout.split() == [str(store.features_path(run, s)) for s in (0, 20)]
+    assert probed.stdout.split() == [str(formats.features.features_path(run, s)) for s in (0, 20)]
     measured = invoke("measure", "-", "--metric", "collapse,weights", "-q", input=probed.stdout)
     assert measured.exit_code == 0, measured.output
     for family in ("collapse", "weights"):
-        assert sorted(pd.read_parquet(store.measures_path(run, family))["step"].unique()) == [0, 20]
+        assert sorted(pd.read_parquet(formats.tables.measures_path(run, family))["step"].unique()) == [0, 20]
     # Rows on stdout are those of the steps asked for too, whatever the table held before.
-    rows = invoke("measure", store.checkpoint_path(run, 10), "--metric", "rnc1", "--format", "csv", input=None)
+    rows = invoke("measure", formats.run.checkpoint_path(run, 10), "--metric", "rnc1", "--format", "csv", input=None)
     assert rows.exit_code == 0, rows.output
     assert set(pd.read_csv(__import__("io").StringIO(rows.stdout))["step"]) == {10}

@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.cli import app
 from grokscope.pipeline import probe_run as probe_command
 from grokscope.features import stored_features
@@ -44,12 +44,12 @@ def test_float16_storage_is_recorded_and_read_back_as_float32(run, tmp_path):
     assert result.exit_code == 0, result.output
     assert "--storage float16" in result.stderr
     for step in (0, 10, 20):
-        half, single = store.features_path(run, step), store.features_path(full, step)
+        half, single = formats.features.features_path(run, step), formats.features.features_path(full, step)
         with safe_open(str(half), framework="pt") as handle:
-            assert handle.metadata()[store.STORAGE_KEY] == "float16"
+            assert handle.metadata()[formats.features.STORAGE_KEY] == "float16"
             assert handle.get_tensor("layers.0").dtype == torch.float16
         with safe_open(str(single), framework="pt") as handle:
-            assert store.STORAGE_KEY not in handle.metadata()  # the default format is unchanged
+            assert formats.features.STORAGE_KEY not in handle.metadata()  # the default format is unchanged
             expected = handle.get_tensor("layers.0")
         _, layers, _ = stored_features(half)
         assert layers["layers.0"].dtype == torch.float32
@@ -59,17 +59,17 @@ def test_float16_storage_is_recorded_and_read_back_as_float32(run, tmp_path):
     # A float32 probe does not take the float16 files for its own, and the other way round.
     again = invoke("probe", run, "-q")
     assert again.exit_code == 0
-    with safe_open(str(store.features_path(run, 0)), framework="pt") as handle:
+    with safe_open(str(formats.features.features_path(run, 0)), framework="pt") as handle:
         assert handle.get_tensor("layers.0").dtype == torch.float32
 
 
 def test_a_file_whose_dtype_contradicts_its_metadata_is_refused(run):
     assert invoke("probe", run, "-q").exit_code == 0
-    path = store.features_path(run, 10)
-    tensors, metadata = store.load_tensors(path)
-    metadata[store.STORAGE_KEY] = "float16"  # but the tensors are float32
-    store.save_tensors(path, tensors, metadata)
-    store.checkpoint_path(run, 10).unlink()  # nothing to recompute it from
+    path = formats.features.features_path(run, 10)
+    tensors, metadata = formats.tensors.load_tensors(path)
+    metadata[formats.features.STORAGE_KEY] = "float16"  # but the tensors are float32
+    formats.tensors.save_tensors(path, tensors, metadata)
+    formats.run.checkpoint_path(run, 10).unlink()  # nothing to recompute it from
     result = invoke("measure", run, "--metric", "collapse", "-q")
     assert result.exit_code == 1
     assert f"error: {path}: layer 'layers.0' is stored as float32, but the file's metadata says float16" \
@@ -81,14 +81,14 @@ def test_measure_gives_the_same_values_from_float16_files_within_their_rounding(
     assert invoke("probe", run, "--storage", "float16", "-q").exit_code == 0
     for target in (run, memory):
         assert invoke("measure", target, "--metric", "rnc1", "-q").exit_code == 0
-    half = pd.read_parquet(store.measures_path(run, "collapse"))
-    single = pd.read_parquet(store.measures_path(memory, "collapse"))
+    half = pd.read_parquet(formats.tables.measures_path(run, "collapse"))
+    single = pd.read_parquet(formats.tables.measures_path(memory, "collapse"))
     assert np.allclose(half["value"], single["value"], rtol=2e-3)
 
 
 def test_probe_says_how_much_it_will_write_and_what_it_wrote(run, monkeypatch):
     first = invoke("probe", run, "--steps", "0")
-    size = store.features_path(run, 0).stat().st_size
+    size = formats.features.features_path(run, 0).stat().st_size
     assert f"{size} B written" in first.stderr or f"{size / 1000:.1f} kB written" in first.stderr
     # Above the threshold (1 GiB by default; here lowered to below one file), a warning with the total.
     monkeypatch.setattr(probe_command, "LARGE_FEATURES_BYTES", size)

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.cli import app
 
 TINY = ["--p", "5", "--width", "8", "--steps", "12", "--save-every", "4", "--save-log", "0", "--eval-every", "2", "-q"]
@@ -98,7 +98,7 @@ class ForkServer:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        env.pop(store.KILL_HOOK_ENV, None)
+        env.pop(formats.atomic.KILL_HOOK_ENV, None)
         self.process = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, env=env)
         self.count = 0
@@ -129,11 +129,11 @@ def forks(tmp_path_factory):
 
 
 def kill_at(n: int, signal_name: str = "SIGKILL") -> dict:
-    return {store.KILL_HOOK_ENV: f"{n}:{signal_name}"}
+    return {formats.atomic.KILL_HOOK_ENV: f"{n}:{signal_name}"}
 
 
 def temporaries(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if store._TEMPORARY.match(p.name)]
+    return [p for p in folder.rglob("*") if formats.atomic._TEMPORARY.match(p.name)]
 
 
 def run_files(run_dir: Path) -> dict[str, object]:
@@ -142,12 +142,12 @@ def run_files(run_dir: Path) -> dict[str, object]:
     tensor (safetensors orders the metadata keys differently in every process); others as bytes."""
     files = {}
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
-        if path.name == store.RUN_FILE:
+        if path.name == formats.run.RUN_FILE:
             document = json.loads(path.read_bytes())
             document.pop("created")
             content = document
         elif path.suffix == ".safetensors":
-            tensors, metadata = store.load_tensors(path)
+            tensors, metadata = formats.tensors.load_tensors(path)
             content = (metadata, {k: (v.dtype, tuple(v.shape), v.numpy().tobytes()) for k, v in tensors.items()})
         else:
             content = path.read_bytes()
@@ -161,7 +161,7 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
     for name in want:
         assert got[name] == want[name], f"{name} differs from the uninterrupted run"
     # Byte equality covers it; the frame check says which rows differ if it ever fails.
-    pd.testing.assert_frame_equal(store.read_history(run_dir), store.read_history(reference), check_exact=True)
+    pd.testing.assert_frame_equal(formats.run.read_history(run_dir), formats.run.read_history(reference), check_exact=True)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +190,7 @@ def test_killed_at_any_write_recovers_bit_for_bit(forks, reference, tmp_path, ki
     assert killed.returncode == -signal.SIGKILL
     run_dir = out / "add-p5"
     assert temporaries(run_dir), "the kill should land with a temporary written but not renamed"
-    committed = store.resume_step(run_dir)
+    committed = formats.run.resume_step(run_dir)
     if committed is None:
         # Killed before its first save was committed: the same command starts it over.
         again = forks.run("train", *TINY, "--out", out)
@@ -219,7 +219,7 @@ def test_killed_twice_including_while_resuming(forks, reference, tmp_path, first
 def test_a_start_killed_before_run_json_is_taken_over_with_resume_too(forks, reference, tmp_path):
     out = tmp_path / "runs"
     assert forks.run("train", *TINY, "--out", out, env=kill_at(1)).returncode == -signal.SIGKILL
-    assert not (out / "add-p5" / store.RUN_FILE).exists()
+    assert not (out / "add-p5" / formats.run.RUN_FILE).exists()
     again = forks.run("train", *TINY, "--out", out, "--resume")
     assert again.returncode == 0, again.stderr
     assert_same_run(out / "add-p5", reference)
@@ -245,7 +245,7 @@ def test_ctrl_c_at_a_write_is_one_line_130_and_resumable(forks, reference, tmp_p
     lines = interrupted.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: interrupted"), interrupted.stderr
     assert temporaries(out) == [], "an interrupted write removes its temporary"
-    resume = [] if store.resume_step(out / "add-p5") is None else ["--resume"]
+    resume = [] if formats.run.resume_step(out / "add-p5") is None else ["--resume"]
     assert forks.run("train", *TINY, "--out", out, *resume).returncode == 0
     assert_same_run(out / "add-p5", reference)
 
@@ -286,14 +286,14 @@ def interrupted(forks, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("interrupted")
     assert forks.run("train", *TINY, "--out", out, env=kill_at(8)).returncode == -signal.SIGKILL
     run_dir = out / "add-p5"
-    assert store.resume_step(run_dir) == 4
+    assert formats.run.resume_step(run_dir) == 4
     for path in temporaries(run_dir):
         path.unlink()
     return run_dir
 
 
 def rewrite_tensors(path: Path, change) -> None:
-    tensors, metadata = store.load_tensors(path)
+    tensors, metadata = formats.tensors.load_tensors(path)
     tensors, metadata = change(dict(tensors), dict(metadata))
     save_file(tensors, str(path), metadata=metadata)
 
@@ -310,11 +310,11 @@ def wrong_shape(tensors, metadata):
 
 def other_architecture(run: Path) -> None:
     wide = {"layers.0.weight": torch.zeros(16, 10), "layers.0.bias": torch.zeros(16), "layers.1.weight": torch.zeros(5, 16)}
-    save_file(wide, str(store.checkpoint_path(run, 4)), metadata={"format": "pt", "grokscope.step": "4"})
+    save_file(wide, str(formats.run.checkpoint_path(run, 4)), metadata={"format": "pt", "grokscope.step": "4"})
 
 
 def read_only(run: Path) -> None:
-    for folder in (run / store.CHECKPOINTS_DIR, run):
+    for folder in (run / formats.run.CHECKPOINTS_DIR, run):
         folder.chmod(0o555)
 
 
@@ -325,21 +325,21 @@ BAD_RESUMES = [
     ("run.json not JSON", lambda r: (r / "run.json").write_text("{"), 2, ["run.json", "not valid JSON"]),
     ("run.json without a name", lambda r: (r / "run.json").write_text('{"schema": "grokscope.run/1"}'), 2,
      ["run.json", "'name'"]),
-    ("optimizer state without its step", lambda r: rewrite_tensors(r / store.RESUME_FILE, drop_step), 2,
+    ("optimizer state without its step", lambda r: rewrite_tensors(r / formats.run.RESUME_FILE, drop_step), 2,
      ["resume.safetensors", "grokscope.step"]),
     ("optimizer state with a non-numeric step",
-     lambda r: rewrite_tensors(r / store.RESUME_FILE, lambda t, m: (t, {**m, "grokscope.step": "four"})), 2,
+     lambda r: rewrite_tensors(r / formats.run.RESUME_FILE, lambda t, m: (t, {**m, "grokscope.step": "four"})), 2,
      ["resume.safetensors", "'four'"]),
     ("optimizer state truncated",
-     lambda r: (r / store.RESUME_FILE).write_bytes((r / store.RESUME_FILE).read_bytes()[:100]), 2,
+     lambda r: (r / formats.run.RESUME_FILE).write_bytes((r / formats.run.RESUME_FILE).read_bytes()[:100]), 2,
      ["resume.safetensors", "not a readable"]),
-    ("optimizer state of another architecture", lambda r: rewrite_tensors(r / store.RESUME_FILE, wrong_shape), 2,
+    ("optimizer state of another architecture", lambda r: rewrite_tensors(r / formats.run.RESUME_FILE, wrong_shape), 2,
      ["resume.safetensors", "shape"]),
     ("checkpoint of another architecture", other_architecture, 2, ["step-00000004.safetensors", "shape"]),
-    ("no checkpoint at the resume step", lambda r: store.checkpoint_path(r, 4).unlink(), 2,
+    ("no checkpoint at the resume step", lambda r: formats.run.checkpoint_path(r, 4).unlink(), 2,
      ["resume.safetensors", "no checkpoint"]),
-    ("history missing", lambda r: (r / store.HISTORY_FILE).unlink(), 2, ["history.parquet"]),
-    ("history not Parquet", lambda r: (r / store.HISTORY_FILE).write_text("step,loss\n"), 2,
+    ("history missing", lambda r: (r / formats.run.HISTORY_FILE).unlink(), 2, ["history.parquet"]),
+    ("history not Parquet", lambda r: (r / formats.run.HISTORY_FILE).write_text("step,loss\n"), 2,
      ["history.parquet", "not a readable Parquet"]),
     ("read-only run folder", read_only, 1, ["step-00000008.safetensors", "Permission denied"]),
 ]
@@ -450,18 +450,18 @@ def truncate(path: Path) -> None:
 
 
 def fewer_rows(run: Path) -> None:
-    path = store.features_path(run, 4)
-    tensors, metadata = store.load_tensors(path)
-    store.save_tensors(path, {k: v[:-2] for k, v in tensors.items()}, metadata)
+    path = formats.features.features_path(run, 4)
+    tensors, metadata = formats.tensors.load_tensors(path)
+    formats.tensors.save_tensors(path, {k: v[:-2] for k, v in tensors.items()}, metadata)
 
 
 def corrupt_samples(run: Path) -> None:
-    truncate(store.samples_path(run))
-    store.features_path(run, 4).unlink()  # a step left to probe, which needs the samples
+    truncate(formats.features.samples_path(run))
+    formats.features.features_path(run, 4).unlink()  # a step left to probe, which needs the samples
 
 
 def table_without_value(run: Path) -> None:
-    path = store.measures_path(run, "collapse")
+    path = formats.tables.measures_path(run, "collapse")
     pd.read_parquet(path).drop(columns=["value"]).to_parquet(path)
 
 
@@ -472,15 +472,15 @@ def read_only_folder(folder: Path) -> None:
 # (case, run to start from, spoil, command (with {run} and {space}), exit code, what the error line
 # names, whether the command may have written other files first: the steps it could measure)
 BAD_INPUTS = [
-    ("probe: truncated checkpoint", "reference", lambda r: truncate(store.checkpoint_path(r, 4)),
+    ("probe: truncated checkpoint", "reference", lambda r: truncate(formats.run.checkpoint_path(r, 4)),
      ["probe", "{run}", "-q"], 1, ["step-00000004.safetensors", "not a readable safetensors"], True),
     ("probe: run.json not an object", "reference", lambda r: (r / "run.json").write_text("[]"),
      ["probe", "{run}", "-q"], 2, ["run.json", "not an object"], False),
     ("probe: samples file corrupt", "probed", corrupt_samples,
      ["probe", "{run}", "-q"], 1, ["samples.safetensors", "not a readable"], False),
-    ("probe: read-only features folder", "probed", lambda r: read_only_folder(r / store.FEATURES_DIR),
+    ("probe: read-only features folder", "probed", lambda r: read_only_folder(r / formats.features.FEATURES_DIR),
      ["probe", "{run}", "--force", "-q"], 1, ["samples.safetensors", "Permission denied"], False),
-    ("measure: truncated checkpoint", "reference", lambda r: truncate(store.checkpoint_path(r, 4)),
+    ("measure: truncated checkpoint", "reference", lambda r: truncate(formats.run.checkpoint_path(r, 4)),
      ["measure", "{run}", "--metric", "collapse,weights", "-q"], 1,
      ["step-00000004.safetensors", "not a readable safetensors"], True),
     ("measure: features of the wrong size", "probed", fewer_rows,
@@ -490,13 +490,13 @@ BAD_INPUTS = [
      True),
     ("measure: table without its value column", "probed", table_without_value,
      ["measure", "{run}", "--metric", "collapse", "--force", "-q"], 2, ["collapse.parquet", "'value'"], False),
-    ("measure: table not Parquet", "probed", lambda r: store.measures_path(r, "collapse").write_text("x"),
+    ("measure: table not Parquet", "probed", lambda r: formats.tables.measures_path(r, "collapse").write_text("x"),
      ["measure", "{run}", "--metric", "collapse", "-q"], 2, ["collapse.parquet", "not a readable Parquet"], False),
-    ("measure: read-only measures folder", "probed", lambda r: read_only_folder(r / store.MEASURES_DIR),
+    ("measure: read-only measures folder", "probed", lambda r: read_only_folder(r / formats.tables.MEASURES_DIR),
      ["measure", "{run}", "--metric", "hsic", "-q"], 1, ["hsic.parquet", "Permission denied"], False),
     ("plot: table without its value column", "probed", table_without_value,
      ["plot", "collapse", "{run}", "-o", "{space}/f.png"], 2, ["collapse.parquet", "'value'"], False),
-    ("plot: history not Parquet", "probed", lambda r: (r / store.HISTORY_FILE).write_text("x"),
+    ("plot: history not Parquet", "probed", lambda r: (r / formats.run.HISTORY_FILE).write_text("x"),
      ["plot", "curves", "{run}", "-o", "{space}/f.png"], 2, ["history.parquet", "not a readable Parquet"], False),
     ("plot: read-only output folder", "probed", lambda r: (r.parent / "figures").mkdir(mode=0o555),
      ["plot", "curves", "{run}", "-o", "{space}/figures/f.png"], 1, ["figures/f.png", "Permission denied"], False),
@@ -542,7 +542,7 @@ def test_bad_inputs_of_probe_measure_plot_report(forks, reference, probed, tmp_p
 def test_a_read_only_run_is_measured_into_elsewhere(forks, probed, tmp_path):
     with workspace(tmp_path) as space:
         run_dir = Path(shutil.copytree(probed, space / "add-p5"))
-        shutil.rmtree(run_dir / store.MEASURES_DIR)
+        shutil.rmtree(run_dir / formats.tables.MEASURES_DIR)
         for path in [run_dir, *run_dir.rglob("*")]:
             path.chmod(0o555 if path.is_dir() else 0o444)
         before = snapshot(space)
@@ -555,7 +555,7 @@ def test_a_read_only_run_is_measured_into_elsewhere(forks, probed, tmp_path):
         assert rows.returncode == 0, rows.stderr
         assert rows.stdout.startswith("run,step,metric,value")
         assert {k: v for k, v in snapshot(space).items() if k in before} == before
-        assert not (run_dir / store.MEASURES_DIR).exists()
+        assert not (run_dir / formats.tables.MEASURES_DIR).exists()
 
 
 # --- probe and measure killed at any write ----------------------------------------------------
@@ -571,7 +571,7 @@ PROBE_RENAMES = 5
 
 
 def tables_of(run_dir: Path) -> dict[str, pd.DataFrame]:
-    return {p.stem: pd.read_parquet(p) for p in sorted((run_dir / store.MEASURES_DIR).glob("*.parquet"))}
+    return {p.stem: pd.read_parquet(p) for p in sorted((run_dir / formats.tables.MEASURES_DIR).glob("*.parquet"))}
 
 
 @pytest.fixture(scope="module")
@@ -608,8 +608,8 @@ def test_measure_killed_at_any_write_keeps_its_saves_and_completes_to_the_same_t
     # The rerun computes only the rest: a checkpoint whose steps are all saved may even be gone.
     done = set.intersection(*(set(t["step"]) for f, t in saved.items() if f != "grokking")) \
         if {"collapse", "weights"} <= set(saved) else set()
-    for step in done - {max(s for s, _ in store.list_checkpoints(run_dir))}:
-        truncate(store.checkpoint_path(run_dir, step))
+    for step in done - {max(s for s, _ in formats.run.list_checkpoints(run_dir))}:
+        truncate(formats.run.checkpoint_path(run_dir, step))
     again = forks.run(*MEASURE[:1], run_dir, *MEASURE[1:])
     assert again.returncode == 0, again.stderr
     result = tables_of(run_dir)
@@ -624,7 +624,7 @@ def probed_files(forks, reference, tmp_path_factory) -> dict[str, bytes]:
     run_dir = Path(shutil.copytree(reference, tmp_path_factory.mktemp("probe-reference") / "add-p5"))
     completed = forks.run("probe", run_dir, "-q")
     assert completed.returncode == 0, completed.stderr
-    return {p.name: p.read_bytes() for p in (run_dir / store.FEATURES_DIR).iterdir()}
+    return {p.name: p.read_bytes() for p in (run_dir / formats.features.FEATURES_DIR).iterdir()}
 
 
 def test_probe_makes_exactly_the_expected_renames(forks, reference, tmp_path):
@@ -637,11 +637,11 @@ def test_probe_makes_exactly_the_expected_renames(forks, reference, tmp_path):
 def test_probe_killed_at_any_write_completes_to_the_same_files(forks, reference, probed_files, tmp_path, kill):
     run_dir = Path(shutil.copytree(reference, tmp_path / "add-p5"))
     assert forks.run("probe", run_dir, "-q", env=kill_at(kill)).returncode == -signal.SIGKILL
-    kept = {p.name: p.read_bytes() for p in (run_dir / store.FEATURES_DIR).iterdir() if not p.name.startswith(".")}
+    kept = {p.name: p.read_bytes() for p in (run_dir / formats.features.FEATURES_DIR).iterdir() if not p.name.startswith(".")}
     assert all(probed_files[name] == data for name, data in kept.items())  # whole files only
     again = forks.run("probe", run_dir, "-q")
     assert again.returncode == 0, again.stderr
-    assert {p.name: p.read_bytes() for p in (run_dir / store.FEATURES_DIR).iterdir()} == probed_files
+    assert {p.name: p.read_bytes() for p in (run_dir / formats.features.FEATURES_DIR).iterdir()} == probed_files
     assert temporaries(run_dir) == []
 
 
@@ -657,10 +657,10 @@ def test_a_symlink_at_the_temporary_name_is_never_followed(tmp_path, monkeypatch
     (folder / ".run.json.tmp-dangling").symlink_to(tmp_path / "created-outside")
     # The names are random; make the first two draws land on the planted links.
     draws = iter([".run.json.tmp-planted", ".run.json.tmp-dangling"])
-    drawn = store._temporary_name
-    monkeypatch.setattr(store, "_temporary_name", lambda path: next(draws, None) or drawn(path))
+    drawn = formats.atomic._temporary_name
+    monkeypatch.setattr(formats.atomic, "_temporary_name", lambda path: next(draws, None) or drawn(path))
 
-    store.write_text(folder / "run.json", "{}")
+    formats.atomic.write_text(folder / "run.json", "{}")
     assert (folder / "run.json").read_text() == "{}" and not (folder / "run.json").is_symlink()
     assert victim.read_text() == "the user's"
     assert not (tmp_path / "created-outside").exists()
@@ -671,7 +671,7 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     live = subprocess.Popen(["sleep", "60"])
-    here = store._host_tag()
+    here = formats.atomic._host_tag()
     elsewhere = "0" * 8 if here != "0" * 8 else "1" * 8
     try:
         stale = [
@@ -692,7 +692,7 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
         folder = f".d.json.tmp-{here}-{dead.pid}-0a1b2c3d"
         (tmp_path / folder).mkdir()  # a folder is never a temporary of ours
 
-        store.write_text(tmp_path / "x.json", "{}")  # the first write into a folder cleans it
+        formats.atomic.write_text(tmp_path / "x.json", "{}")  # the first write into a folder cleans it
         left = {p.name for p in tmp_path.iterdir()}
         assert left == {*kept, "x.json", folder}
     finally:
@@ -781,7 +781,7 @@ def test_pipeline_with_stderr_on_a_terminal_sends_paths_down_the_pipe(tmp_path):
     reader.join(timeout=10)
     os.close(master)
     assert stdout.decode().split() == [str(out / "add-p5" / "measures" / "collapse.parquet")]
-    assert len(store.list_features(out / "add-p5")) == 3
+    assert len(formats.features.list_features(out / "add-p5")) == 3
     assert b"\x1b[" in b"".join(terminal)  # the bars really were live on the terminal
 
 
@@ -836,7 +836,7 @@ def test_every_hyperparameter_is_a_column(tmp_path):
     result = CliRunner().invoke(app, ["train", *TINY, "--train-size", "10", "--batch-size", "4", "--beta2", "0.95",
                                       "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    config = store.read_run(tmp_path / "add-p5")
+    config = formats.run.read_run(tmp_path / "add-p5")
     columns = hyperparameters(config)
     assert columns["train_size"] == 10 and columns["train_fraction"] is None
     assert columns["batch_size"] == 4 and columns["beta2"] == 0.95 and columns["steps"] == 12
@@ -870,7 +870,7 @@ def test_data_is_stored_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(elsewhere)
     from grokscope.tasks import load_task
 
-    assert len(load_task(store.read_run(tmp_path / "runs" / "npz").task).y) == 30
+    assert len(load_task(formats.run.read_run(tmp_path / "runs" / "npz").task).y) == 30
 
 
 def test_safetensors_files_are_the_same_bytes_in_every_process(tmp_path):
@@ -879,8 +879,8 @@ def test_safetensors_files_are_the_same_bytes_in_every_process(tmp_path):
     import subprocess
     import sys
 
-    script = ("import sys, torch\nfrom grokscope import store\n"
-              "store.save_tensors(sys.argv[1], {'w': torch.arange(6.).reshape(2, 3), 'b': torch.ones(2), "
+    script = ("import sys, torch\nfrom grokscope import formats\n"
+              "formats.tensors.save_tensors(sys.argv[1], {'w': torch.arange(6.).reshape(2, 3), 'b': torch.ones(2), "
               "'m': torch.zeros(3, dtype=torch.bool)}, {'grokscope.step': '3', 'format': 'pt', 'a': 'b', 'z': 'y'})\n")
     paths = [tmp_path / f"{i}.safetensors" for i in range(3)]
     for path in paths:

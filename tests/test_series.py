@@ -17,14 +17,9 @@ from typer.testing import CliRunner
 
 from grokscope.cli import app
 from grokscope.errors import GrokscopeError
-from grokscope.series import (
-    Checkpoint,
-    find_series,
-    load_state,
-    parse_checkpoint_step,
-    parse_steps,
-    strip_wrapper_prefixes,
-)
+from grokscope.discovery import find_series, parse_steps
+from grokscope.formats.steps import parse_checkpoint_step
+from grokscope.loading import Checkpoint, load_state, strip_wrapper_prefixes
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = """

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.cli import app
 from grokscope.config import OptimConfig, RunConfig, SubnetConfig, hyperparameters
 from grokscope.errors import GrokscopeError
@@ -52,17 +52,17 @@ def children(parent) -> tuple[Path, Path]:
 
 
 def checkpoints(run: Path) -> list[dict]:
-    return [store.load_checkpoint(path) for _, path in store.list_checkpoints(run)]
+    return [formats.run.load_checkpoint(path) for _, path in formats.run.list_checkpoints(run)]
 
 
 def test_masked_neurons_stay_zero_in_every_checkpoint_and_the_rest_train(parent, children):
     parent_start = checkpoints(parent)[0]
-    records = [store.read_run(child).subnet for child in children]
+    records = [formats.run.read_run(child).subnet for child in children]
     for child, record in zip(children, records):
         kept = record.neurons
         masked = [n for n in range(WIDTH) if n not in set(kept)]
         states = checkpoints(child)
-        assert len(states) == len(store.list_checkpoints(parent))
+        assert len(states) == len(formats.run.list_checkpoints(parent))
         for state in states:
             assert torch.count_nonzero(state["layers.0.weight"][masked]) == 0
             assert torch.count_nonzero(state["layers.0.bias"][masked]) == 0
@@ -72,25 +72,25 @@ def test_masked_neurons_stay_zero_in_every_checkpoint_and_the_rest_train(parent,
         moved = (states[-1]["layers.0.weight"][kept] - states[0]["layers.0.weight"][kept]).abs().amax(dim=1)
         assert bool((moved > 0).all())
         # same data split as the parent
-        assert store.read_run_config(child)["split_sha256"] == store.read_run_config(parent)["split_sha256"]
+        assert formats.run.read_run_config(child)["split_sha256"] == formats.run.read_run_config(parent)["split_sha256"]
     sub, inverse = records
     assert not sub.inverse and inverse.inverse
     assert sorted(sub.neurons + inverse.neurons) == list(range(WIDTH))
 
 
 def test_run_json_records_the_choice(parent, children):
-    table = store.read_table(store.measures_path(parent, "oinfo"))
+    table = formats.tables.read_table(formats.tables.measures_path(parent, "oinfo"))
     synergy = table[(table["metric"] == "synergy") & (table["scope"] == "overall")]
     after = synergy[synergy["step"] >= 1]
     lowest = after.loc[after["value"].idxmin()]
-    record = store.read_run_config(children[0])["subnet"]
+    record = formats.run.read_run_config(children[0])["subnet"]
     assert record["parent"] == str(parent.resolve())
     assert record["parent_run"] == "add-p11" and record["rule"] == "min" and record["layer"] == "layers.0"
     assert record["step"] == int(lowest["step"]) and record["bins"] == lowest["bins"]
     assert record["synergy"] == pytest.approx(lowest["value"])
     assert len(record["neurons"]) == int(lowest["n_neurons"])
     # the sub-network's hyperparameter columns say what it is
-    columns = hyperparameters(store.read_run(children[1]))
+    columns = hyperparameters(formats.run.read_run(children[1]))
     assert columns["parent_run"] == "add-p11" and columns["subnet_rule"] == "min"
     assert columns["subnet_inverse"] is True and columns["subnet_neurons"] == WIDTH - len(record["neurons"])
 
@@ -101,10 +101,10 @@ def test_chosen_neurons_are_the_multiplets_ward_bins(parent, children):
 
     from grokscope.tasks import load_task
 
-    record = store.read_run(children[0]).subnet
-    config = store.read_run(parent)
+    record = formats.run.read_run(children[0]).subnet
+    config = formats.run.read_run(parent)
     data = load_task(config.task)
-    state = store.load_checkpoint(store.checkpoint_path(parent, record.step))
+    state = formats.run.load_checkpoint(formats.run.checkpoint_path(parent, record.step))
     x = data.x[data.split == 0].astype(np.float64)
     hidden = np.maximum(x @ state["layers.0.weight"].double().numpy().T + state["layers.0.bias"].double().numpy(), 0)
     alive = np.flatnonzero(hidden.max(axis=0) != hidden.min(axis=0))
@@ -117,9 +117,9 @@ def test_chosen_neurons_are_the_multiplets_ward_bins(parent, children):
 
 
 def test_old_run_json_reads_and_ordinary_runs_write_no_subnet(parent):
-    document = store.read_run_config(parent)
+    document = formats.run.read_run_config(parent)
     assert "subnet" not in document
-    config = store.read_run(parent)
+    config = formats.run.read_run(parent)
     assert config.subnet is None and "subnet" not in config.to_dict()
     assert all(hyperparameters(config)[c] is None for c in
                ("parent_run", "subnet_rule", "subnet_step", "subnet_inverse", "subnet_neurons"))
@@ -170,22 +170,22 @@ def test_resume_of_a_sub_network_is_bit_identical(parent, tmp_path):
     cut = tmp_path / "cut" / "add-p11-subnet-min"
     for path in (cut / "checkpoints").iterdir():
         path.unlink()
-    (cut / store.RESUME_FILE).unlink()
+    (cut / formats.run.RESUME_FILE).unlink()
 
     def stop(evaluation):
         if evaluation.step == 50:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        Trainer(store.read_run(cut), cut, torch.device("cpu")).run(stop)
-    assert store.list_checkpoints(cut)[-1][0] == 40
+        Trainer(formats.run.read_run(cut), cut, torch.device("cpu")).run(stop)
+    assert formats.run.list_checkpoints(cut)[-1][0] == 40
     result = invoke(*args, "--out", str(tmp_path / "cut"), "--resume")
     assert result.exit_code == 0, result.output
     whole = tmp_path / "whole" / "add-p11-subnet-min"
-    for (_, a), (_, b) in zip(store.list_checkpoints(whole), store.list_checkpoints(cut), strict=True):
-        first, second = store.load_checkpoint(a), store.load_checkpoint(b)
+    for (_, a), (_, b) in zip(formats.run.list_checkpoints(whole), formats.run.list_checkpoints(cut), strict=True):
+        first, second = formats.run.load_checkpoint(a), formats.run.load_checkpoint(b)
         assert all(torch.equal(first[k], second[k]) for k in first)
-    pd.testing.assert_frame_equal(store.read_history(whole), store.read_history(cut))
+    pd.testing.assert_frame_equal(formats.run.read_history(whole), formats.run.read_history(cut))
     # finished: skipped
     again = invoke("subnet", str(parent), "--at", "min", "--out", str(tmp_path / "cut"), "--resume")
     assert again.exit_code == 0 and "already complete" in again.stderr
@@ -331,8 +331,8 @@ def test_a_transformer_sub_network_masks_its_mlp_neurons(tmp_path):
     result = invoke("subnet", str(run), "--at", "min", "-q")
     assert result.exit_code == 0, result.output
     child = Path(result.stdout.split()[0])
-    record = store.read_run(child).subnet
-    assert record.layer == "blocks.0.mlp.post" and store.read_run(child).model.kind == "transformer"
+    record = formats.run.read_run(child).subnet
+    assert record.layer == "blocks.0.mlp.post" and formats.run.read_run(child).model.kind == "transformer"
     masked = [n for n in range(d_mlp) if n not in set(record.neurons)]
     assert masked and record.neurons
     states = checkpoints(child)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.cli import app
 from grokscope.measures.grokking import divergence_step, transient_end
 from grokscope.plotting import draw, style
@@ -52,7 +52,7 @@ def test_same_named_runs_stay_two_rows_in_report(twins):
     assert [r["lr"] for r in rows] == [0.01, 0.003]
     # Each row's RNC1 is its own run's, not a mix.
     for row, run in zip(rows, twins):
-        collapse = pd.read_parquet(store.measures_path(run, "collapse"))
+        collapse = pd.read_parquet(formats.tables.measures_path(run, "collapse"))
         last = collapse[(collapse.metric == "rnc1") & (collapse.split == "train") & (collapse.step == 20)]
         assert row["rnc1_train"] == pytest.approx(last["value"].item())
     # The aligned table shows the series column only because the names repeat.
@@ -156,7 +156,7 @@ def test_a_diverged_run_is_flagged_and_its_final_rnc1_is_not_step_zero(tmp_path)
     assert result.exit_code == 0, result.output
     run = tmp_path / "add-p5"
     assert invoke("measure", run, "--metric", "collapse", "-q").exit_code == 0
-    collapse = pd.read_parquet(store.measures_path(run, "collapse"))
+    collapse = pd.read_parquet(formats.tables.measures_path(run, "collapse"))
     rnc1 = collapse[(collapse.metric == "rnc1") & (collapse.split == "train")].set_index("step")["value"]
     assert math.isfinite(rnc1[0]) and rnc1[[10, 20]].isna().all()  # what the old report showed as "final"
 

@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.cli import app
 from grokscope.config import RunConfig, ScheduleConfig
 from grokscope.sweep import expand_grid, parse_values, run_names
@@ -113,8 +113,8 @@ def test_same_seed_gives_identical_checkpoints(tmp_path):
     for out in ("a", "b"):
         assert invoke("train", *TINY, "--steps", "10", "--out", str(tmp_path / out)).exit_code == 0
     for step in (0, 10):
-        a = load_state(store.checkpoint_path(tmp_path / "a" / "add-p7", step))
-        b = load_state(store.checkpoint_path(tmp_path / "b" / "add-p7", step))
+        a = load_state(formats.run.checkpoint_path(tmp_path / "a" / "add-p7", step))
+        b = load_state(formats.run.checkpoint_path(tmp_path / "b" / "add-p7", step))
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -131,11 +131,11 @@ def test_resume_equals_uninterrupted(tmp_path, extra):
     # Interrupt a second run mid-way (after the step-16 checkpoint, before step 24's).
     assert invoke("train", *args, "--steps", "40", "--out", str(tmp_path / "cut")).exit_code == 0
     cut = tmp_path / "cut" / "add-p7"
-    document = store.read_run_config(cut)
+    document = formats.run.read_run_config(cut)
     config = RunConfig.from_dict({k: document[k] for k in ("name", "seed", "task", "model", "optim", "schedule")})
     for path in (cut / "checkpoints").iterdir():
         path.unlink()
-    (cut / store.RESUME_FILE).unlink()
+    (cut / formats.run.RESUME_FILE).unlink()
     trainer = Trainer(config, cut, torch.device("cpu"))
 
     def stop_at_20(evaluation):
@@ -144,15 +144,15 @@ def test_resume_equals_uninterrupted(tmp_path, extra):
 
     with pytest.raises(Interrupt):
         trainer.run(stop_at_20)
-    assert store.list_checkpoints(cut)[-1][0] == 16
+    assert formats.run.list_checkpoints(cut)[-1][0] == 16
 
     result = invoke("train", *args, "--out", str(tmp_path / "cut"), "--resume")
     assert result.exit_code == 0, result.output
-    whole = load_state(store.checkpoint_path(tmp_path / "whole" / "add-p7", 40))
-    resumed = load_state(store.checkpoint_path(cut, 40))
+    whole = load_state(formats.run.checkpoint_path(tmp_path / "whole" / "add-p7", 40))
+    resumed = load_state(formats.run.checkpoint_path(cut, 40))
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-    history_whole = store.read_history(tmp_path / "whole" / "add-p7")
-    history_resumed = store.read_history(cut)
+    history_whole = formats.run.read_history(tmp_path / "whole" / "add-p7")
+    history_resumed = formats.run.read_history(cut)
     pd.testing.assert_frame_equal(history_whole, history_resumed)
 
     # A finished run is left alone by --resume.
@@ -168,19 +168,19 @@ def test_killed_mid_write_leaves_only_complete_files(tmp_path):
         process = subprocess.Popen(command + (["--resume"] if attempt else []), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
-        while len(store.list_checkpoints(run_dir)) < 20 * (attempt + 1) and time.time() < deadline:
+        while len(formats.run.list_checkpoints(run_dir)) < 20 * (attempt + 1) and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(0.013 * (attempt + 1))  # land somewhere inside a write
         process.send_signal(signal.SIGKILL)
         process.wait()
 
-        store.read_run_config(run_dir)
-        checkpoints = store.list_checkpoints(run_dir)
+        formats.run.read_run_config(run_dir)
+        checkpoints = formats.run.list_checkpoints(run_dir)
         assert len(checkpoints) >= 20
         for _, path in checkpoints:
             assert set(load_state(path)) == {"layers.0.weight", "layers.0.bias", "layers.1.weight"}
-        assert len(store.read_history(run_dir)) >= 1
-        store.load_tensors(run_dir / store.RESUME_FILE)
+        assert len(formats.run.read_history(run_dir)) >= 1
+        formats.tensors.load_tensors(run_dir / formats.run.RESUME_FILE)
 
 
 def test_alpha_norm_constraint_holds(tmp_path):
@@ -188,7 +188,7 @@ def test_alpha_norm_constraint_holds(tmp_path):
                     "--zero-last", "--weight-decay", "0", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "add-p7"
-    states = [load_state(path) for _, path in store.list_checkpoints(run_dir)]
+    states = [load_state(path) for _, path in formats.run.list_checkpoints(run_dir)]
     assert torch.count_nonzero(states[0]["layers.1.weight"]) == 0
     norms = [torch.sqrt(sum((v.double() ** 2).sum() for v in s.values())).item() for s in states]
     assert norms[0] > 0
@@ -200,8 +200,8 @@ def test_alpha_norm_constraint_holds(tmp_path):
 def test_alpha_scales_initial_weights(tmp_path):
     for alpha in ("1", "3"):
         assert invoke("train", *TINY, "--steps", "1", "--alpha", alpha, "--out", str(tmp_path / alpha)).exit_code == 0
-    one = load_state(store.checkpoint_path(tmp_path / "1" / "add-p7", 0))
-    three = load_state(store.checkpoint_path(tmp_path / "3" / "add-p7", 0))
+    one = load_state(formats.run.checkpoint_path(tmp_path / "1" / "add-p7", 0))
+    three = load_state(formats.run.checkpoint_path(tmp_path / "3" / "add-p7", 0))
     assert all(torch.allclose(three[k], 3 * one[k]) for k in one)
 
 
@@ -256,7 +256,7 @@ def test_npz_and_digits_tasks(tmp_path):
                     "--save-log", "0", "--out", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
     run_dir = Path(result.stdout.strip())
-    assert load_state(store.checkpoint_path(run_dir, 0))["layers.0.weight"].shape == (8, 5)
+    assert load_state(formats.run.checkpoint_path(run_dir, 0))["layers.0.weight"].shape == (8, 5)
 
     result = invoke("train", "--task", "digits", "--train-size", "300", "--width", "8", "--steps", "3",
                     "--save-log", "0", "--out", str(tmp_path / "runs"))
@@ -296,7 +296,7 @@ def test_sgd_and_mse_train_end_to_end(tmp_path):
     result = invoke("train", *TINY, "--steps", "5", "--optimizer", "sgd", "--lr", "0.5", "--loss", "mse",
                     "--reduction", "sum", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    history = store.read_history(tmp_path / "add-p7")
+    history = formats.run.read_history(tmp_path / "add-p7")
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
 
 

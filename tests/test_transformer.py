@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from grokscope import store
+from grokscope import formats
 from grokscope.cli import app
 from grokscope.config import ModelConfig, RunConfig
 from grokscope.model import build_model, feature_keys, output_weight_key, penultimate_key
@@ -125,11 +125,11 @@ def test_run_json_rebuilds_the_model_and_takes_the_transformer_defaults(tmp_path
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / RUN
     assert result.stdout.strip() == str(run_dir)
-    config = store.read_run(run_dir)
+    config = formats.run.read_run(run_dir)
     assert config.model.kind == "transformer" and config.model.d_model == 16
     # Nanda et al.'s optimiser, since none was given.
     assert (config.optim.lr, config.optim.weight_decay, config.optim.warmup) == (1e-3, 1.0, 10)
-    state = load_state(store.checkpoint_path(run_dir, 10))
+    state = load_state(formats.run.checkpoint_path(run_dir, 10))
     assert state["embed.weight"].shape == (P + 1, 16) and state["unembed.weight"].shape == (P, 16)
     model = build_model(2 * P, P, config.model, config.seed)
     model.load_state_dict(state)
@@ -139,14 +139,14 @@ def test_run_json_rebuilds_the_model_and_takes_the_transformer_defaults(tmp_path
     data = load_task(config.task)
     with torch.no_grad():
         correct = model(torch.from_numpy(data.x)).argmax(1).numpy() == data.y
-    history = store.read_history(run_dir)
+    history = formats.run.read_history(run_dir)
     last = history[history["step"] == 10].iloc[0]
     assert correct[data.split == 0].mean() == pytest.approx(last["train_acc"])
     assert correct[data.split == 1].mean() == pytest.approx(last["test_acc"])
 
     result = invoke("train", *TINY, "--steps", "2", "--lr", "0.01", "--warmup", "0", "--out", str(tmp_path / "given"))
     assert result.exit_code == 0, result.output
-    given = store.read_run(tmp_path / "given" / RUN)
+    given = formats.run.read_run(tmp_path / "given" / RUN)
     assert (given.optim.lr, given.optim.warmup, given.optim.weight_decay) == (0.01, 0, 1.0)
 
 
@@ -159,7 +159,7 @@ def test_old_run_json_without_a_model_kind_is_an_mlp(tmp_path):
         del document["model"][name]
     del document["optim"]["warmup"]
     (run_dir / "run.json").write_text(json.dumps(document))
-    config = store.read_run(run_dir)
+    config = formats.run.read_run(run_dir)
     assert config.model.kind == "mlp" and config.optim.warmup == 0
     result = invoke("measure", str(run_dir), "--metric", "collapse", "-q")
     assert result.exit_code == 0, result.output
@@ -171,8 +171,8 @@ def test_sweep_over_model_kinds_names_each_run(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout.split() == [str(tmp_path / f"add-p{P}-mlp"), str(tmp_path / f"add-p{P}-transformer")]
     # Each kind took its own defaults.
-    assert store.read_run(tmp_path / f"add-p{P}-mlp").optim.lr == 0.03
-    assert store.read_run(tmp_path / f"add-p{P}-transformer").optim.lr == 1e-3
+    assert formats.run.read_run(tmp_path / f"add-p{P}-mlp").optim.lr == 0.03
+    assert formats.run.read_run(tmp_path / f"add-p{P}-transformer").optim.lr == 1e-3
 
 
 def test_warmup_scales_the_learning_rate_linearly(tmp_path):
@@ -199,10 +199,10 @@ def test_resume_equals_uninterrupted(tmp_path, extra):
     # A second run, stopped after its step-8 checkpoint, while the warmup is still under way.
     assert invoke("train", *args, "--out", str(tmp_path / "cut")).exit_code == 0
     cut = tmp_path / "cut" / RUN
-    for _, path in store.list_checkpoints(cut):
+    for _, path in formats.run.list_checkpoints(cut):
         path.unlink()
-    (cut / store.RESUME_FILE).unlink()
-    trainer = Trainer(store.read_run(cut), cut, torch.device("cpu"))
+    (cut / formats.run.RESUME_FILE).unlink()
+    trainer = Trainer(formats.run.read_run(cut), cut, torch.device("cpu"))
 
     def stop_at_10(evaluation):
         if evaluation.step == 10:
@@ -210,14 +210,14 @@ def test_resume_equals_uninterrupted(tmp_path, extra):
 
     with pytest.raises(Interrupt):
         trainer.run(stop_at_10)
-    assert store.list_checkpoints(cut)[-1][0] == 8
+    assert formats.run.list_checkpoints(cut)[-1][0] == 8
 
     result = invoke("train", *args, "--out", str(tmp_path / "cut"), "--resume")
     assert result.exit_code == 0, result.output
-    whole = load_state(store.checkpoint_path(tmp_path / "whole" / RUN, 24))
-    resumed = load_state(store.checkpoint_path(cut, 24))
+    whole = load_state(formats.run.checkpoint_path(tmp_path / "whole" / RUN, 24))
+    resumed = load_state(formats.run.checkpoint_path(cut, 24))
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-    pd.testing.assert_frame_equal(store.read_history(tmp_path / "whole" / RUN), store.read_history(cut))
+    pd.testing.assert_frame_equal(formats.run.read_history(tmp_path / "whole" / RUN), formats.run.read_history(cut))
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -247,12 +247,12 @@ def run(tmp_path_factory):
 def test_probe_stores_the_answer_position_features(run):
     result = invoke("probe", str(run), "-q")
     assert result.exit_code == 0, result.output
-    path = store.features_path(run, 60)
-    step, keys, penultimate = store.features_header(path)
+    path = formats.features.features_path(run, 60)
+    step, keys, penultimate = formats.features.features_header(path)
     assert keys == ["blocks.0.mlp.post", "blocks.0.resid_post"] and penultimate == "blocks.0.resid_post"
     stored = load_state(path)
-    config = store.read_run(run)
-    state = load_state(store.checkpoint_path(run, 60))
+    config = formats.run.read_run(run)
+    state = load_state(formats.run.checkpoint_path(run, 60))
     a, b = torch.meshgrid(torch.arange(P), torch.arange(P), indexing="ij")
     resids, neurons, _ = reference_forward(state, config.model, a.reshape(-1), b.reshape(-1), P)
     torch.testing.assert_close(stored["blocks.0.resid_post"], resids[0][:, -1], rtol=1e-5, atol=1e-6)

@@ -15,7 +15,7 @@ import typer
 
 from grokscope.version import __version__
 from grokscope.cli.output import Output
-from grokscope.errors import GrokscopeError
+from grokscope.errors import GrokscopeError, describe_os_error
 
 app = typer.Typer(
     name="grokscope",
@@ -63,15 +63,6 @@ def reports_user_errors(command):
             _fail(describe_os_error(exc), 1)
 
     return wrapper
-
-
-def describe_os_error(exc: OSError) -> str:
-    """``<path>: <reason>`` for an OSError, the path being the file the system refused."""
-    reason = exc.strerror or str(exc)
-    path = exc.filename2 if exc.filename2 is not None else exc.filename
-    if path is None:
-        return reason
-    return f"{os.fsdecode(path) if isinstance(path, (str, bytes)) else path}: {reason}"
 
 
 def _fail(message: str, code: int):

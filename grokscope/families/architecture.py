@@ -4,13 +4,13 @@ make before they measure it."""
 from __future__ import annotations
 
 from grokscope.errors import GrokscopeError
-from grokscope.series import Series
+from grokscope.discovery import Series
 
 
 def reference_shapes(layout, series: Series) -> tuple[str, dict[str, tuple]] | None:
     """(what it is, name -> shape) that every checkpoint of the series must match: the model's
     parameters when the series has a model, else its first readable checkpoint's."""
-    from grokscope.series import load_state
+    from grokscope.loading import load_state
 
     if layout.model is not None:
         return "the series' model", {k: tuple(v.shape) for k, v in layout.model.state_dict().items()}

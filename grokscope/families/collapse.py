@@ -6,7 +6,7 @@ import torch
 
 from grokscope.errors import GrokscopeError
 from grokscope.families.options import SPLIT_NAMES, SPLITS, MeasureOptions
-from grokscope.series import Series
+from grokscope.discovery import Series
 
 
 def collapse_rows(features, labels: torch.Tensor, split: torch.Tensor, layers: list[str], output_weight,

@@ -11,7 +11,7 @@ from grokscope.errors import GrokscopeError
 from grokscope.families.architecture import check_architecture, reference_shapes
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
-from grokscope.series import Series
+from grokscope.discovery import Series
 
 
 def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
@@ -27,7 +27,7 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
     from grokscope.devices import resolve_device
     from grokscope.features import inputs_on, output_logits
     from grokscope.measures.complexity import model_error, model_loss, rate_distortion
-    from grokscope.series import load_state
+    from grokscope.loading import load_state
     from grokscope.state_dicts import parameter_groups
 
     if threads:

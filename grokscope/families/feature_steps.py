@@ -9,14 +9,14 @@ from typing import Callable
 
 import torch
 
-from grokscope import store
+from grokscope import formats
 from grokscope.errors import GrokscopeError
 from grokscope.families.collapse import check_classes, collapse_rows
 from grokscope.families.hsic import hsic_inputs, hsic_references, hsic_rows
 from grokscope.families.oinfo import oinfo_rows
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem, nan_rows
-from grokscope.series import Series
+from grokscope.discovery import Series
 
 
 def _finite(tensor: torch.Tensor) -> bool:
@@ -86,7 +86,7 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
     for item in iter_features(context, all_steps, layers=layers, device=torch_device, on_error=on_error):
         wrong = next((layer for layer in layers if item.layers[layer].shape[0] != len(samples)), None)
         if wrong is not None:
-            source = series.features_dir / store.step_file_name(item.step) if item.from_store else item.checkpoint.path
+            source = series.features_dir / formats.steps.step_file_name(item.step) if item.from_store else item.checkpoint.path
             problems.append(Problem("error", (
                 f"{source}: {item.layers[wrong].shape[0]} rows in {wrong}, but {_samples_source(series)} lists "
                 f"{len(samples)} samples; probe it again with --force"), step=item.step))
@@ -120,13 +120,13 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
 
 
 def _samples_source(series: Series) -> Path | str:
-    path = series.features_dir / store.SAMPLES_FILE
+    path = series.features_dir / formats.features.SAMPLES_FILE
     return path if path.is_file() else f"{series.root}'s data"
 
 
 def _penultimate(context) -> str:
     if not context.can_compute:
-        files = store.list_features(context.series.home)
+        files = formats.features.list_features(context.series.home)
         if files:  # features stored by an older probe, which wrote no record
-            return store.features_header(files[-1][1])[2]
+            return formats.features.features_header(files[-1][1])[2]
     return context.layer_keys()[1]  # a series never probed: raises, naming the probe command

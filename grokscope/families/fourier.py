@@ -12,7 +12,7 @@ import torch
 from grokscope.errors import GrokscopeError
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
-from grokscope.series import Series
+from grokscope.discovery import Series
 
 FOURIER_SIGNS = {"add": 1, "sub": -1}
 
@@ -55,7 +55,7 @@ def iter_fourier_rows(series: Series, steps: list[int], options: MeasureOptions,
     from grokscope.devices import resolve_device
     from grokscope.features import DEFAULT_BATCH_SIZE
     from grokscope.measures import fourier
-    from grokscope.series import load_state
+    from grokscope.loading import load_state
 
     if threads:
         torch.set_num_threads(threads)

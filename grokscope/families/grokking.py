@@ -6,7 +6,7 @@ import math
 
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
-from grokscope.series import Series
+from grokscope.discovery import Series
 
 
 def grokking_table_rows(series: Series, options: MeasureOptions) -> tuple[list[dict], list[Problem]]:

@@ -8,7 +8,7 @@ from grokscope.errors import GrokscopeError
 from grokscope.families.architecture import check_architecture, reference_shapes
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
-from grokscope.series import Series
+from grokscope.discovery import Series
 
 
 def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions | None = None, device: str = "cpu",
@@ -22,7 +22,7 @@ def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions |
     """
     from grokscope.context import SeriesContext
     from grokscope.measures.weights import weight_measures
-    from grokscope.series import load_state
+    from grokscope.loading import load_state
 
     layout = SeriesContext.open(series).weight_layout()
     checkpoints = {c.step: c for c in series.checkpoints}

@@ -41,12 +41,13 @@ def measure(paths: Iterable[str], *, metrics: Sequence[str] | str = ("collapse",
     line does or numbers). ``table=True`` writes nothing into the series and returns the rows
     in ``.table``. Returns what was written (see :class:`~grokscope.pipeline.reporting.Written`:
     the tables, and the checkpoints and series that could not be measured)."""
-    from grokscope import execution, store
+    from grokscope import execution, formats
     from grokscope.families import only_through_all
     from grokscope.pipeline.measure_plan import plan_series
     from grokscope.pipeline.measure_run import Measuring, measure_batch
     from grokscope.pipeline.tables import combined_table
-    from grokscope.series import iter_series, parse_steps, trust_globals
+    from grokscope.discovery import iter_series, parse_steps
+    from grokscope.loading import trust_globals
 
     say = Recording(reporter)
     names = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -69,7 +70,7 @@ def measure(paths: Iterable[str], *, metrics: Sequence[str] | str = ("collapse",
     # read what is already measured there.
     with execution.open_executor(workers, scheduler, threads) as executor, say.progress() as bar:
         measuring = Measuring(say, bar, wanted, options, write=output is None and not table)
-        for batch in iter_series(store.InputPaths(paths)):
+        for batch in iter_series(formats.inputs.InputPaths(paths)):
             plans = [plan_series(found, wanted, options, selection.select, force, where_applicable)
                      for found in batch]
             measuring.count(sum(plan.n_steps for plan in plans))
@@ -77,7 +78,7 @@ def measure(paths: Iterable[str], *, metrics: Sequence[str] | str = ("collapse",
     if not measuring.write:
         say.written.table = combined_table(wanted, measuring.results)
         if output is not None:
-            store.write_table(output, say.written.table)
+            formats.tables.write_table(output, say.written.table)
             say.result(output)
     say.written.refused = measuring.failed_series
     say.written.failed = list(measuring.failures)

@@ -8,12 +8,12 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from grokscope import store
+from grokscope import formats
 from grokscope.families import FEATURE_FAMILIES, SERIES_FAMILIES, applies
 from grokscope.families.checkpoints import CHECKPOINT_FAMILIES, POOLED_CHECKPOINT_FAMILIES
 from grokscope.families.options import MeasureOptions
 from grokscope.pipeline.tables import same_params
-from grokscope.series import Series
+from grokscope.discovery import Series
 
 
 @dataclass
@@ -58,7 +58,7 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
     context = SeriesContext.open(series)
     families = [f for f in families if f not in set(where_applicable) or applies(f, context)]
     checkpoint_steps = [c.step for c in series.checkpoints]
-    feature_steps = [s for s, _ in store.list_features(series.home)]
+    feature_steps = [s for s, _ in formats.features.list_features(series.home)]
     if options.layers:
         context.layer_keys(options.layers)  # an unknown --layer fails before any work
     needs_model = any(f == "complexity" for f in families) or (any(f in FEATURE_FAMILIES for f in families)
@@ -69,8 +69,8 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
     todo: dict[str, list[int]] = {}
     chosen: dict[str, list[int]] = {}
     for family in families:
-        path = store.measures_path(series.home, family)
-        table = store.read_measure_table(path) if path.is_file() else None
+        path = formats.tables.measures_path(series.home, family)
+        table = formats.tables.read_measure_table(path) if path.is_file() else None
         existing[family] = table if table is not None and same_params(table, options.params(family)) \
             else pd.DataFrame()
         if family in SERIES_FAMILIES:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grokscope import store
+from grokscope import formats
 from grokscope.errors import GrokscopeError
 from grokscope.execution import Executor, failure_message, set_threads
 from grokscope.families import feature_steps, grokking
@@ -61,7 +61,7 @@ class Measuring:
             return
         self.failures.update(dict.fromkeys(report_problems(self.say, root, problems)))
         for family in self.wanted if self.write else ():
-            path = store.measures_path(plan.series.home, family)
+            path = formats.tables.measures_path(plan.series.home, family)
             if path.is_file() and path not in self.printed:  # measured now or before: the next command's input
                 self.printed.add(path)
                 self.say.result(path)

@@ -29,20 +29,20 @@ def probe(paths: Iterable[str], *, model: str | None = None, data: Path | None =
     ``failed`` names the checkpoints that could not be probed)."""
     import torch
 
-    from grokscope import execution, store
+    from grokscope import execution, formats
     from grokscope.devices import resolve_device
     from grokscope.features import DEFAULT_BATCH_SIZE
     from grokscope.pipeline.probe_plan import plan_series, with_home
     from grokscope.pipeline.probe_run import Probing, probe_elsewhere, probe_series
-    from grokscope.series import iter_series, parse_steps
+    from grokscope.discovery import iter_series, parse_steps
 
     say = Recording(reporter)
     started = time.perf_counter()
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if dtype not in DTYPES:
         raise GrokscopeError(f"--dtype: unknown {dtype!r}; known: {', '.join(DTYPES)}")
-    if storage not in store.STORAGE_DTYPES:
-        raise GrokscopeError(f"--storage: unknown {storage!r}; known: {', '.join(store.STORAGE_DTYPES)}")
+    if storage not in formats.features.STORAGE_DTYPES:
+        raise GrokscopeError(f"--storage: unknown {storage!r}; known: {', '.join(formats.features.STORAGE_DTYPES)}")
     if batch_size < 1:
         raise GrokscopeError(f"--batch-size: must be positive, got {batch_size}")
     compute_dtype = getattr(torch, dtype)
@@ -53,7 +53,7 @@ def probe(paths: Iterable[str], *, model: str | None = None, data: Path | None =
     if storage != "float32":
         say.warn(f"--storage {storage}: features are stored rounded to half precision; measures computed from "
                  "them see ties (measure computes float32 features in memory where none are stored)")
-    inputs = store.InputPaths(paths)
+    inputs = formats.inputs.InputPaths(paths)
     probing = Probing(say, device, dtype, batch_size, force, storage)
     plans = probing.plans
     with execution.open_executor(workers, scheduler, threads) as executor, say.progress() as bar:

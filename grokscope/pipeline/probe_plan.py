@@ -9,12 +9,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
-from grokscope import store
+from grokscope import formats
 from grokscope.context import SeriesContext
 from grokscope.errors import GrokscopeError
 from grokscope.features import holds_layers
 from grokscope.layers import user_layer_keys
-from grokscope.series import Series, transformers_config, trust_globals
+from grokscope.discovery import Series
+from grokscope.loading import transformers_config, trust_globals
 
 
 @dataclass
@@ -54,7 +55,7 @@ def plan_series(found: Series, selection, layers, force: bool, model, data, allo
         context = probe_context(found, model=model, data=data, layers=layers, allow_globals=allow_globals, force=force)
     keys, _ = context.layer_keys(layers or None)
     folder = found.features_dir
-    todo = [c for c in chosen if force or not is_stored(folder / store.step_file_name(c.step), keys, storage)]
+    todo = [c for c in chosen if force or not is_stored(folder / formats.steps.step_file_name(c.step), keys, storage)]
     return ProbePlan(context, chosen, todo, keys)
 
 
@@ -63,7 +64,7 @@ def is_stored(path: Path, keys, storage: str) -> bool:
     count for a float32 probe, nor the other way round)."""
     if not holds_layers(path, keys):
         return False
-    return store.features_storage(store.features_metadata(path)) == storage
+    return formats.features.features_storage(formats.features.features_metadata(path)) == storage
 
 
 def probe_context(series: Series, *, model: str | None = None, data: Path | None = None,
@@ -118,7 +119,7 @@ def _data_source(series: Series, data: Path | None, earlier: dict | None) -> dic
     if data is not None:
         if not Path(data).is_file():
             raise GrokscopeError(f"--data: {data} is not a file")
-        return {"path": str(Path(data).resolve()), "sha256": store.file_digest(data)}
+        return {"path": str(Path(data).resolve()), "sha256": formats.features.file_digest(data)}
     if earlier:
         return earlier["data"]
     raise GrokscopeError(

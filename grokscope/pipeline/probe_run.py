@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grokscope import features, logs, store
+from grokscope import features, formats, logs
 from grokscope.context import SeriesContext
 from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
@@ -74,7 +74,7 @@ def prepare(plan: ProbePlan, force: bool, **extractor_options):
     samples = context.data()[1]
     features.save_samples(context.series.features_dir, samples, force=force)
     if context.record is not None:
-        store.write_probe_record(context.series.features_dir, context.record)
+        formats.features.write_probe_record(context.series.features_dir, context.record)
     plan.n_samples = len(samples)
     return extractor
 
@@ -96,7 +96,7 @@ def probe_series(plan: ProbePlan, probing: Probing, torch_device, compute_dtype,
                 advance()
             return
     for checkpoint in plan.chosen:
-        path = folder / store.step_file_name(checkpoint.step)
+        path = folder / formats.steps.step_file_name(checkpoint.step)
         if checkpoint not in todo:
             probing.say.result(path)
             continue
@@ -113,14 +113,14 @@ def probe_series(plan: ProbePlan, probing: Probing, torch_device, compute_dtype,
 
 def probe_checkpoint(extractor, context: SeriesContext, checkpoint, device, dtype, storage: str) -> Path:
     """Compute one checkpoint's features and write its features file (atomically); its path."""
-    path = context.series.features_dir / store.step_file_name(checkpoint.step)
+    path = context.series.features_dir / formats.steps.step_file_name(checkpoint.step)
     item = features.compute_checkpoint(extractor, checkpoint, device)
     extra = {"grokscope.compute_dtype": str(dtype).removeprefix("torch."),
              "grokscope.checkpoint": _source(checkpoint, context.series.root),
              "grokscope.positions": json.dumps(extractor.positions)}
     if item.evaluation is not None:
         extra["grokscope.eval"] = json.dumps(item.evaluation)
-    store.save_features(path, checkpoint.step, item.layers, item.penultimate, extra, storage=storage)
+    formats.features.save_features(path, checkpoint.step, item.layers, item.penultimate, extra, storage=storage)
     return path
 
 
@@ -161,7 +161,7 @@ def probe_elsewhere(plans: list[ProbePlan], probing: Probing, executor: Executor
         probing.skipped += len(plan.chosen) - len(plan.todo)
         for checkpoint in plan.chosen:
             if checkpoint not in set(plan.todo):
-                probing.say.result(folder / store.step_file_name(checkpoint.step))
+                probing.say.result(folder / formats.steps.step_file_name(checkpoint.step))
         if not plan.todo:
             continue
         try:
@@ -200,12 +200,12 @@ def write_history(folder: Path) -> None:
     import pandas as pd
 
     rows = []
-    for step, features_path in store.list_features(folder.parent):
-        evaluation = store.features_metadata(features_path).get("grokscope.eval")
+    for step, features_path in formats.features.list_features(folder.parent):
+        evaluation = formats.features.features_metadata(features_path).get("grokscope.eval")
         if evaluation:
             rows.append({"step": step, **json.loads(evaluation)})
     if rows:
-        store.write_table(logs.probed_history_path(folder),
+        formats.tables.write_table(logs.probed_history_path(folder),
                           pd.DataFrame(rows).sort_values("step").reset_index(drop=True))
 
 

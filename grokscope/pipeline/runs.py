@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from grokscope import store
+from grokscope import formats
 from grokscope.errors import GrokscopeError
 from grokscope.pipeline.reporting import Recording, Reporter, SilentReporter
 
@@ -48,8 +48,8 @@ def plan_run(run_dir: Path, config, resume: bool) -> str:
     """
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return "new"
-    if store.is_unfinished_start(run_dir) and (
-        not (run_dir / store.RUN_FILE).exists() or not differences_from_stored(run_dir, config)
+    if formats.run.is_unfinished_start(run_dir) and (
+        not (run_dir / formats.run.RUN_FILE).exists() or not differences_from_stored(run_dir, config)
     ):
         return "restart"
     if not resume:
@@ -61,15 +61,15 @@ def plan_run(run_dir: Path, config, resume: bool) -> str:
         raise GrokscopeError(
             f"{run_dir}: --resume with different settings than run.json ({', '.join(mismatched)})"
         )
-    step = store.resume_step(run_dir)
+    step = formats.run.resume_step(run_dir)
     if step is None:
-        raise GrokscopeError(f"{run_dir}: nothing to resume from (no {store.RESUME_FILE})")
+        raise GrokscopeError(f"{run_dir}: nothing to resume from (no {formats.run.RESUME_FILE})")
     return "done" if step >= config.schedule.steps else "resume"
 
 
 def differences_from_stored(run_dir: Path, config) -> list[str]:
     """The settings of ``config`` that differ from the run.json in ``run_dir``, one line each."""
-    stored = store.read_run(run_dir).to_dict()
+    stored = formats.run.read_run(run_dir).to_dict()
     if stored["task"].get("path"):
         # Older runs stored --data as typed; it was relative to where training ran.
         stored["task"]["path"] = os.path.abspath(stored["task"]["path"])
@@ -101,7 +101,7 @@ def train_one(run_dir: Path, config, plan: str, device, say: Reporter, threads: 
     trainer = Trainer(config, run_dir, device)
     digest = trainer.data.split_digest()
     if plan == "resume":
-        stored = store.read_run_config(run_dir)
+        stored = formats.run.read_run_config(run_dir)
         if stored.get("split_sha256") != digest:
             raise GrokscopeError(f"{run_dir}: the task's train/test split no longer matches run.json")
         for warning in trainer.restore():
@@ -109,13 +109,13 @@ def train_one(run_dir: Path, config, plan: str, device, say: Reporter, threads: 
     else:
         if plan == "restart":
             say.info(f"{run_dir}: never finished its first save; starting it over")
-            store.clear_unfinished_start(run_dir)
+            formats.run.clear_unfinished_start(run_dir)
         # run.json first: from then on every state of the folder is one a rerun can continue or
-        # start over (see store.is_unfinished_start).
+        # start over (see formats.run.is_unfinished_start).
         run_dir.mkdir(parents=True, exist_ok=True)
-        store.write_run_config(run_dir, {**config.to_dict(), "split_sha256": digest,
+        formats.run.write_run_config(run_dir, {**config.to_dict(), "split_sha256": digest,
                                          "n_samples": len(trainer.data.y), "n_classes": trainer.data.n_classes})
-        (run_dir / store.CHECKPOINTS_DIR).mkdir(exist_ok=True)
+        (run_dir / formats.run.CHECKPOINTS_DIR).mkdir(exist_ok=True)
     warned = False
 
     def warn_if_diverged() -> None:
@@ -136,7 +136,7 @@ def train_one(run_dir: Path, config, plan: str, device, say: Reporter, threads: 
             ))
 
         trainer.run(on_eval)
-    history = store.read_history(run_dir)
+    history = formats.run.read_history(run_dir)
     train_step = first_step_reaching(history, "train_acc")
     test_step = first_step_reaching(history, "test_acc")
     say.info(f"{run_dir}: {config.schedule.steps} steps in {time.perf_counter() - started:.1f}s; "

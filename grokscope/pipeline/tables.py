@@ -14,7 +14,7 @@ from typing import Callable
 
 import pandas as pd
 
-from grokscope import store
+from grokscope import formats
 from grokscope.families import SERIES_FAMILIES
 from grokscope.families.options import MeasureOptions
 
@@ -70,7 +70,7 @@ class SeriesTables:
     New rows are kept in memory and saved into ``HOME/measures/<family>.parquet`` every
     :func:`save_every` seconds, when the series is done, and when the command is interrupted, so a
     killed measure keeps what it had saved and the next one computes only the rest. A save takes
-    the table's lock (:func:`grokscope.store.table_lock`), reads the table as it is on disk now
+    the table's lock (:func:`grokscope.formats.atomic.table_lock`), reads the table as it is on disk now
     (another process may have added steps), puts this process's rows in place of the same steps
     and writes it atomically: two processes measuring the same series both keep their rows.
     Its cost is one table write per family, whatever the number of checkpoints since the last.
@@ -106,11 +106,11 @@ class SeriesTables:
             self.unsaved.clear()
             return
         for family in sorted(self.unsaved):
-            path = store.measures_path(self.plan.series.home, family)
+            path = formats.tables.measures_path(self.plan.series.home, family)
             path.parent.mkdir(parents=True, exist_ok=True)
-            with store.table_lock(path, self.on_wait):
-                on_disk = store.read_measure_table(path) if path.is_file() else pd.DataFrame()
-                store.write_table(path, finish_table(self.plan.columns, family, self.rows[family], self.options,
+            with formats.atomic.table_lock(path, self.on_wait):
+                on_disk = formats.tables.read_measure_table(path) if path.is_file() else pd.DataFrame()
+                formats.tables.write_table(path, finish_table(self.plan.columns, family, self.rows[family], self.options,
                                                      on_disk))
             self.unsaved.discard(family)
             if path not in self.saved:

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from grokscope import store
+from grokscope import formats
 from grokscope.errors import GrokscopeError
 
-MEASURE_COLUMNS = store.MEASURE_COLUMNS
+MEASURE_COLUMNS = formats.tables.MEASURE_COLUMNS
 HISTORY_COLUMNS = ("step", "train_acc", "test_acc")
 SERIES = "series"
 
@@ -75,22 +75,22 @@ class Tables:
 
 def load(inputs: list[str]) -> Tables:
     """Read every input (see the module docstring) into one :class:`Tables`."""
-    from grokscope.series import find_series
+    from grokscope.discovery import find_series
 
     measures, histories = [], []
     seen: set[tuple[str, str]] = set()  # (kind, path): a path named twice is read once
-    for path in store.expand_inputs(inputs):
+    for path in formats.inputs.expand_inputs(inputs):
         if path.is_file() and path.suffix == ".parquet" and not _in_a_home(path):
             if ("table", str(path.resolve())) in seen:
                 continue
             seen.add(("table", str(path.resolve())))
-            table = store.read_table(path)
+            table = formats.tables.read_table(path)
             if set(MEASURE_COLUMNS) <= set(table.columns):
                 measures.append(table if SERIES in table.columns else table.assign(**{SERIES: table["run"].astype(str)}))
             elif set(HISTORY_COLUMNS) <= set(table.columns):
                 histories.append(_with_series_columns(table, path.parent))
             elif "value" not in table.columns and {"run", "step", "metric"} <= set(table.columns):
-                store.read_measure_table(path)  # raises, naming the missing column
+                formats.tables.read_measure_table(path)  # raises, naming the missing column
             else:
                 raise GrokscopeError(
                     f"{path}: neither a measure table (run, step, metric, value) "
@@ -113,7 +113,7 @@ def _read_series(series) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     context = SeriesContext.open(series)
     identity = {SERIES: str(series.home)}
-    measures = store.read_measures(series.home)
+    measures = formats.tables.read_measures(series.home)
     if not measures.empty:
         measures = _add_columns(measures, identity)
     history = context.history()
@@ -125,7 +125,7 @@ def _read_series(series) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _with_series_columns(history: pd.DataFrame, folder: Path) -> pd.DataFrame:
     """A history file's rows with the columns of the series it belongs to (or its folder's name)."""
     from grokscope.context import SeriesContext
-    from grokscope.series import find_series
+    from grokscope.discovery import find_series
 
     try:
         found = find_series([str(folder)])
@@ -141,10 +141,10 @@ def _with_series_columns(history: pd.DataFrame, folder: Path) -> pd.DataFrame:
 def _in_a_home(path: Path) -> bool:
     """Whether a table is one of a series' own (``HOME/measures/x.parquet``, a run's history): then
     the whole series is read, with its history and identity."""
-    from grokscope.series import is_home
+    from grokscope.discovery import is_home
 
-    return (path.parent.name == store.MEASURES_DIR and is_home(path.parent.parent)) or \
-        (path.name == store.HISTORY_FILE and store.is_run_dir(path.parent))
+    return (path.parent.name == formats.tables.MEASURES_DIR and is_home(path.parent.parent)) or \
+        (path.name == formats.run.HISTORY_FILE and formats.run.is_run_dir(path.parent))
 
 
 def series_key(frame: pd.DataFrame) -> str:

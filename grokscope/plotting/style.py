@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from grokscope import store
+from grokscope import formats
 from grokscope.errors import GrokscopeError
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
@@ -67,7 +67,7 @@ def save(plot, path: Path, options: FigureOptions) -> Path:
     fmt = figure_format(path)
     if not path.parent.exists():
         raise GrokscopeError(f"--output: folder {path.parent} does not exist")
-    with quiet_plotting(), store.atomic_path(path) as tmp:
+    with quiet_plotting(), formats.atomic.atomic_path(path) as tmp:
         # plotnine infers the format from the extension; the temporary name has none of its own.
         plot.save(tmp, format=fmt, width=options.width, height=options.height, units="in",
                   dpi=options.dpi, verbose=False, limitsize=False)

@@ -1,0 +1,345 @@
+"""Loading a checkpoint's weights safely, and reading what a checkpoint file says about itself.
+
+Pickled files (``.pt``, ``.pth``, ``.bin``, ``.ckpt``) are only ever read with
+``torch.load(..., weights_only=True)``, which refuses any object that is not a tensor or a plain
+container: a checkpoint file can never run code on the reader's machine. A legitimate checkpoint
+that holds another object (Lightning's ``argparse.Namespace`` hyperparameters) is refused with
+that object's name, and :func:`trust_globals` (``--allow-global NAME``) is the explicit opt-in.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from grokscope.errors import GrokscopeError
+from grokscope.formats.steps import WEIGHT_SUFFIXES, parse_checkpoint_step
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+# Inside a checkpoint-N/ folder, the model's weights under the names common tools give them.
+_PREFERRED_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth", "model.bin")
+# Files beside the weights in a Hugging Face Trainer checkpoint that are not the model.
+NOT_MODEL = re.compile(r"^(optimizer|scheduler|scaler|rng_state|training_args|trainer_state)")
+_SHARD = re.compile(r"-\d+-of-\d+\.")
+# Prefixes that wrappers add to every parameter name: torch.compile and DistributedDataParallel.
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+# Keys under which training loops commonly nest the model's state dict in a larger checkpoint.
+_NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "weights")
+# Keys under which a checkpoint dict records its own step (nanoGPT: iter_num; Lightning: global_step).
+_STORED_STEP_KEYS = ("global_step", "step", "iter_num", "iteration")
+
+
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    """One checkpoint: its step and where it lives (a weight file, a ``checkpoint-N/`` folder, or
+    entry ``member`` of a file that holds a whole series)."""
+
+    step: int
+    path: Path
+    member: int | None = None
+
+
+def is_weight_file(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(WEIGHT_SUFFIXES) and not path.name.startswith(".")
+
+
+# --- steps inside files --------------------------------------------------------------------
+
+
+def stored_step(path: Path) -> int | None:
+    """The step a checkpoint file records about itself, or None (also for unreadable files).
+
+    safetensors: the header's ``step``, ``global_step`` or ``grokscope.step`` metadata; pickled
+    checkpoints: a top-level ``global_step``, ``step``, ``iter_num`` or ``iteration`` entry.
+    """
+    path = Path(path)
+    if path.name.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+        except Exception:  # noqa: BLE001 - not a checkpoint we can read: not part of the series
+            return None
+        for key in ("grokscope.step", "global_step", "step"):
+            if str(metadata.get(key, "")).isdigit():
+                return int(metadata[key])
+        return None
+    try:
+        loaded = load_pickled_cached(path)
+    except GrokscopeError:
+        return None
+    return _step_entry(loaded)
+
+
+def holds_series(path: Path) -> bool:
+    """Whether a file holds a whole series (see :func:`series_in_file`); False if unreadable."""
+    if not Path(path).name.endswith(PICKLE_SUFFIXES):
+        return False
+    try:
+        return series_in_file(load_pickled_cached(path)) is not None
+    except GrokscopeError:
+        return False
+
+
+def _step_entry(loaded) -> int | None:
+    if not isinstance(loaded, dict):
+        return None
+    for key in _STORED_STEP_KEYS:
+        value = loaded.get(key)
+        if hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:
+            value = value.item()
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
+def series_in_file(loaded) -> list[tuple[int, object]] | None:
+    """(step, state dict) of every checkpoint in a loaded file that holds a whole series, or None.
+
+    Recognised: a list of state dicts (steps 0, 1, ...); a list of dicts that each record a step
+    and nest a state dict; a dict of steps to state dicts; a dict holding a list of state dicts
+    with a list of their steps under a key naming steps or epochs (``checkpoints`` with
+    ``checkpoint_epochs``, ``state_dicts`` with ``epochs``, as in Nanda et al.'s grokking runs).
+    """
+    if isinstance(loaded, (list, tuple)) and len(loaded) > 1:
+        if all(_is_state(item) for item in loaded):
+            return list(enumerate(loaded))
+        entries = [(_step_entry(item), _nested_state(item)) for item in loaded]
+        if all(step is not None and state is not None for step, state in entries):
+            return sorted(entries, key=lambda pair: pair[0])
+        return None
+    if not isinstance(loaded, dict) or _is_state(loaded):
+        return None
+    keyed = {_key_step(k): v for k, v in loaded.items()}
+    if len(keyed) > 1 and None not in keyed and all(_is_state(v) for v in keyed.values()):
+        return sorted(keyed.items(), key=lambda pair: pair[0])
+    for key, value in loaded.items():
+        if isinstance(value, (list, tuple)) and len(value) > 1 and all(_is_state(v) for v in value):
+            steps = _parallel_steps(loaded, len(value), exclude=key)
+            return list(zip(steps, value))
+    return None
+
+
+def _key_step(key) -> int | None:
+    if isinstance(key, int) and not isinstance(key, bool):
+        return key
+    if isinstance(key, str):
+        return parse_checkpoint_step(key, is_file=False) if not key.isdigit() else int(key)
+    return None
+
+
+def _parallel_steps(container: dict, length: int, exclude: str) -> list[int]:
+    for key, value in container.items():
+        if key == exclude or not re.search(r"step|epoch|iter", str(key), re.IGNORECASE):
+            continue
+        values = value.tolist() if hasattr(value, "tolist") else value
+        if (isinstance(values, (list, tuple)) and len(values) == length
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in values)):
+            return list(values)
+    return list(range(length))
+
+
+# --- loading weights -----------------------------------------------------------------------
+
+
+def weight_files(checkpoint: Checkpoint) -> list[Path]:
+    """The file(s) holding a checkpoint's model weights (several for a sharded checkpoint)."""
+    path = checkpoint.path
+    if path.is_file():
+        return [path]
+    for name in _PREFERRED_WEIGHTS:
+        if (path / name).is_file():
+            return [path / name]
+    candidates = sorted(p for p in path.iterdir() if is_weight_file(p) and not NOT_MODEL.match(p.name))
+    if len(candidates) == 1:
+        return candidates
+    if candidates and all(_SHARD.search(p.name) for p in candidates):
+        return candidates
+    if not candidates:
+        raise GrokscopeError(f"{path}: no model weights inside (looked for {', '.join(_PREFERRED_WEIGHTS)}, *.safetensors, *.pt)")
+    raise GrokscopeError(
+        f"{path}: several weight files and none named model.safetensors ({', '.join(p.name for p in candidates)})"
+    )
+
+
+def load_state(checkpoint: Checkpoint, device="cpu") -> dict:
+    """A checkpoint's state dict (tensors on ``device``), wrapper prefixes stripped.
+
+    safetensors files are read with ``safe_open``; pickled files only with
+    ``torch.load(..., weights_only=True)``. A checkpoint saved as a dict that nests the model's
+    state (``{"model": ..., "optimizer": ..., "step": ...}``, Lightning's ``state_dict``) is
+    unwrapped; an entry of a file holding a whole series is picked by ``checkpoint.member``.
+    Tensors that share storage (tied weights saved twice) keep sharing it.
+    """
+    if checkpoint.member is not None:
+        entries = series_in_file(load_pickled_cached(checkpoint.path))
+        if entries is None or checkpoint.member >= len(entries):
+            raise GrokscopeError(f"{checkpoint.path}: no longer holds checkpoint {checkpoint.member} of its series")
+        state = _unwrap_state(entries[checkpoint.member][1], checkpoint.path)
+        return strip_wrapper_prefixes(_to_device(state, device))
+    state: dict = {}
+    for path in weight_files(checkpoint):
+        state.update(_load_file(path, device))
+    return strip_wrapper_prefixes(state)
+
+
+def _to_device(state: dict, device) -> dict:
+    import torch
+
+    if torch.device(device).type == "cpu":
+        return dict(state)
+    moved: dict = {}
+    by_storage: dict[tuple, object] = {}
+    for key, value in state.items():
+        # Keep tied tensors tied on the device (one copy, as in the file).
+        identity = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.stride())
+        if identity not in by_storage:
+            by_storage[identity] = value.to(device)
+        moved[key] = by_storage[identity]
+    return moved
+
+
+def _load_file(path: Path, device) -> dict:
+    if path.name.endswith(".safetensors"):
+        return _load_safetensors(path, device)
+    return _unwrap_state(_load_pickled(path, device), path)
+
+
+def _load_safetensors(path: Path, device) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file is the user's data
+        raise GrokscopeError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+
+
+def _load_pickled(path: Path, device):
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _refused_global(str(exc))
+        if refused:
+            raise GrokscopeError(
+                f"{path}: refused: holds a {refused} object, and grokscope loads pickled checkpoints only "
+                f"with weights_only=True; if you trust this file, pass --allow-global {refused}"
+            ) from None
+        if "weights_only" in str(exc):
+            raise GrokscopeError(
+                f"{path}: refused: holds objects other than tensors, and grokscope loads pickled "
+                "checkpoints only with weights_only=True (re-save the state_dict, or use safetensors)"
+            ) from None
+        raise GrokscopeError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - truncated zip, wrong format, ...
+        raise GrokscopeError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+
+
+@functools.lru_cache(maxsize=2)
+def _load_pickled_cached_key(path: str, mtime_ns: int, size: int):
+    return _load_pickled(Path(path), "cpu")
+
+
+def load_pickled_cached(path: Path):
+    """A pickled file on the CPU, read once per (path, modification time, size): discovery and
+    every checkpoint of a single-file series share one read."""
+    stat = Path(path).stat()
+    return _load_pickled_cached_key(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def _refused_global(message: str) -> str | None:
+    # torch: "Unsupported global: GLOBAL argparse.Namespace was not an allowed global by default."
+    match = re.search(r"GLOBAL ([\w.]+)", message)
+    return match.group(1) if match else None
+
+
+def trust_globals(names: Iterable[str]) -> None:
+    """Let ``weights_only`` loading accept the named classes (``--allow-global module.Name``).
+
+    An explicit opt-in for checkpoints the user trusts: the classes are imported and handed to
+    ``torch.serialization.add_safe_globals`` for this process.
+    """
+    import importlib
+
+    import torch
+
+    allowed = []
+    for name in names:
+        module_name, _, attribute = name.rpartition(".")
+        try:
+            allowed.append(getattr(importlib.import_module(module_name), attribute))
+        except (ImportError, AttributeError, ValueError):
+            raise GrokscopeError(f"--allow-global: cannot import {name!r} (expected module.Name)") from None
+    if allowed:
+        torch.serialization.add_safe_globals(allowed)
+        _load_pickled_cached_key.cache_clear()
+
+
+def _is_state(value) -> bool:
+    import torch
+
+    return isinstance(value, dict) and bool(value) and all(torch.is_tensor(v) for v in value.values())
+
+
+def _nested_state(loaded) -> dict | None:
+    if _is_state(loaded):
+        return loaded
+    if isinstance(loaded, dict):
+        for key in _NESTED_STATE_KEYS:
+            if _is_state(loaded.get(key)):
+                return loaded[key]
+    return None
+
+
+def _unwrap_state(loaded, path: Path) -> dict:
+    import torch
+
+    state = _nested_state(loaded)
+    if state is not None:
+        return state
+    if isinstance(loaded, dict):
+        # A state dict saved together with non-tensor extras at the top level: keep the tensors.
+        tensors = {k: v for k, v in loaded.items() if torch.is_tensor(v)}
+        if tensors:
+            return tensors
+    if series_in_file(loaded) is not None:
+        raise GrokscopeError(f"{path}: holds a whole series; name the file itself, not one of its steps")
+    raise GrokscopeError(f"{path}: holds no state dict (a dict of tensor names to tensors)")
+
+
+def strip_wrapper_prefixes(state: dict) -> dict:
+    """Parameter names without the ``_orig_mod.`` (torch.compile) and ``module.`` (DDP) prefixes."""
+    stripped = {}
+    for key, value in state.items():
+        name = key
+        while name.startswith(_WRAPPER_PREFIXES):
+            name = name.split(".", 1)[1]
+        stripped[name] = value
+    return stripped
+
+
+def transformers_config(checkpoint: Checkpoint) -> Path | None:
+    """The ``config.json`` a Hugging Face checkpoint folder carries, if any."""
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return path if isinstance(document, dict) and document.get("architectures") else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
