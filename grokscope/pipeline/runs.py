@@ -90,9 +90,11 @@ def _config_differences(stored: dict, wanted: dict, prefix: str = "") -> list[st
 def train_one(run_dir: Path, config, plan: str, device, say: Reporter, threads: int | None = None) -> None:
     """Train one run in this process (``plan``: what :func:`plan_run` said; ``threads``: torch's
     intra-op threads, if given), its messages and progress told to ``say``."""
+    # training first: it imports numpy before torch. Left to torch, numpy is imported from torch's
+    # C++ start-up, where a Ctrl-C is lost and leaves numpy half imported (or aborts the process).
+    from grokscope.training import Trainer, first_step_reaching  # isort: skip
     from grokscope.devices import resolve_device
     from grokscope.execution import set_threads
-    from grokscope.training import Trainer, first_step_reaching
 
     device = resolve_device(device)
     if threads:
