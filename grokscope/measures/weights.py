@@ -108,7 +108,7 @@ def spectral_summary(singular_values: torch.Tensor) -> dict[str, float]:
     r"""Spectral entropy, effective rank and stable rank from a matrix's singular values.
 
     The formulas of :func:`weight_measures`; taking the singular values lets a caller that
-    already holds an SVD (``measures.complexity``) reuse it. All three are ``nan`` when every
+    already holds an SVD (``measures.coarse_graining``) reuse it. All three are ``nan`` when every
     singular value is zero.
     """
     sing = torch.as_tensor(singular_values).to(torch.float64)
