@@ -29,7 +29,18 @@ Kernels, on a minibatch :math:`z_1, \dots, z_m` of ``d``-dimensional vectors:
     \qquad k_{\text{lin}}(a, b) = a^\top b,
     \qquad \tilde K = H K H, \quad H = I_m - \tfrac{1}{m} \mathbf{1}\mathbf{1}^\top
 
-Integer labels become one-hot codes, whose linear kernel is :math:`[y_i = y_j]`.
+Integer labels become one-hot codes, whose linear kernel is :math:`[y_i = y_j]`. Token ids
+(:class:`TokenInputs`, what :func:`as_hsic_inputs` makes of a model's integer inputs) stand for
+the concatenation of their positions' one-hot codes, :math:`d = T V` for ``T`` positions of a
+vocabulary of ``V``, and their kernels come from Hamming distances without any vector of that
+size being built:
+
+.. math::
+
+    \lVert a - b \rVert^2 = 2\,\#\{t : a_t \ne b_t\}, \qquad a^\top b = \#\{t : a_t = b_t\}
+
+(both exact integers, so the values are those of the one-hot vectors; labels are tokens of one
+position).
 
 Deliberate differences from the authors' code: every kernel is centred on both sides
 (:math:`HKH`, Fukumizu et al.'s definition; their Gaussian kernel is centred on one side only,
@@ -38,11 +49,15 @@ final batch of a single sample (whose centred kernel is zero) is dropped. On syn
 default run's shape, their exact formulas (in float64) and these agree to 1e-12 for
 nHSIC(T; X) and to 3e-6 relative for nHSIC(T; Y).
 
-All batches of equal size, of every pass, are computed together as ``(B, m, m)`` tensors: one
-batched matmul for the distances, one batched Cholesky factorisation per variable, no Python
-loop per batch. Over a checkpoint series only the representation changes:
-:func:`hsic_reference` computes the input and label operators once and :func:`hsic_measures`
-accepts it in place of ``x``.
+Minibatches of equal size, of every pass, are computed together as ``(C, m, m)`` tensors, in
+chunks of at most 64 MiB of temporaries (:data:`~grokscope.measures.hsic_batches.CHUNK_BYTES`):
+one batched matmul (or one comparison per token position) for the distances, one batched
+Cholesky factorisation per variable, no Python loop per batch, and memory bounded by the batch
+size rather than the number of samples (each chunk's rows are gathered, and converted to
+float64, only when its kernels are built). Over a checkpoint series only the representation
+changes: :func:`hsic_reference` computes the input and label operators once (keeping them,
+``8 * passes * n * batch_size`` bytes per variable) and :func:`hsic_measures` accepts it in
+place of ``x``.
 """
 
 from __future__ import annotations
@@ -53,18 +68,27 @@ import math
 import torch
 
 from grokscope.errors import GrokscopeError
-from grokscope.measures.hsic_batches import (  # noqa: F401 - BANDWIDTHS, KERNELS, pass_orders: public here
+from grokscope.measures.hsic_batches import (  # noqa: F401 - the public names of hsic_batches, importable from here
     BANDWIDTHS,
     KERNELS,
+    TokenInputs,
+    all_finite,
+    as_hsic_inputs,
     check_options,
     distinct_orders,
-    all_finite,
     pass_means,
     pass_orders,
     validated_variables,
+    walk_minibatches,
 )
-from grokscope.measures.hsic_kernels import batch_hsic, centred_grams
-from grokscope.measures.hsic_plane import HsicReference, build_reference, measures_against, reference_variables
+from grokscope.measures.hsic_kernels import centred_gram, trace_products
+from grokscope.measures.hsic_plane import (
+    HsicReference,
+    build_reference,
+    direct_measures,
+    measures_against,
+    reference_variables,
+)
 
 
 def _result(per_pass: torch.Tensor, keep_passes: bool):
@@ -109,11 +133,12 @@ def nhsic(
     ----------
     t : array_like, shape (n, ...)
         The representation; rows are samples, trailing axes are flattened.
-    x : array_like, shape (n, ...), or (n,) of int
-        Features, or integer labels (one-hot codes; any label values).
+    x : array_like, shape (n, ...), or (n,) of int, or TokenInputs
+        Features, integer labels (one-hot codes; any label values), or token ids (their
+        positions' one-hot codes, compared by Hamming distance).
     kernel_t, kernel_x : {"gaussian", "linear"}
         Kernels; ``kernel_x=None`` picks ``"linear"`` for integer labels, ``"gaussian"`` for
-        features.
+        features and tokens.
     sigma : float
         Gaussian width relative to the square root of the dimension.
     eps : float
@@ -159,7 +184,6 @@ def _check_reference_options(reference: HsicReference, given: dict[str, object])
             )
 
 
-
 @torch.no_grad()
 def hsic_reference(
     x,
@@ -178,12 +202,14 @@ def hsic_reference(
     Computes, on every minibatch of every pass, :math:`R_X = \tilde K_X (\tilde K_X +
     m\epsilon I_m)^{-1}` (and :math:`R_Y`) once; ``hsic_measures(t, reference)`` then costs one
     :math:`R_T` per batch instead of three. Use it when the same samples are measured at many
-    checkpoints: every checkpoint is then measured on the same batches.
+    checkpoints: every checkpoint is then measured on the same batches. It keeps every operator,
+    ``8 * passes * n * batch_size`` bytes per variable (see :class:`HsicReference`), and nothing
+    of the inputs.
 
     Parameters
     ----------
-    x : array_like, shape (n, ...), or (n,) of int
-        The network's input (or labels), as in :func:`hsic_measures`.
+    x : array_like, shape (n, ...), or (n,) of int, or TokenInputs
+        The network's input (or labels), as in :func:`nhsic`.
     y : array_like of int, shape (n,), or None
         Labels; ``None`` leaves ``nhsic_y`` out.
     kernel_x, sigma, eps, batch_size, bandwidth, passes, seed
@@ -232,8 +258,8 @@ def hsic_measures(
     ----------
     t : array_like, shape (n, ...)
         The representation.
-    x : array_like, shape (n, ...), or HsicReference
-        The network's input, or a reference built from it (then leave ``y`` out and the other
+    x : array_like, shape (n, ...), TokenInputs, or HsicReference
+        The network's input (as in :func:`nhsic`), or a reference built from it (then leave ``y`` out and the other
         options at their defaults: they are the reference's).
     y : array_like of int, shape (n,), or None
         Labels; ``None`` leaves ``nhsic_y`` out.
@@ -258,30 +284,34 @@ def hsic_measures(
         _check_reference_options(x, {"kernel_x": kernel_x, "sigma": sigma, "eps": eps, "batch_size": batch_size,
                                      "bandwidth": bandwidth, "passes": passes, "seed": seed})
         t_variable = validated_variables({"t": t}, {"t": kernel_t})["t"]
-        if t_variable[0].shape[0] != x.n_samples:
-            raise GrokscopeError(f"t: has {t_variable[0].shape[0]} samples but the reference has {x.n_samples}")
-        values = measures_against(x, *t_variable)
-        return {name: _result(v, per_pass) for name, v in values.items()}
+        if t_variable.n != x.n_samples:
+            raise GrokscopeError(f"t: has {t_variable.n} samples but the reference has {x.n_samples}")
+        return {name: _result(v, per_pass) for name, v in measures_against(x, t_variable).items()}
     check_options(sigma, batch_size, bandwidth, seed, eps, passes)
     named, kernels = reference_variables(x, y, kernel_x)
     variables = validated_variables({"t": t, **named}, {"t": kernel_t, **kernels})
     t_variable = variables.pop("t")
-    if not all_finite({"t": t_variable}):  # no operators to compute for a diverged checkpoint
-        nan = torch.full((passes,), math.nan, dtype=torch.float64)
-        return {f"nhsic_{name}": _result(nan, per_pass) for name in variables}
-    reference = build_reference(variables, sigma, eps, batch_size, bandwidth, passes, seed)
-    return {name: _result(v, per_pass) for name, v in measures_against(reference, *t_variable).items()}
+    values = direct_measures(variables, t_variable, sigma, eps, batch_size, bandwidth, passes, seed)
+    return {name: _result(v, per_pass) for name, v in values.items()}
 
 
-def _plain_grams(t, x, kernel_t, kernel_x, sigma, batch_size, bandwidth, passes, seed):
-    """Validated ``t`` and ``x`` as centred Gram matrices of their shared minibatches, and the
-    number of distinct pass orders; ``None`` grams if either is not finite."""
+def _plain_traces(t, x, pairs, kernel_t, kernel_x, sigma, batch_size, bandwidth, passes, seed):
+    r"""Each pass's mean of :math:`\operatorname{tr}(\tilde K_A \tilde K_B) / (m-1)^2` over its
+    minibatches, ``(passes,)``, for each pair ``(A, B)`` of ``pairs`` (``"t"``, ``"x"``), keyed
+    ``A + B``; ``None`` if ``t`` or ``x`` is not finite."""
     check_options(sigma, batch_size, bandwidth, seed, passes=passes)
     variables = validated_variables({"t": t, "x": x}, {"t": kernel_t, "x": kernel_x})
     if not all_finite(variables):
-        return None, 1
-    orders = distinct_orders(variables["t"][0].shape[0], batch_size, passes, seed)
-    return centred_grams(variables, orders, sigma, batch_size, bandwidth), orders.shape[0]
+        return None
+    orders = distinct_orders(variables["t"].n, batch_size, passes, seed)
+
+    def traces(group: int, part: slice, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        grams = {name: centred_gram(v, index, sigma, bandwidth) for name, v in variables.items()}
+        scale = (index.shape[1] - 1) ** 2
+        return {a + b: trace_products(grams[a], grams[b]) / scale for a, b in pairs}
+
+    values = walk_minibatches(orders, batch_size, list(variables.values()), 3, traces)
+    return {name: pass_means(v, orders.shape[0], passes) for name, v in values.items()}
 
 
 @torch.no_grad()
@@ -312,10 +342,10 @@ def hsic(
     float, or numpy.ndarray of shape (passes,) with ``per_pass``
         ``nan`` if ``t`` or ``x`` holds a non-finite value.
     """
-    grams, n_orders = _plain_grams(t, x, kernel_t, kernel_x, sigma, batch_size, bandwidth, passes, seed)
-    if grams is None:
+    values = _plain_traces(t, x, [("t", "x")], kernel_t, kernel_x, sigma, batch_size, bandwidth, passes, seed)
+    if values is None:
         return _result(torch.full((passes,), math.nan, dtype=torch.float64), per_pass)
-    return _result(pass_means(batch_hsic(grams["t"], grams["x"]), n_orders, passes), per_pass)
+    return _result(values["tx"], per_pass)
 
 
 @torch.no_grad()
@@ -350,10 +380,8 @@ def cka(
     float, or numpy.ndarray of shape (passes,) with ``per_pass``
         ``nan`` if ``t`` or ``x`` holds a non-finite value or either kernel is constant.
     """
-    grams, n_orders = _plain_grams(t, x, kernel_t, kernel_x, sigma, batch_size, bandwidth, passes, seed)
-    if grams is None:
+    pairs = [("t", "x"), ("t", "t"), ("x", "x")]
+    values = _plain_traces(t, x, pairs, kernel_t, kernel_x, sigma, batch_size, bandwidth, passes, seed)
+    if values is None:
         return _result(torch.full((passes,), math.nan, dtype=torch.float64), per_pass)
-    cross = pass_means(batch_hsic(grams["t"], grams["x"]), n_orders, passes)
-    self_t = pass_means(batch_hsic(grams["t"], grams["t"]), n_orders, passes)
-    self_x = pass_means(batch_hsic(grams["x"], grams["x"]), n_orders, passes)
-    return _result(cross / torch.sqrt(self_t * self_x), per_pass)
+    return _result(values["tx"] / torch.sqrt(values["tt"] * values["xx"]), per_pass)
