@@ -144,9 +144,11 @@ def direct_measures(variables: Variables, t: Variable, sigma, eps, batch_size, b
         return dict.fromkeys((f"nhsic_{name}" for name in variables), nan)
 
     def traces(group: int, part: slice, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        operator_t = nocco_operator(centred_gram(t, index, sigma, bandwidth), eps)
-        return {f"nhsic_{name}": trace_products(operator_t, nocco_operator(centred_gram(v, index, sigma, bandwidth), eps))
-                for name, v in variables.items()}
+        def operator(variable: Variable) -> torch.Tensor:
+            return nocco_operator(centred_gram(variable, index, sigma, bandwidth), eps)
+
+        operator_t = operator(t)
+        return {f"nhsic_{name}": trace_products(operator_t, operator(v)) for name, v in variables.items()}
 
     values = walk_minibatches(orders, batch_size, [t, *variables.values()], 3 + 2 * len(variables), traces)
     return {name: pass_means(v, orders.shape[0], passes) for name, v in values.items()}
