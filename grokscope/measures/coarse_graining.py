@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from grokscope.errors import GrokscopeError
-from grokscope.measures.weights import spectral_summary
+from grokscope.measures.weights import shared_entries, spectral_summary
 
 COMPRESSORS = ("bz2", "lzma")
 #: Bin sizes 2^(j/16): 4.4% apart, finer than the cliffs of the loss in the bin size.
@@ -104,6 +104,10 @@ def compressed_bits(data: bytes, compressor: str = "bz2") -> int:
 # --- coarse-graining a state dict ----------------------------------------------------------
 
 
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.shape == b.shape and a.device == b.device and bool(torch.equal(a, b)))
+
+
 @dataclass
 class _Matrix:
     u: torch.Tensor  # (m, r)
@@ -125,18 +129,46 @@ class CoarseGraining:
     names : sequence of str, optional
         The entries that make up the description, e.g. ``[n for n, _ in model.named_parameters()]``
         so that floating buffers are not counted.
+    tied : sequence of sequences of str, optional
+        Names that are one tensor of the model (tied weights, e.g. ``parameter_groups(model)``
+        of :mod:`grokscope.features`); default: the entries of ``state`` that share memory
+        (:func:`~grokscope.measures.weights.shared_entries`), as a tied weight loaded from a
+        checkpoint or taken from ``model.state_dict()`` does.
+
+    Notes
+    -----
+    A tied tensor is coded, counted and perturbed once: under the first of its names in
+    ``names`` (or in ``state``), while every coarse-grained state dict gives all of its names the
+    same tensor object, so that ``torch.func.functional_call`` sees one value for them.
     """
 
-    def __init__(self, state: Mapping, names: Sequence[str] | None = None):
+    def __init__(self, state: Mapping, names: Sequence[str] | None = None,
+                 tied: Sequence[Sequence[str]] | None = None):
         if not isinstance(state, Mapping):
             raise GrokscopeError(f"state: expected a mapping of names to arrays, got {type(state).__name__}")
         self.state = {k: as_tensor(v).detach() for k, v in state.items()}
+        groups = shared_entries(state) if tied is None else [tuple(g) for g in tied]
+        #: Name -> every name of ``state`` that is the same tensor (itself included).
+        self.aliases: dict[str, tuple[str, ...]] = {}
+        for group in groups:
+            present = tuple(n for n in group if n in self.state)
+            for name in present:
+                if not _same_values(self.state[name], self.state[present[0]]):
+                    raise GrokscopeError(f"state: {present[0]!r} and {name!r} are one tied tensor but hold "
+                                         "different values")
+                self.aliases[name] = present
+                self.state[name] = self.state[present[0]]  # one tensor object per tied tensor
         if names is None:
             names = [k for k, v in self.state.items() if v.is_floating_point()]
         missing = [n for n in names if n not in self.state]
         if missing:
             raise GrokscopeError(f"state: no entry {missing[0]!r}")
-        self.names = list(names)
+        self.names = []
+        coded: set[str] = set()
+        for name in names:
+            if name not in coded:
+                self.names.append(name)
+                coded.update(self.aliases.get(name, (name,)))
         if not self.names:
             raise GrokscopeError("state: holds no floating-point parameters")
         self.finite = all(bool(torch.isfinite(self.state[n]).all()) for n in self.names)
@@ -185,7 +217,9 @@ class CoarseGraining:
                 q = quantise(value, bin_size)
                 codes.append(q)
                 coarse = q.to(torch.float64) * bin_size
-            state[name] = coarse.to(value.dtype)
+            coarse = coarse.to(value.dtype)
+            for alias in self.aliases.get(name, (name,)):
+                state[alias] = coarse
         return state, codes
 
     def stored_ranks(self, config: tuple[int | None, ...]) -> dict[str, int]:

@@ -40,9 +40,12 @@ back to the identity.
     \quad\text{subject to}\quad L(C_{\tau,\Delta}(\theta)) \le L(\theta) + \varepsilon,
 
 with :math:`L` the loss on the whole training set (the authors' code evaluates the last
-minibatch; the constraint is one-sided as theirs: a coarse-grained network may do better). The
-identity (the float weights compressed as they are) is always a candidate, so
-:math:`K_\varepsilon \le` ``raw_bits``.
+minibatch; the constraint is one-sided as theirs: a coarse-grained network may do better), or on
+a fixed, seeded subsample of it for large models (``model_loss(..., subsample=N, seed=s)``; the
+result records ``loss_samples`` and ``loss_seed``). The identity (the float weights compressed
+as they are) is always a candidate, so :math:`K_\varepsilon \le` ``raw_bits``. A tied tensor
+(one tensor under several names, as GPT-2's output layer and embedding) is coded, counted and
+perturbed once (:class:`CoarseGraining`).
 
 **Search over** :math:`(\tau, \Delta)`. The authors maximise with Bayesian optimisation (62 loss
 evaluations per checkpoint, :math:`\tau \in [0, 1]`, :math:`\Delta \in [10^{-3}, 1]` log-uniform).
@@ -70,8 +73,10 @@ the finest bin after two misses) and bisects, and the configuration's size at it
 (by 3). Under 1-3 the result is the optimum of the whole grid, whatever bin each gallop starts
 from (``tests/test_complexity.py`` checks it against brute force), and the same every time
 (on one machine: another BLAS may round a boundary loss the other way); on the default run it
-costs about 30 loss evaluations and 10 compressions per checkpoint (``benchmarks/complexity.py``). Loss evaluations and compressions are cached, so a
-rate-distortion curve over several tolerances shares them.
+costs about 30 loss evaluations and 10 compressions per checkpoint (``benchmarks/complexity.py``).
+Loss evaluations and compressions are cached, so a rate-distortion curve over several tolerances
+shares them. ``max_loss_evaluations`` (default 64) bounds each tolerance's new evaluations: where
+it runs out, the result is the smallest feasible point evaluated so far (``exhausted``).
 
 **Generalisation bound** (the paper's Occam bound, for a hypothesis described in :math:`K` bits
 and a loss in [0, 1], with probability :math:`1-\delta` over :math:`n` training samples):
@@ -88,6 +93,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 from dataclasses import dataclass, field
 
 from grokscope.errors import GrokscopeError
@@ -106,13 +112,20 @@ from grokscope.measures.complexity_losses import (  # noqa: F401 - likewise
     DEFAULT_DELTA,
     Loss,
     generalisation_bound,
+    ModelError,
+    ModelLoss,
     model_error,
     model_loss,
     spectral_entropy_penalty,
+    training_subsample,
 )
 
 #: 0, 0.05, ..., 1: about what the authors' 62 evaluations over two parameters resolve.
 DEFAULT_TAUS = tuple(i / 20 for i in range(21))
+#: The most new loss evaluations one tolerance's search makes: about the authors' budget (62 per
+#: checkpoint), nearly twice what the search needs on the default run (at most 35 at tolerance 0.1,
+#: docs/complexity.md), so it binds only where the gallops go astray, and bounds the cost there.
+DEFAULT_MAX_LOSS_EVALUATIONS = 64
 
 
 # --- the search ----------------------------------------------------------------------------
@@ -135,6 +148,14 @@ class Complexity:
     spectra: dict[str, dict[str, float]] = field(default_factory=dict)  # per matrix, from the same SVDs
     loss_evaluations: int = 0  # new loss evaluations this search made (cached ones not counted)
     compressions: int = 0
+    max_loss_evaluations: int | None = None  # the search's budget of new loss evaluations (None: none)
+    exhausted: bool = False  # the budget ran out: bits is the best point evaluated, an upper bound of the grid's
+    loss_samples: int | None = None  # training samples the loss was evaluated on (None: not told by the loss)
+    loss_seed: int | None = None  # the seed that chose them (None: all samples, or not told)
+
+
+class _BudgetSpent(Exception):
+    """The search's budget of loss evaluations is spent."""
 
 
 class ComplexitySearch:
@@ -145,9 +166,16 @@ class ComplexitySearch:
     """
 
     def __init__(self, coarse_graining: CoarseGraining, loss: Loss, *, taus: Sequence[float] = DEFAULT_TAUS,
-                 bins_per_octave: int = BINS_PER_OCTAVE):
+                 bins_per_octave: int = BINS_PER_OCTAVE, max_loss_evaluations: int | None = None):
         if bins_per_octave < 1:
             raise GrokscopeError(f"bins per octave: must be at least 1, got {bins_per_octave}")
+        if max_loss_evaluations is not None and not (
+                isinstance(max_loss_evaluations, Integral) and not isinstance(max_loss_evaluations, bool)
+                and max_loss_evaluations >= 1):
+            raise GrokscopeError(
+                f"max_loss_evaluations: must be a positive integer or None, got {max_loss_evaluations!r}")
+        self.max_loss_evaluations = None if max_loss_evaluations is None else int(max_loss_evaluations)
+        self._allowance: int | None = None  # evaluations left to the current run
         taus = sorted({float(t) for t in taus}, reverse=True)
         if not taus or not all(0.0 <= t <= 1.0 for t in taus):
             raise GrokscopeError(f"taus: need values in [0, 1], got {taus}")
@@ -173,6 +201,10 @@ class ComplexitySearch:
     def coarse_loss(self, config: tuple, j: int) -> float:
         key = (config, j)
         if key not in self._losses:
+            if self._allowance is not None:
+                if self._allowance <= 0:
+                    raise _BudgetSpent
+                self._allowance -= 1
             state, _ = self.grain.coarse(config, self.bin_size(j))
             self._losses[key] = float(self.loss(state))
             self.loss_evaluations += 1
@@ -246,21 +278,28 @@ class ComplexitySearch:
         # The identity is always feasible: the weights as they are.
         best = (raw, 1.0, None, None)
         guess = None
-        for tau, config in self.configs:
-            if guess is not None and guess > self.j_lo and not self.feasible(config, guess, tolerance):
-                # This configuration's best bin lies below the guess, so (size falling with the
-                # bin) its best size is at least its size one bin below: if that is no better
-                # than the best so far, skip the search for its bin altogether.
-                if self.bits(config, guess - 1, compressor) >= best[0]:
-                    guess -= 1
-                    continue
-            j = self.largest_feasible_bin(config, tolerance, guess)
-            if j is None:
-                break  # no bin works here; truncating further only adds error
-            guess = j
-            bits = self.bits(config, j, compressor)
-            if bits < best[0]:
-                best = (bits, tau, config, j)
+        self._allowance, exhausted = self.max_loss_evaluations, False
+        try:
+            for tau, config in self.configs:
+                if guess is not None and guess > self.j_lo and not self.feasible(config, guess, tolerance):
+                    # This configuration's best bin lies below the guess, so (size falling with the
+                    # bin) its best size is at least its size one bin below: if that is no better
+                    # than the best so far, skip the search for its bin altogether.
+                    if self.bits(config, guess - 1, compressor) >= best[0]:
+                        guess -= 1
+                        continue
+                j = self.largest_feasible_bin(config, tolerance, guess)
+                if j is None:
+                    break  # no bin works here; truncating further only adds error
+                guess = j
+                bits = self.bits(config, j, compressor)
+                if bits < best[0]:
+                    best = (bits, tau, config, j)
+        except _BudgetSpent:
+            exhausted = True
+            best = self._best_evaluated(tolerance, compressor, best)
+        finally:
+            self._allowance = None
         bits, tau, config, j = best
         if config is None:
             state, bin_size, loss = self.grain.state, 0.0, self.original_loss
@@ -274,12 +313,28 @@ class ComplexitySearch:
             raw_bits=float(raw), tolerance=float(tolerance), compressor=compressor, ranks=ranks,
             error=float(error(state)) if error is not None else math.nan, spectra=self.grain.spectra(),
             loss_evaluations=self.loss_evaluations - evaluations, compressions=self.compressions - compressions,
+            max_loss_evaluations=self.max_loss_evaluations, exhausted=exhausted,
+            loss_samples=getattr(self.loss, "samples", None), loss_seed=getattr(self.loss, "seed", None),
         )
+
+    def _best_evaluated(self, tolerance: float, compressor: str, best: tuple) -> tuple:
+        """``best`` or a smaller feasible point among those whose loss is known: per configuration
+        its largest known feasible bin (by assumption 2 its smallest size among them)."""
+        for tau, config in self.configs:
+            known = [j for (seen, j), value in self._losses.items()
+                     if seen == config and math.isfinite(value) and value <= self.original_loss + tolerance]
+            if known:
+                bits = self.bits(config, max(known), compressor)
+                if bits < best[0]:
+                    best = (bits, tau, config, max(known))
+        return best
 
 
 def rate_distortion(state: Mapping, loss: Loss, tolerances: Sequence[float], *, compressor: str = "bz2",
                     error: Loss | None = None, names: Sequence[str] | None = None,
-                    taus: Sequence[float] = DEFAULT_TAUS, bins_per_octave: int = BINS_PER_OCTAVE) -> list[Complexity]:
+                    taus: Sequence[float] = DEFAULT_TAUS, bins_per_octave: int = BINS_PER_OCTAVE,
+                    max_loss_evaluations: int | None = DEFAULT_MAX_LOSS_EVALUATIONS,
+                    tied: Sequence[Sequence[str]] | None = None) -> list[Complexity]:
     r"""The complexity :math:`K_\varepsilon` of one network at each tolerance :math:`\varepsilon`.
 
     Parameters
@@ -299,18 +354,26 @@ def rate_distortion(state: Mapping, loss: Loss, tolerances: Sequence[float], *, 
         Entries of ``state`` that are coded (default: every floating-point one).
     taus, bins_per_octave
         The search grid (see the module docstring).
+    max_loss_evaluations : int or None
+        The most new loss evaluations each tolerance's search may make (besides the one of the
+        original network; None: no bound). When it runs out the result is the smallest feasible
+        point evaluated (``exhausted``), a valid size but possibly above the grid's optimum.
+    tied : sequence of sequences of str, optional
+        Names that are one tensor (see :class:`CoarseGraining`): coded and counted once.
 
     Returns
     -------
     list of Complexity
         One per tolerance, in order. A network with non-finite weights or loss gives NaN sizes.
     """
-    grain = CoarseGraining(state, names)
+    grain = CoarseGraining(state, names, tied)
     if not grain.finite:
-        return [_undefined(grain, tolerance, compressor, math.nan) for tolerance in tolerances]
-    search = ComplexitySearch(grain, loss, taus=taus, bins_per_octave=bins_per_octave)
+        return [_undefined(loss, tolerance, compressor, math.nan, max_loss_evaluations) for tolerance in tolerances]
+    search = ComplexitySearch(grain, loss, taus=taus, bins_per_octave=bins_per_octave,
+                              max_loss_evaluations=max_loss_evaluations)
     if not math.isfinite(search.original_loss):
-        return [_undefined(grain, tolerance, compressor, search.original_loss) for tolerance in tolerances]
+        return [_undefined(loss, tolerance, compressor, search.original_loss, max_loss_evaluations)
+                for tolerance in tolerances]
     return [search.run(tolerance, compressor, error) for tolerance in tolerances]
 
 
@@ -319,6 +382,10 @@ def complexity(state: Mapping, loss: Loss, tolerance: float, **options) -> Compl
     return rate_distortion(state, loss, [tolerance], **options)[0]
 
 
-def _undefined(grain: CoarseGraining, tolerance: float, compressor: str, loss: float) -> Complexity:
-    return Complexity(bits=math.nan, tau=math.nan, bin_size=math.nan, loss=math.nan, original_loss=loss,
-                      raw_bits=math.nan, tolerance=float(tolerance), compressor=compressor)
+def _undefined(loss: Loss, tolerance: float, compressor: str, original_loss: float,
+               max_loss_evaluations: int | None) -> Complexity:
+    """The NaN result of a network whose weights or loss are not finite."""
+    return Complexity(bits=math.nan, tau=math.nan, bin_size=math.nan, loss=math.nan, original_loss=original_loss,
+                      raw_bits=math.nan, tolerance=float(tolerance), compressor=compressor,
+                      max_loss_evaluations=max_loss_evaluations, loss_samples=getattr(loss, "samples", None),
+                      loss_seed=getattr(loss, "seed", None))
