@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from numbers import Integral, Real
 
-import numpy as np
 import torch
 
 from grokscope.errors import GrokscopeError
@@ -92,7 +91,7 @@ def as_hsic_inputs(x) -> torch.Tensor | TokenInputs:
     """A model's inputs as nHSIC's ``x``: real inputs as a tensor (flattened to ``(n, d)`` by the
     estimators), integer inputs as :class:`TokenInputs` (so that the Gaussian kernel compares
     which tokens are equal rather than how far apart their ids are), of the largest id + 1."""
-    x = torch.as_tensor(np.asarray(x)) if isinstance(x, np.ndarray) else torch.as_tensor(x)
+    x = torch.as_tensor(x)
     if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
         return x
     if x.numel() and int(x.min()) < 0:
