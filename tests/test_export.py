@@ -3,6 +3,7 @@ Parquet row (as float32, TensorBoard's scalar type), under the documented tag, a
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -138,3 +139,13 @@ def test_no_target_or_no_tensorboard_is_one_line(runs, tmp_path):
     assert completed.stderr.strip() == ("error: --tensorboard: needs the tensorboard package: "
                                         "pip install 'grokscope[tensorboard]'")
     assert not (tmp_path / "tb").exists()
+
+
+def test_help_is_fast_and_shows_examples():
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    completed = subprocess.run([sys.executable, "-m", "grokscope", "export", "--help"], capture_output=True,
+                               text=True, env=env)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "Examples" in completed.stdout and "--tensorboard" in completed.stdout
+    imported = {line.split("|")[-1].strip() for line in completed.stderr.splitlines()}
+    assert not imported & {"torch", "pandas", "plotnine", "numpy", "tensorboard"}

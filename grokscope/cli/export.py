@@ -12,19 +12,19 @@ from grokscope.errors import GrokscopeError
 EPILOG = """\
 Examples:
 
-  grokscope export runs/ --tensorboard tb/        # tb/<run>/ per run; then: tensorboard --logdir tb/
+  grokscope export runs/ --tensorboard tb/      # tensorboard --logdir tb/
 
-  grokscope export runs/add-p97 --tensorboard lightning_logs/version_0   # beside your own curves
+  grokscope export runs/add-p97 --tensorboard my-run/logs/version_0
 
-  grokscope export runs/ --families oinfo,collapse --where "split == 'test'" --tensorboard tb/
+  grokscope export runs/ --families oinfo --where "step > 0" --tensorboard tb/
 
-Each series' measures become scalars tagged family/metric[/split][/layer] (then column=value
-where a table holds several values of one metric at one step, as oinfo's per-size rows), at the
-checkpoint's step. DIR/<run name>/ gets one event file per series; a DIR that already holds a
+Each series' measures become scalars tagged family/metric/split/layer (split and layer where
+the row has them; then column=value where a table holds several values of one metric at one
+step, as oinfo's per-size rows), at the checkpoint's step. DIR/<run name>/ gets one event file per series; a DIR that already holds a
 run's event files (your training's log folder) gets the one series exported into it, so its
 measures appear beside your loss curves. Exporting again replaces grokscope's own event file and
-no other. Needs the tensorboard package: pip install 'grokscope[tensorboard]'. The folders
-written are printed on stdout.
+no other. Needs the tensorboard package (the grokscope extra of that name). The folders written
+are printed on stdout.
 """
 
 
