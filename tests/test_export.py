@@ -32,7 +32,7 @@ def trained(tmp_path_factory) -> list[Path]:
     assert result.exit_code == 0, result.output
     runs = [Path(p) for p in result.stdout.split()]
     assert invoke("probe", *runs, "-q").exit_code == 0
-    assert invoke("measure", *runs, "--metric", "collapse,weights", "-q").exit_code == 0
+    assert invoke("measure", *runs, "--metric", "collapse,weights,grokking", "-q").exit_code == 0
     # O-information with its per-size rows beside the overall one: several values per step and tag.
     assert invoke("measure", *runs, "--metric", "oinfo", "--per-size", "-q").exit_code == 0
     return runs
