@@ -6,15 +6,18 @@ The commands that write files are functions too, with the command line's options
 
     runs = grokscope.train(out="runs", weight_decay=[0.1, 2]).paths
     grokscope.probe(runs, steps="every:10")
-    tables = grokscope.measure(runs, metrics=["collapse", "o-info"]).paths
+    grokscope.measure(runs, metrics=["collapse", "o-info"])
+    measures = grokscope.load("runs/")        # the tables, as one DataFrame (docs/notebook.md)
 
-Each returns a :class:`~grokscope.pipeline.reporting.Written` (the paths, and what failed).
+``train``, ``probe`` and ``measure`` return a :class:`~grokscope.pipeline.reporter.Written`
+(the paths, and what failed); ``load`` and ``runs`` read the tables into pandas.
 
 Importing the package runs nothing: ``python -m grokscope`` imports it before its Ctrl-C handler
-is set (see ``__main__``), so the functions and ``__version__`` are imported on first use.
+is set (see ``__main__``), and ``import grokscope`` stays free of pandas and torch; each name is
+imported on first use.
 """
 
-__all__ = ["__version__", "measure", "probe", "train"]
+__all__ = ["__version__", "load", "measure", "probe", "runs", "train"]
 
 
 def __getattr__(name: str):
@@ -26,6 +29,10 @@ def __getattr__(name: str):
         from grokscope.pipeline.probe import probe as found
     elif name == "train":
         from grokscope.pipeline.train import train as found
+    elif name == "load":
+        from grokscope.notebook import load as found
+    elif name == "runs":
+        from grokscope.notebook import runs as found
     else:
         raise AttributeError(f"module 'grokscope' has no attribute {name!r}")
     globals()[name] = found

@@ -267,9 +267,9 @@ def train_subnets(run: Path, at: list[str], *, inverse: bool = False, out: Path 
                   threshold: float = 0.99, resume: bool = False, device: str = "auto", reporter=None):
     """``grokscope subnet``: train the multiplet of every ``--at`` rule (and with ``inverse`` its
     inverse) as a run of its own beside ``run`` (or in ``out``); returns the run folders (a
-    :class:`~grokscope.pipeline.reporting.Written`)."""
+    :class:`~grokscope.pipeline.reporter.Written`)."""
     from grokscope.devices import resolve_device
-    from grokscope.pipeline.reporting import Recording
+    from grokscope.pipeline.reporter import Recording
     from grokscope.pipeline.runs import plan_run, prepare_out, run_folder, train_one
 
     say = Recording(reporter)

@@ -5,7 +5,7 @@ callable from Python with the command line's options (``grokscope.train``, ``gro
 Each command plans (what is to do, what is already stored), makes tasks (a run; consecutive
 checkpoints of one series), has :mod:`grokscope.execution` run them where the user asked, and
 writes as it goes (tables saved every few seconds, files atomically); it says what it does to a
-:class:`~grokscope.pipeline.reporting.Reporter` and returns a
-:class:`~grokscope.pipeline.reporting.Written`. Modules here import nothing heavy at module level:
+:class:`~grokscope.pipeline.reporter.Reporter` and returns a
+:class:`~grokscope.pipeline.reporter.Written`. Modules here import nothing heavy at module level:
 ``grokscope --help`` imports them.
 """

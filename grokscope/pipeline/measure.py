@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from grokscope.errors import GrokscopeError
-from grokscope.pipeline.reporting import Recording, Reporter, Written
+from grokscope.pipeline.reporter import Recording, Reporter, Written
 
 CHOICES = {"--split": ("train", "test", "both"), "--hsic-split": ("train", "test", "both"),
            "--hsic-estimator": ("nocco", "hsic", "cka"), "--hsic-bandwidth": ("fixed", "median"),
@@ -39,7 +39,7 @@ def measure(paths: Iterable[str], *, metrics: Sequence[str] | str = ("collapse",
     measure`` does, with its options by the same names (``metrics`` is ``--metric``, ``layers``
     ``--layer``, ``output`` ``-o``; ``tolerance`` and ``key_frequencies`` take text as the command
     line does or numbers). ``table=True`` writes nothing into the series and returns the rows
-    in ``.table``. Returns what was written (see :class:`~grokscope.pipeline.reporting.Written`:
+    in ``.table``. Returns what was written (see :class:`~grokscope.pipeline.reporter.Written`:
     the tables, and the checkpoints and series that could not be measured)."""
     from grokscope import execution, formats
     from grokscope.families import only_through_all

@@ -17,7 +17,7 @@ from grokscope.execution import Executor, failure_message, set_threads
 from grokscope.families import feature_steps, grokking
 from grokscope.families.checkpoints import CHECKPOINT_FAMILIES, checkpoint_rows
 from grokscope.families.problems import Problem, describe_nan
-from grokscope.pipeline.reporting import Progress, Recording
+from grokscope.pipeline.reporter import Progress, Recording
 from grokscope.pipeline.tables import SeriesTables, merged, save_every
 from grokscope.pipeline.tasks import SeriesTasks, chunk, parts_per_series
 

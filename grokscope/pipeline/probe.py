@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from grokscope.errors import GrokscopeError
-from grokscope.pipeline.reporting import Recording, Reporter, Written
+from grokscope.pipeline.reporter import Recording, Reporter, Written
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
@@ -25,7 +25,7 @@ def probe(paths: Iterable[str], *, model: str | None = None, data: Path | None =
           threads: int | None = None, reporter: Reporter | None = None) -> Written:
     """Probe ``paths`` (runs, series, folders of them, single checkpoints, ``-`` for paths on
     stdin) as ``grokscope probe`` does, with its options by the same names (``layers`` is
-    ``--layer``; ``batch_size`` None is :data:`grokscope.features.DEFAULT_BATCH_SIZE`). Returns the features files (see :class:`~grokscope.pipeline.reporting.Written`;
+    ``--layer``; ``batch_size`` None is :data:`grokscope.features.DEFAULT_BATCH_SIZE`). Returns the features files (see :class:`~grokscope.pipeline.reporter.Written`;
     ``failed`` names the checkpoints that could not be probed)."""
     import torch
 

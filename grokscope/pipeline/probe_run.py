@@ -15,7 +15,7 @@ from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.execution import Executor, failure_message
 from grokscope.pipeline.probe_plan import ProbePlan
-from grokscope.pipeline.reporting import Recording
+from grokscope.pipeline.reporter import Recording
 from grokscope.pipeline.tasks import SeriesTasks, chunk, parts_per_series
 
 # Above this, probe says how much it is about to write, and that measure does not need it.

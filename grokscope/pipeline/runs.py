@@ -14,7 +14,7 @@ from pathlib import Path
 
 from grokscope import formats
 from grokscope.errors import GrokscopeError
-from grokscope.pipeline.reporting import Recording, Reporter, SilentReporter
+from grokscope.pipeline.reporter import Recording, Reporter, SilentReporter
 
 
 def prepare_out(out: Path) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from grokscope.errors import GrokscopeError
-from grokscope.pipeline.reporting import Recording, Reporter, Written
+from grokscope.pipeline.reporter import Recording, Reporter, Written
 
 ListOption = Any  # text ("0.1,2", "0-4"), one value, or a sequence of values
 
@@ -34,7 +34,7 @@ def train(*, out: Path = Path("runs"), name: str | None = None, task: ListOption
           reporter: Reporter | None = None) -> Written:
     """Train runs into ``out`` as ``grokscope train`` does, with its options by the same names;
     None takes the model kind's default. Returns the run folders (see
-    :class:`~grokscope.pipeline.reporting.Written`; with workers, ``failed`` and ``refused`` name
+    :class:`~grokscope.pipeline.reporter.Written`; with workers, ``failed`` and ``refused`` name
     the runs that failed, while in this process a failure raises)."""
     import dataclasses
 
