@@ -115,6 +115,33 @@ def test_the_orchestration_layer_is_reached_from_above_only():
     assert {name: found for name, found in upward.items() if found} == {}
 
 
+# The floors of docs/development.md's map, ground up: a room imports its own floor or below.
+FLOORS = [
+    ("errors", "version", "measures"),
+    ("config", "formats", "devices", "sweep", "dask_cluster"),
+    ("loading", "discovery", "tasks", "model", "masking", "layers", "state_dicts", "execution"),
+    ("features", "user_models", "logs", "training"),
+    ("context",),
+    ("families",),
+    ("pipeline", "early_windows", "plotting"),
+    ("prediction", "subnet", "notebook", "reporting", "exporting"),
+    ("",),  # the package itself: its names
+    ("cli",),
+    ("__main__",),
+]
+
+
+def _floor(name: str) -> int | None:
+    room = name.removeprefix("grokscope").removeprefix(".").split(".")[0]
+    return next((level for level, rooms in enumerate(FLOORS) if room in rooms), None)
+
+
+def test_every_room_is_on_a_floor_and_imports_none_above_it():
+    assert sorted(name for name in MODULES if _floor(name) is None) == []
+    upward = {name: sorted(m for m in targets if _floor(m) > _floor(name)) for name, targets in GRAPH.items()}
+    assert {name: found for name, found in upward.items() if found} == {}
+
+
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan), and modules importing
     themselves."""
