@@ -99,22 +99,6 @@ def test_the_numerics_import_only_numerics():
     assert {name: found for name, found in impure.items() if found} == {}
 
 
-# The orchestration layer (pipeline/) and the families' adapters below it: only the commands'
-# callers reach them (the package's names, the CLI, subnet's retraining).
-ORCHESTRATION_CALLERS = ("grokscope", "grokscope.cli", "grokscope.subnet")
-
-
-def test_the_orchestration_layer_is_reached_from_above_only():
-    reaching = {name: sorted(m for m in targets if _under(m, "grokscope.pipeline", "grokscope.families"))
-                for name, targets in GRAPH.items()
-                if not _under(name, "grokscope.pipeline", "grokscope.families")
-                and not (name == "grokscope" or _under(name, *ORCHESTRATION_CALLERS[1:]))}
-    assert {name: found for name, found in reaching.items() if found} == {}
-    upward = {name: sorted(m for m in targets if _under(m, "grokscope.pipeline"))
-              for name, targets in GRAPH.items() if _under(name, "grokscope.families")}
-    assert {name: found for name, found in upward.items() if found} == {}
-
-
 # The floors of docs/development.md's map, ground up: a room imports its own floor or below.
 FLOORS = [
     ("errors", "version", "measures"),
