@@ -25,6 +25,7 @@ from torch import nn
 
 from grokscope import formats
 from grokscope.devices import resolve_device
+from grokscope.discovery import Series, find_series
 from grokscope.errors import GrokscopeError
 from grokscope.features import (
     DEFAULT_BATCH_SIZE,
@@ -38,7 +39,6 @@ from grokscope.features import (
     stored_features,
     user_extractor,
 )
-from grokscope.discovery import Series, find_series
 from grokscope.layers import LayerSpec, user_layer_keys
 from grokscope.loading import transformers_config, trust_globals
 from grokscope.state_dicts import fit_state, linear_chains, parameter_aliases, parameter_groups

@@ -165,8 +165,8 @@ def choose(run_dir: Path, specs: list[Spec], layer: str | None = None,
            threshold: float = DEFAULT_ACCURACY, device: str = "cpu") -> list[Choice]:
     """The multiplet each rule picks in a run's o-info table, with its neurons."""
     from grokscope.context import SeriesContext, iter_features
-    from grokscope.measures.multiplets import neuron_bins
     from grokscope.discovery import find_series
+    from grokscope.measures.multiplets import neuron_bins
 
     table_path = formats.tables.measures_path(run_dir, "oinfo")
     if not table_path.is_file():

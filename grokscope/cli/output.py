@@ -25,7 +25,6 @@ from rich.text import Text
 from grokscope.errors import GrokscopeError
 
 
-
 @dataclass
 class Output:
     quiet: bool = False

@@ -3,8 +3,8 @@ make before they measure it."""
 
 from __future__ import annotations
 
-from grokscope.errors import GrokscopeError
 from grokscope.discovery import Series
+from grokscope.errors import GrokscopeError
 
 
 def reference_shapes(layout, series: Series) -> tuple[str, dict[str, tuple]] | None:

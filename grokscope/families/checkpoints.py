@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
+from grokscope.discovery import Series
 from grokscope.families.complexity import iter_complexity_rows
 from grokscope.families.fourier import iter_fourier_rows
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
 from grokscope.families.weights import iter_weight_rows
-from grokscope.discovery import Series
 
 # Families measured checkpoint by checkpoint from the weights, never from features (complexity
 # and fourier also run the model on the data): family -> a function (series, steps, options, device) yielding

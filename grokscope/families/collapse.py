@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from grokscope.discovery import Series
 from grokscope.errors import GrokscopeError
 from grokscope.families.options import SPLIT_NAMES, SPLITS, MeasureOptions
-from grokscope.discovery import Series
 
 
 def collapse_rows(features, labels: torch.Tensor, split: torch.Tensor, layers: list[str], output_weight,

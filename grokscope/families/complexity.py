@@ -7,11 +7,11 @@ from typing import Iterator
 
 import torch
 
+from grokscope.discovery import Series
 from grokscope.errors import GrokscopeError
 from grokscope.families.architecture import check_architecture, reference_shapes
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
-from grokscope.discovery import Series
 
 
 def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
@@ -26,8 +26,8 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
     from grokscope.context import SeriesContext
     from grokscope.devices import resolve_device
     from grokscope.features import inputs_on, output_logits
-    from grokscope.measures.complexity import model_error, model_loss, rate_distortion
     from grokscope.loading import load_state
+    from grokscope.measures.complexity import model_error, model_loss, rate_distortion
     from grokscope.state_dicts import parameter_groups
 
     if threads:

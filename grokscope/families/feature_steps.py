@@ -10,13 +10,13 @@ from typing import Callable
 import torch
 
 from grokscope import formats
+from grokscope.discovery import Series
 from grokscope.errors import GrokscopeError
 from grokscope.families.collapse import check_classes, collapse_rows
 from grokscope.families.hsic import hsic_inputs, hsic_references, hsic_rows
 from grokscope.families.oinfo import oinfo_rows
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem, nan_rows
-from grokscope.discovery import Series
 
 
 def _finite(tensor: torch.Tensor) -> bool:

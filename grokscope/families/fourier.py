@@ -9,10 +9,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from grokscope.discovery import Series
 from grokscope.errors import GrokscopeError
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
-from grokscope.discovery import Series
 
 FOURIER_SIGNS = {"add": 1, "sub": -1}
 
@@ -54,8 +54,8 @@ def iter_fourier_rows(series: Series, steps: list[int], options: MeasureOptions,
     from grokscope.context import SeriesContext
     from grokscope.devices import resolve_device
     from grokscope.features import DEFAULT_BATCH_SIZE
-    from grokscope.measures import fourier
     from grokscope.loading import load_state
+    from grokscope.measures import fourier
 
     if threads:
         torch.set_num_threads(threads)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
+from grokscope.discovery import Series
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
-from grokscope.discovery import Series
 
 
 def grokking_table_rows(series: Series, options: MeasureOptions) -> tuple[list[dict], list[Problem]]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from grokscope.discovery import Series
 from grokscope.errors import GrokscopeError
 from grokscope.families.architecture import check_architecture, reference_shapes
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
-from grokscope.discovery import Series
 
 
 def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions | None = None, device: str = "cpu",
@@ -21,8 +21,8 @@ def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions |
     checkpoint's), is an "error" problem and has no rows.
     """
     from grokscope.context import SeriesContext
-    from grokscope.measures.weights import weight_measures
     from grokscope.loading import load_state
+    from grokscope.measures.weights import weight_measures
 
     layout = SeriesContext.open(series).weight_layout()
     checkpoints = {c.step: c for c in series.checkpoints}

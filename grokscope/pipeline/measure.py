@@ -42,12 +42,12 @@ def measure(paths: Iterable[str], *, metrics: Sequence[str] | str = ("collapse",
     in ``.table``. Returns what was written (see :class:`~grokscope.pipeline.reporter.Written`:
     the tables, and the checkpoints and series that could not be measured)."""
     from grokscope import execution, formats
+    from grokscope.discovery import iter_series, parse_steps
     from grokscope.families import only_through_all
+    from grokscope.loading import trust_globals
     from grokscope.pipeline.measure_plan import plan_series
     from grokscope.pipeline.measure_run import Measuring, measure_batch
     from grokscope.pipeline.tables import combined_table
-    from grokscope.discovery import iter_series, parse_steps
-    from grokscope.loading import trust_globals
 
     say = Recording(reporter)
     names = [metrics] if isinstance(metrics, str) else list(metrics)

@@ -9,11 +9,11 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from grokscope import formats
+from grokscope.discovery import Series
 from grokscope.families import FEATURE_FAMILIES, SERIES_FAMILIES, applies
 from grokscope.families.checkpoints import CHECKPOINT_FAMILIES, POOLED_CHECKPOINT_FAMILIES
 from grokscope.families.options import MeasureOptions
 from grokscope.pipeline.tables import same_params
-from grokscope.discovery import Series
 
 
 @dataclass

@@ -31,10 +31,10 @@ def probe(paths: Iterable[str], *, model: str | None = None, data: Path | None =
 
     from grokscope import execution, formats
     from grokscope.devices import resolve_device
+    from grokscope.discovery import iter_series, parse_steps
     from grokscope.features import DEFAULT_BATCH_SIZE
     from grokscope.pipeline.probe_plan import plan_series, with_home
     from grokscope.pipeline.probe_run import Probing, probe_elsewhere, probe_series
-    from grokscope.discovery import iter_series, parse_steps
 
     say = Recording(reporter)
     started = time.perf_counter()

@@ -11,10 +11,10 @@ from typing import Iterable
 
 from grokscope import formats
 from grokscope.context import SeriesContext
+from grokscope.discovery import Series
 from grokscope.errors import GrokscopeError
 from grokscope.features import holds_layers
 from grokscope.layers import user_layer_keys
-from grokscope.discovery import Series
 from grokscope.loading import transformers_config, trust_globals
 
 
