@@ -162,7 +162,9 @@ def test_the_sgld_step_by_hand():
     chains = [{k: state[k].clone() for k in names} for _ in range(settings.chains)]
     losses = np.zeros((settings.chains, steps))
     for t in range(steps):
-        noises = {k: torch.randn((settings.chains, *state[k].shape), generator=noise_generator) for k in names}
+        flat_noise = torch.randn((settings.chains, sum(state[k].numel() for k in names)), generator=noise_generator)
+        pieces = flat_noise.split([state[k].numel() for k in names], dim=1)
+        noises = {k: piece.reshape(settings.chains, *state[k].shape) for k, piece in zip(names, pieces)}
         for c, w in enumerate(chains):
             idx = orders[c][t * m:(t + 1) * m]
             params = {k: v.clone().requires_grad_(True) for k, v in w.items()}

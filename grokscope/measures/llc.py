@@ -39,8 +39,9 @@ order by default), so their spread includes minibatch noise; devinterp's ``defau
 :math:`n/\log n`; the spread is the sample standard deviation (devinterp's ``llc_std`` divides
 by the number of chains).
 
-The chains run together: the parameters carry a leading chain axis and one
-``torch.func.vmap`` of ``functional_call`` evaluates every chain's loss and gradient in one call.
+The chains run together: every chain's parameters live in one (chains, d) tensor, one
+``torch.func.vmap`` of ``functional_call`` evaluates every chain's loss on its own minibatch and
+one backward pass gives every chain's gradient.
 
 **Divergence.** A chain has diverged when the loss of any of its steps (burn-in included) is
 not finite or exceeds
@@ -229,7 +230,7 @@ def estimate_llc(model: nn.Module, parameters: Mapping, loss_fn: Callable, input
         same call gives the same values, whatever the thread count: a CPU generator seeded
         ``seed`` draws the batches (chain after chain, one ``randperm`` per epoch) and a
         generator on the device seeded ``seed + 1`` the noise (each step, one ``randn`` of
-        shape (chains, ...) per parameter, in the model's parameter order).
+        shape (chains, d), the parameters flattened and concatenated in the model's order).
 
     Raises
     ------
@@ -237,7 +238,7 @@ def estimate_llc(model: nn.Module, parameters: Mapping, loss_fn: Callable, input
         A setting out of range, inputs and targets of different lengths, or a parameter
         missing or of the wrong shape.
     """
-    from torch.func import functional_call, grad_and_value, vmap
+    from torch.func import functional_call, vmap
 
     n = len(targets)
     if len(inputs) != n:
@@ -257,22 +258,34 @@ def estimate_llc(model: nn.Module, parameters: Mapping, loss_fn: Callable, input
     with torch.no_grad():
         reference = _full_loss(loss_at, center, inputs, targets)
 
-    step_loss = vmap(grad_and_value(loss_at), in_dims=(0, 0, 0))
+    chain_losses = vmap(loss_at, in_dims=(0, 0, 0))
     chains, steps = settings.chains, settings.burnin + settings.draws
     index_generator = torch.Generator().manual_seed(settings.seed)
     batches = _batch_indices(n, settings.batch_size, chains, steps, index_generator).to(device)
     noise_generator = torch.Generator(device=device).manual_seed(settings.seed + 1)
-    w = {k: v.unsqueeze(0).repeat(chains, *([1] * v.ndim)) for k, v in center.items()}  # (chains, ...)
+    # Every chain's parameters in one (chains, d) tensor, viewed per parameter: one noise draw and
+    # one update for all of them.
+    shapes = {k: v.shape for k, v in center.items()}
+    sizes = [v.numel() for v in center.values()]
+    flat_center = torch.cat([v.reshape(-1) for v in center.values()])  # (d,)
+    flat = flat_center.repeat(chains, 1)  # (chains, d)
+
+    def views(tensor):
+        return {k: piece.view(chains, *shape) for (k, shape), piece in zip(shapes.items(), tensor.split(sizes, dim=1))}
+
     losses = torch.empty(chains, steps, dtype=torch.float64, device=device)
     half, noise_sd, gamma = settings.step_size / 2, math.sqrt(settings.step_size), settings.localization
     for t in range(steps):
         idx = batches[t]  # (chains, batch_size)
-        grads, loss = step_loss(w, inputs[idx], targets[idx])
-        losses[:, t] = loss.detach().to(torch.float64)
+        leaf = flat.detach().requires_grad_(True)
+        loss = chain_losses(views(leaf), inputs[idx], targets[idx])  # (chains,)
+        # The chains are independent: the gradient of their sum is each chain's own gradient.
+        (grad,) = torch.autograd.grad(loss.sum(), leaf)  # (chains, d)
+        losses[:, t] = loss.detach()
         with torch.no_grad():
-            for k, value in w.items():
-                noise = torch.randn(value.shape, generator=noise_generator, device=device, dtype=value.dtype)
-                value.add_(gamma * (value - center[k]) + nbeta * grads[k], alpha=-half).add_(noise, alpha=noise_sd)
+            noise = torch.randn(flat.shape, generator=noise_generator, device=device, dtype=flat.dtype)
+            drift = torch.sub(flat, flat_center).mul_(gamma).add_(grad, alpha=nbeta)
+            flat.add_(drift, alpha=-half).add_(noise, alpha=noise_sd)
     return _summarise(losses.cpu().numpy(), settings.burnin, reference, nbeta, n_parameters)
 
 
