@@ -13,8 +13,10 @@ chains together and takes the reference loss on the whole training set.
 
 Per checkpoint: each side's mean over chains and its standard error (sample sd / sqrt(chains)),
 z = difference / combined standard error (|z| <= 2: agreement at 95%), seconds and the ratio
-devinterp / grokscope. The sides alternate which goes first. torch runs on --threads threads
-(devinterp's zarr writer keeps its own I/O threads).
+devinterp / grokscope. The sides alternate which goes first, after one short warm-up run each.
+torch runs on --threads threads (devinterp's zarr writer keeps its own I/O threads). devinterp's
+seconds include what it does per checkpoint besides sampling (two ``gc.collect()`` per chain,
+creating its zarr store, its reference loss), grokscope's its reference loss.
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python -m grokscope train --steps 2000 --out /tmp/llcrun
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -104,6 +107,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     logging.disable(logging.WARNING)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # devinterp's per-chain progress bars
 
     config = store.read_run(args.run)
     dataset = open_series(args.run).dataset()
@@ -138,6 +142,13 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     dataset_for_devinterp = index_dataset(len(y))
+    # One short run of each side first: the one-time costs of a process (vmap's first call,
+    # devinterp's imports) belong to neither side's checkpoints.
+    warm_state = store.load_checkpoint(checkpoints[steps[0]])
+    warm = SGLDSettings(step_size=settings.step_size, localization=settings.localization, chains=2, draws=2,
+                        batch_size=settings.batch_size)
+    grokscope_side(model, warm_state, criterion, x, y, warm)
+    devinterp_side(model, warm_state, per_sample, x, y, dataset_for_devinterp, warm, nbeta)
     rows = []
     for i, step in enumerate(steps):
         state = store.load_checkpoint(checkpoints[step])

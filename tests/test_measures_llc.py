@@ -248,3 +248,21 @@ def test_missing_or_misshapen_parameters_are_errors():
         estimate_llc(model, {**state, "2.weight": torch.zeros(3, 3)}, nn.functional.cross_entropy, x, y)
     with pytest.raises(GrokscopeError, match="inputs: 299 samples but 300 targets"):
         estimate_llc(model, state, nn.functional.cross_entropy, x[:-1], y)
+
+
+def test_rows_draw_as_the_llc_figure(tmp_path):
+    import pandas as pd
+
+    from grokscope.plotting import style
+    from grokscope.plotting.llc import llc_curve
+
+    model, state, x, y = small_classifier()
+    rows = []
+    for step, seed in ((10, 0), (100, 1)):
+        estimate = estimate_llc(model, state, nn.functional.cross_entropy, x, y,
+                                SGLDSettings(chains=2, draws=10, batch_size=50, seed=seed))
+        rows += [{"run": "r", "step": step, **row} for row in llc_rows(estimate)]
+    events = pd.DataFrame([{"run": "r", "event": "memorisation", "step": 20}])
+    options = style.FigureOptions(width=3, height=2, dpi=50)
+    path = style.save(llc_curve(pd.DataFrame(rows), events, options), tmp_path / "llc.png", options)
+    assert path.stat().st_size > 0
