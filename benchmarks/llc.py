@@ -5,11 +5,13 @@ by SGLD localised at it, on the run's training split and its own training loss (
 by default), with the same step size, localisation, n*beta (n / log n of the training set), number
 of chains, draws (no burn-in) and batch size. devinterp's ``sample`` wants a Hugging Face dataset
 of token sequences and a per-token loss: each sequence here is ``[sample index, 0]`` and the loss
-looks the sample up, so its model and data are grokscope's. devinterp runs its chains one after
+looks the sample up, so its model and data are grokscope's. Both sides get the first
+``n // batch_size * batch_size`` training samples: devinterp's loader drops the last partial
+batch and replays its first epoch, so it would never see the rest. devinterp runs its chains one after
 another, each drawing its own batches (``match_sampling_input_ids_across_chains=False``, as
 grokscope's chains do: otherwise shared batches make its chain spread too small), its reference
-loss over ``n // batch_size`` batches (the training set but the remainder); grokscope runs the
-chains together and takes the reference loss on the whole training set.
+loss over ``n / batch_size`` batches (every sample once); grokscope runs the chains together and
+takes the reference loss on the whole set in one pass.
 
 Per checkpoint: each side's mean over chains and its standard error (sample sd / sqrt(chains)),
 z = difference / combined standard error (|z| <= 2: agreement at 95%), seconds and the ratio
@@ -35,6 +37,8 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # devinterp's per-chain progress bars; read when tqdm loads
 
 import numpy as np
 import torch
@@ -107,12 +111,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     logging.disable(logging.WARNING)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # devinterp's per-chain progress bars
 
     config = store.read_run(args.run)
     dataset = open_series(args.run).dataset()
     train = dataset.split == 0
-    x, y = torch.from_numpy(dataset.x[train]), torch.from_numpy(dataset.y[train])
+    # devinterp's DataLoader drops the last partial batch and replays its first epoch, so a chain
+    # never sees the remainder of n / batch_size: both sides get the first multiple of the batch
+    # size of the training split, the same n samples.
+    usable = int(train.sum()) // args.batch_size * args.batch_size
+    x = torch.from_numpy(dataset.x[train][:usable])
+    y = torch.from_numpy(dataset.y[train][:usable])
     model = build_model(dataset.input_dim, dataset.n_classes, config.model, config.seed)
     criterion = lambda logits, targets: loss_fn(logits, targets, config)  # noqa: E731
     if config.optim.loss != "ce":
@@ -132,7 +140,7 @@ def main() -> None:
     memorised = first_step_reaching(history, "train_acc")
     generalised = first_step_reaching(history, "test_acc")
 
-    print(f"run {args.run}: n = {len(y)} training samples, n*beta = n/log n = {nbeta:.2f}; memorised at step "
+    print(f"run {args.run}: n = {len(y)} training samples (of {int(train.sum())}), n*beta = n/log n = {nbeta:.2f}; memorised at step "
           f"{memorised}, generalised at step {generalised}; torch threads {args.threads}")
     print(f"SGLD: step size {settings.step_size:g}, localization {settings.localization:g}, {settings.chains} chains x "
           f"{settings.draws} draws, no burn-in, batch {settings.batch_size}, seed {settings.seed}")
@@ -164,7 +172,7 @@ def main() -> None:
         ratio = devi["seconds"] / grok["seconds"]
         rows.append({"z": z, "ratio": ratio, "grok_s": grok["seconds"], "devi_s": devi["seconds"]})
         print(f"{step:6d} | {g_mean:9.3f} ± {g_se:5.3f} {d_mean:9.3f} ± {d_se:5.3f} {z:6.2f} | "
-              f"{grok['reference']:9.3g} {devi['reference']:9.3g} | {grok['seconds']:7.2f} {devi['seconds']:7.2f} "
+              f"{grok['reference']:9.4g} {devi['reference']:9.4g} | {grok['seconds']:7.2f} {devi['seconds']:7.2f} "
               f"{ratio:6.1f}" + (f"  grokscope: {grok['reason']}" if grok["reason"] else ""))
     print()
     agree = sum(abs(r["z"]) <= 2 for r in rows)

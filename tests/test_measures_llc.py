@@ -125,7 +125,7 @@ def small_classifier():
 
 def test_same_call_same_values_whatever_the_thread_count():
     model, state, x, y = small_classifier()
-    settings = SGLDSettings(chains=3, draws=60, batch_size=50, seed=11)
+    settings = SGLDSettings(chains=3, draws=60, burnin=0, batch_size=50, seed=11)
     before = torch.get_num_threads()
     try:
         runs = []
@@ -138,7 +138,7 @@ def test_same_call_same_values_whatever_the_thread_count():
         np.testing.assert_array_equal(other.loss_trace, runs[0].loss_trace)
         assert other.llc == runs[0].llc
     reseeded = estimate_llc(model, state, nn.functional.cross_entropy, x, y,
-                            SGLDSettings(chains=3, draws=60, batch_size=50, seed=12))
+                            SGLDSettings(chains=3, draws=60, burnin=0, batch_size=50, seed=12))
     assert not np.array_equal(reseeded.loss_trace, runs[0].loss_trace)
     # The model's own values are never touched.
     for name, value in model.state_dict().items():
@@ -208,7 +208,7 @@ def test_a_diverging_chain_gives_nan_with_the_reason():
     assert divergence_bound(0.5, 100.0, 4) == pytest.approx(10 * (0.5 + 4 / 200))
 
     healthy = estimate_llc(model, {"weight": w_star.unsqueeze(0)}, gaussian_nll, x, y,
-                           SGLDSettings(step_size=1e-4, chains=2, draws=50, batch_size=100))
+                           SGLDSettings(step_size=1e-4, chains=2, draws=50, burnin=0, batch_size=100))
     assert healthy.reason is None and not healthy.diverged.any()
     bound = divergence_bound(healthy.reference_loss, healthy.nbeta, healthy.n_parameters)
     assert healthy.chain_max_loss.max() < bound
@@ -217,7 +217,7 @@ def test_a_diverging_chain_gives_nan_with_the_reason():
 def test_rows_carry_every_chain_and_the_trace_summary():
     model, state, x, y = small_classifier()
     estimate = estimate_llc(model, state, nn.functional.cross_entropy, x, y,
-                            SGLDSettings(chains=3, draws=20, batch_size=50))
+                            SGLDSettings(chains=3, draws=20, burnin=0, batch_size=50))
     rows = llc_rows(estimate)
     table = {(r["metric"], r["chain"]): r["value"] for r in rows}
     assert table[("llc", None)] == estimate.llc
@@ -260,7 +260,7 @@ def test_rows_draw_as_the_llc_figure(tmp_path):
     rows = []
     for step, seed in ((10, 0), (100, 1)):
         estimate = estimate_llc(model, state, nn.functional.cross_entropy, x, y,
-                                SGLDSettings(chains=2, draws=10, batch_size=50, seed=seed))
+                                SGLDSettings(chains=2, draws=10, burnin=0, batch_size=50, seed=seed))
         rows += [{"run": "r", "step": step, **row} for row in llc_rows(estimate)]
     events = pd.DataFrame([{"run": "r", "event": "memorisation", "step": 20}])
     options = style.FigureOptions(width=3, height=2, dpi=50)
