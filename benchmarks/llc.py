@@ -29,6 +29,7 @@ creating its zarr store, its reference loss), grokscope's its reference loss.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -126,8 +127,9 @@ def main() -> None:
     if config.optim.loss != "ce":
         raise SystemExit("benchmarks/llc.py: the per-sample loss below is cross-entropy; this run trains on mse")
     per_sample = lambda logits, targets: torch.nn.functional.cross_entropy(logits, targets, reduction="none")  # noqa: E731
+    # No burn-in: devinterp 2.0.1 averages its burn-in steps too, grokscope leaves them out.
     settings = SGLDSettings(step_size=args.step_size, localization=args.localization, chains=args.chains,
-                            draws=args.draws, batch_size=args.batch_size, seed=args.seed)
+                            draws=args.draws, burnin=0, batch_size=args.batch_size, seed=args.seed)
     nbeta = settings.resolved_nbeta(len(y))
 
     checkpoints = dict(store.list_checkpoints(args.run))
@@ -143,7 +145,8 @@ def main() -> None:
     print(f"run {args.run}: n = {len(y)} training samples (of {int(train.sum())}), n*beta = n/log n = {nbeta:.2f}; memorised at step "
           f"{memorised}, generalised at step {generalised}; torch threads {args.threads}")
     print(f"SGLD: step size {settings.step_size:g}, localization {settings.localization:g}, {settings.chains} chains x "
-          f"{settings.draws} draws, no burn-in, batch {settings.batch_size}, seed {settings.seed}")
+          f"{settings.draws} draws, no burn-in, batch {settings.batch_size}, seed {settings.seed} + 1000 x checkpoint index "
+          f"(both sides)")
     print()
     header = (f"{'step':>6s} | {'grokscope':>16s} {'devinterp':>16s} {'z':>6s} | {'L* grok':>9s} {'L* devi':>9s} | "
               f"{'s grok':>7s} {'s devi':>7s} {'ratio':>6s}")
@@ -154,14 +157,19 @@ def main() -> None:
     # devinterp's imports) belong to neither side's checkpoints.
     warm_state = store.load_checkpoint(checkpoints[steps[0]])
     warm = SGLDSettings(step_size=settings.step_size, localization=settings.localization, chains=2, draws=2,
-                        batch_size=settings.batch_size)
+                        burnin=0, batch_size=settings.batch_size)
     grokscope_side(model, warm_state, criterion, x, y, warm)
     devinterp_side(model, warm_state, per_sample, x, y, dataset_for_devinterp, warm, nbeta)
     rows = []
     for i, step in enumerate(steps):
         state = store.load_checkpoint(checkpoints[step])
-        sides = [("grokscope", lambda: grokscope_side(model, state, criterion, x, y, settings)),
-                 ("devinterp", lambda: devinterp_side(model, state, per_sample, x, y, dataset_for_devinterp, settings, nbeta))]
+        # A seed per checkpoint: with one seed every checkpoint would replay the same batches and
+        # noise, and the checkpoints' differences would not be independent.
+        # devinterp seeds chain c with seed + c: checkpoints 1000 apart share none.
+        seeded = dataclasses.replace(settings, seed=settings.seed + 1000 * i)
+        sides = [("grokscope", lambda: grokscope_side(model, state, criterion, x, y, seeded)),
+                 ("devinterp", lambda: devinterp_side(model, state, per_sample, x, y, dataset_for_devinterp, seeded,
+                                                      nbeta))]
         if i % 2:
             sides.reverse()
         result = {name: run() for name, run in sides}

@@ -282,6 +282,7 @@ def estimate_llc(model: nn.Module, parameters: Mapping, loss_fn: Callable, input
 
     losses = torch.empty(chains, steps, dtype=torch.float64, device=device)
     half, noise_sd, gamma = settings.step_size / 2, math.sqrt(settings.step_size), settings.localization
+    noise, drift = torch.empty_like(flat), torch.empty_like(flat)  # reused: no (chains, d) allocations per step
     for t in range(steps):
         idx = batches[t]  # (chains, batch_size)
         leaf = flat.detach().requires_grad_(True)
@@ -290,8 +291,8 @@ def estimate_llc(model: nn.Module, parameters: Mapping, loss_fn: Callable, input
         (grad,) = torch.autograd.grad(loss.sum(), leaf)  # (chains, d)
         losses[:, t] = loss.detach()
         with torch.no_grad():
-            noise = torch.randn(flat.shape, generator=noise_generator, device=device, dtype=flat.dtype)
-            drift = torch.sub(flat, flat_center).mul_(gamma).add_(grad, alpha=nbeta)
+            torch.randn(flat.shape, generator=noise_generator, out=noise)
+            torch.sub(flat, flat_center, out=drift).mul_(gamma).add_(grad, alpha=nbeta)
             flat.add_(drift, alpha=-half).add_(noise, alpha=noise_sd)
     return _summarise(losses.cpu().numpy(), settings.burnin, reference, nbeta, n_parameters)
 
