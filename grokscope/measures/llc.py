@@ -283,13 +283,19 @@ def estimate_llc(model: nn.Module, parameters: Mapping, loss_fn: Callable, input
     losses = torch.empty(chains, steps, dtype=torch.float64, device=device)
     half, noise_sd, gamma = settings.step_size / 2, math.sqrt(settings.step_size), settings.localization
     noise, drift = torch.empty_like(flat), torch.empty_like(flat)  # reused: no (chains, d) allocations per step
+    bound = divergence_bound(reference, nbeta, n_parameters)
+    gone = torch.zeros(chains, dtype=torch.bool, device=device)
     for t in range(steps):
+        if bool(gone.all()):  # every chain has diverged: the rest of the trace is NaN, not computed
+            losses[:, t:] = math.nan
+            break
         idx = batches[t]  # (chains, batch_size)
         leaf = flat.detach().requires_grad_(True)
         loss = chain_losses(views(leaf), inputs[idx], targets[idx])  # (chains,)
         # The chains are independent: the gradient of their sum is each chain's own gradient.
         (grad,) = torch.autograd.grad(loss.sum(), leaf)  # (chains, d)
         losses[:, t] = loss.detach()
+        gone |= ~(losses[:, t] <= bound)  # NaN fails the comparison too
         with torch.no_grad():
             torch.randn(flat.shape, generator=noise_generator, out=noise)
             torch.sub(flat, flat_center, out=drift).mul_(gamma).add_(grad, alpha=nbeta)
