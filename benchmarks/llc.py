@@ -99,7 +99,8 @@ def standard_error(chains: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a run trained by grokscope train")
-    parser.add_argument("--steps", default=None, help="checkpoint steps, comma-separated (default: 6 spread over the run)")
+    parser.add_argument("--steps", default=None,
+                        help="checkpoint steps, comma-separated (default: 6 spread over the run)")
     defaults = SGLDSettings()
     parser.add_argument("--step-size", type=float, default=defaults.step_size)
     parser.add_argument("--localization", type=float, default=defaults.localization)
@@ -126,7 +127,9 @@ def main() -> None:
     criterion = lambda logits, targets: loss_fn(logits, targets, config)  # noqa: E731
     if config.optim.loss != "ce":
         raise SystemExit("benchmarks/llc.py: the per-sample loss below is cross-entropy; this run trains on mse")
-    per_sample = lambda logits, targets: torch.nn.functional.cross_entropy(logits, targets, reduction="none")  # noqa: E731
+    def per_sample(logits, targets):
+        return torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+
     # No burn-in: devinterp 2.0.1 averages its burn-in steps too, grokscope leaves them out.
     settings = SGLDSettings(step_size=args.step_size, localization=args.localization, chains=args.chains,
                             draws=args.draws, burnin=0, batch_size=args.batch_size, seed=args.seed)
@@ -142,11 +145,11 @@ def main() -> None:
     memorised = first_step_reaching(history, "train_acc")
     generalised = first_step_reaching(history, "test_acc")
 
-    print(f"run {args.run}: n = {len(y)} training samples (of {int(train.sum())}), n*beta = n/log n = {nbeta:.2f}; memorised at step "
-          f"{memorised}, generalised at step {generalised}; torch threads {args.threads}")
+    print(f"run {args.run}: n = {len(y)} training samples (of {int(train.sum())}), n*beta = n/log n = {nbeta:.2f}; "
+          f"memorised at step {memorised}, generalised at step {generalised}; torch threads {args.threads}")
     print(f"SGLD: step size {settings.step_size:g}, localization {settings.localization:g}, {settings.chains} chains x "
-          f"{settings.draws} draws, no burn-in, batch {settings.batch_size}, seed {settings.seed} + 1000 x checkpoint index "
-          f"(both sides)")
+          f"{settings.draws} draws, no burn-in, batch {settings.batch_size}, seed {settings.seed} + 1000 x checkpoint "
+          f"index (both sides)")
     print()
     header = (f"{'step':>6s} | {'grokscope':>16s} {'devinterp':>16s} {'z':>6s} | {'L* grok':>9s} {'L* devi':>9s} | "
               f"{'s grok':>7s} {'s devi':>7s} {'ratio':>6s}")
@@ -186,7 +189,8 @@ def main() -> None:
     agree = sum(abs(r["z"]) <= 2 for r in rows)
     print(f"{agree} of {len(rows)} checkpoints agree within 2 combined standard errors (max |z| "
           f"{max(abs(r['z']) for r in rows):.2f}); seconds per checkpoint: grokscope "
-          f"{statistics.mean(r['grok_s'] for r in rows):.2f}, devinterp {statistics.mean(r['devi_s'] for r in rows):.2f}; "
+          f"{statistics.mean(r['grok_s'] for r in rows):.2f}, "
+          f"devinterp {statistics.mean(r['devi_s'] for r in rows):.2f}; "
           f"devinterp / grokscope: median {statistics.median(r['ratio'] for r in rows):.1f}x, "
           f"min {min(r['ratio'] for r in rows):.1f}x")
 
