@@ -6,16 +6,18 @@ inside the command body, so ``grokscope --help`` starts instantly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import sys
+import warnings
 
 import typer
 
 from grokscope import __version__
 from grokscope.cli.output import Output
-from grokscope.errors import GrokscopeError, describe_os_error
+from grokscope.errors import GrokscopeError, GrokscopeWarning, describe_os_error
 
 app = typer.Typer(
     name="grokscope",
@@ -50,7 +52,8 @@ def reports_user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with _warnings_as_lines():
+                return command(*args, **kwargs)
         except GrokscopeError as exc:
             _fail(str(exc), 2)
         except KeyboardInterrupt:
@@ -63,6 +66,25 @@ def reports_user_errors(command):
             _fail(describe_os_error(exc), 1)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """A GrokscopeWarning raised anywhere in the command is one ``warning:`` line on stderr, once."""
+    shown: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", GrokscopeWarning)
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, GrokscopeWarning):
+                return default(message, category, filename, lineno, file, line)
+            if str(message) not in shown:
+                shown.add(str(message))
+                Output().warn(str(message))
+
+        warnings.showwarning = show
+        yield
 
 
 def _fail(message: str, code: int):
