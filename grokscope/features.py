@@ -33,7 +33,7 @@ from torch import nn
 
 from grokscope import formats
 from grokscope.errors import GrokscopeError
-from grokscope.loading import Checkpoint, load_state
+from grokscope.loading import Checkpoint, load_state, transformers_names
 
 # All of a p = 97 task (9409 samples) in one batch, so nothing is copied; a width-4096 layer of
 # a full batch is 256 MiB in float32, small enough for any GPU.
@@ -311,6 +311,7 @@ def _mismatch(model: nn.Module, state: dict, exc: Exception) -> str:
 def fit_state(model: nn.Module, state: dict) -> dict:
     """``state`` renamed and completed to load strictly into ``model``.
 
+    - Names that transformers renames when loading (its conversion mapping) are renamed.
     - A prefix that the checkpoint adds or lacks (Lightning's ``model.`` for a LightningModule
       attribute, a wrapper's) is found by the best match of names, and removed or added.
     - A tied parameter saved once (GPT-2's ``lm_head.weight`` = ``transformer.wte.weight``) is
@@ -320,7 +321,8 @@ def fit_state(model: nn.Module, state: dict) -> dict:
     Anything else that does not match is left for ``load_state_dict`` to report.
     """
     expected = model.state_dict()
-    state = _best_prefix(state, set(expected))
+    # Prefixes first (transformers' patterns are anchored at the model's names), then again after renaming.
+    state = _best_prefix(transformers_names(model, _best_prefix(state, set(expected))), set(expected))
     fitted = dict(state)
     aliases = parameter_aliases(model)
     buffers = {name for name, _ in model.named_buffers()}
