@@ -13,9 +13,13 @@ Rows of every feature matrix follow ``features/samples.safetensors`` (labels, sp
 Layers are named by *layer specs*: ``NAME`` (the output of module ``NAME``), ``NAME:input`` (its
 input), either followed by ``@POS`` to choose a token position of a sequence output
 ``(B, T, C)``: ``@-1`` the last token (where a grokking transformer reads its answer), ``@0``
-the first, ``@all`` every position flattened into ``(B, T*C)``. A sequence output without
-``@`` takes the last position. The spec as written is the features file's tensor name, and the
-file's metadata says which position was taken.
+the first (a ViT's CLS token, its usual readout), ``@all`` every position flattened into
+``(B, T*C)``, ``@mean`` the mean over positions. A sequence output without ``@`` takes the last
+position. A convolutional map ``(B, C, H, W)`` (any output with two or more axes after the
+channels) has no token axis: it is flattened in its own ``(C, H, W)`` order, or averaged over
+its positions into ``(B, C)`` with ``@mean`` (global average pooling). The spec as written is
+the features file's tensor name, and the file's metadata says what was taken
+(``grokscope.positions``: ``-1``, ``all``, ``mean``, ``flattened (16, 4, 4)``, ``mean over (4, 4)``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ STORED_MODES = ("prefer", "never", "only")
 INPUT_SUFFIX = ":input"
 POSITION_MARK = "@"
 ALL_POSITIONS = "all"
+MEAN_POSITIONS = "mean"
 # Elementwise functions that may stand between two layers that follow each other (balancedness).
 _ACTIVATIONS = (
     lambda a: a, torch.relu, torch.nn.functional.gelu, lambda a: torch.nn.functional.gelu(a, approximate="tanh"),
@@ -109,14 +114,14 @@ class LayerSpec:
         name, mark, position_text = key.partition(POSITION_MARK)
         position: int | str | None = None
         if mark:
-            if position_text == ALL_POSITIONS:
-                position = ALL_POSITIONS
+            if position_text in (ALL_POSITIONS, MEAN_POSITIONS):
+                position = position_text
             else:
                 try:
                     position = int(position_text)
                 except ValueError:
                     raise GrokscopeError(
-                        f"--layer {key}: cannot read position {position_text!r}; use @-1 (last token), @0, or @all"
+                        f"--layer {key}: cannot read position {position_text!r}; use @-1 (last token), @0, @all or @mean"
                     ) from None
         is_input = name.endswith(INPUT_SUFFIX)
         module = name.removesuffix(INPUT_SUFFIX)
@@ -126,16 +131,21 @@ class LayerSpec:
 
 
 def select_position(value: torch.Tensor, spec: LayerSpec) -> tuple[torch.Tensor, str]:
-    """The (B, units) matrix of a captured activation, and the position taken ("none" for a
-    (B, C) output, "all", or the index)."""
+    """The (B, units) matrix of a captured activation, and what was taken ("none" for a (B, C)
+    output, "all", "mean" or the index of a sequence, "flattened (C, H, W)" or "mean over (H, W)"
+    of a convolutional map)."""
     if value.ndim <= 2:
         if spec.position not in (None, ALL_POSITIONS):
             raise GrokscopeError(
                 f"--layer {spec.key}: the layer's output {tuple(value.shape)} has no token axis; drop '@{spec.position}'"
             )
         return value.reshape(len(value), -1), "none"
+    if value.ndim >= 4:
+        return _map_features(value, spec)
     if spec.position == ALL_POSITIONS:
         return value.reshape(len(value), -1), ALL_POSITIONS  # (B, T*C)
+    if spec.position == MEAN_POSITIONS:
+        return value.mean(dim=1), MEAN_POSITIONS  # (B, C)
     position = -1 if spec.position is None else spec.position
     length = value.shape[1]
     if not -length <= position < length:
@@ -143,6 +153,19 @@ def select_position(value: torch.Tensor, spec: LayerSpec) -> tuple[torch.Tensor,
             f"--layer {spec.key}: position {position} is out of range for {length} tokens (use -{length}..{length - 1})"
         )
     return value[:, position].reshape(len(value), -1), str(position)  # (B, C)
+
+
+def _map_features(value: torch.Tensor, spec: LayerSpec) -> tuple[torch.Tensor, str]:
+    """A (B, C, H, W) map (or (B, C, D, H, W)): flattened, or averaged over its positions."""
+    spatial = tuple(value.shape[2:])
+    if spec.position == MEAN_POSITIONS:
+        return value.mean(dim=tuple(range(2, value.ndim))), f"mean over {spatial}"  # (B, C)
+    if spec.position in (None, ALL_POSITIONS):
+        return value.reshape(len(value), -1), f"flattened {tuple(value.shape[1:])}"  # (B, C*H*W)
+    raise GrokscopeError(
+        f"--layer {spec.key}: the layer's output {tuple(value.shape)} is a (B, C, H, W) map with no token axis; "
+        f"drop '@{spec.position}' to flatten it, or use @mean to average over its positions"
+    )
 
 
 # --- the extractor -------------------------------------------------------------------------
