@@ -98,7 +98,8 @@ class SeriesContext:
                     )
         context = cls(series, record=record)
         chosen = list(layers) if layers else (earlier or {}).get("layers")
-        record["layers"], record["penultimate"] = user_layer_keys(context.model(), chosen)
+        record["layers"], record["penultimate"] = user_layer_keys(
+            context.model(), chosen, sample=context.data()[0][:_CHAIN_SAMPLES])  # runs it when no nn.Linear reads out
         return context
 
     # --- identity --------------------------------------------------------------------------

@@ -545,11 +545,12 @@ def default_layer(model: nn.Module) -> str:
 
 
 def user_layer_keys(model: nn.Module, layers: Iterable[str] | None = None,
-                    penultimate: str | None = None) -> tuple[list[str], str]:
+                    penultimate: str | None = None, sample: np.ndarray | None = None) -> tuple[list[str], str]:
     """(keys input to output, penultimate key) to capture from any model; see :func:`user_extractor`.
 
     The penultimate layer is ``penultimate`` if given, else the input of the last nn.Linear,
-    else the last of ``layers``.
+    else the last of ``layers``, else (given ``sample``, a few inputs) the input of whatever
+    produces the logits (:func:`grokscope.readout.readout_input`), named in a warning.
     """
     modules = dict(model.named_modules())
     order = {name: i for i, name in enumerate(modules)}
@@ -558,9 +559,20 @@ def user_layer_keys(model: nn.Module, layers: Iterable[str] | None = None,
         try:
             penultimate = default_layer(model)
         except GrokscopeError:
-            if not wanted:
+            if not wanted and sample is None:
                 raise
-            penultimate = wanted[-1]
+            if wanted:
+                penultimate = wanted[-1]
+            else:
+                import warnings
+
+                from grokscope.errors import GrokscopeWarning
+                from grokscope.readout import readout_input
+
+                penultimate, why = readout_input(model, sample)
+                warnings.warn(GrokscopeWarning(
+                    f"--layer: the model has no nn.Linear; probing {penultimate} ({why}) as the penultimate layer; "
+                    "name others with --layer"), stacklevel=2)
     if penultimate not in wanted:
         wanted.append(penultimate)
     specs = {key: LayerSpec.parse(key) for key in wanted}

@@ -162,3 +162,134 @@ def test_conv_maps_are_flattened_or_pooled(resnet_series, tmp_path):
                    "--layer", "layer2@0", "--out", tmp_path / "x")
     line = " ".join(wrong.stderr.split())
     assert wrong.exit_code == 1 and "(B, C, H, W)" in line and "@mean" in line, line
+
+
+# --- models without nn.Linear --------------------------------------------------------------
+
+NANDA = '''
+import torch
+from torch import nn
+
+P = 7
+
+
+class HookPoint(nn.Module):
+    """TransformerLens' hook point: the identity, there to be hooked."""
+
+    def forward(self, x):
+        return x
+
+
+class Embed(nn.Module):
+    def __init__(self, d_vocab, d_model):
+        super().__init__()
+        self.W_E = nn.Parameter(torch.randn(d_model, d_vocab) / d_model ** 0.5)
+
+    def forward(self, x):
+        return torch.einsum("dbp -> bpd", self.W_E[:, x])
+
+
+class Unembed(nn.Module):
+    def __init__(self, d_vocab, d_model):
+        super().__init__()
+        self.W_U = nn.Parameter(torch.randn(d_model, d_vocab) / d_vocab ** 0.5)
+
+    def forward(self, x):
+        return x @ self.W_U
+
+
+class Block(nn.Module):
+    def __init__(self, d_model, d_mlp, hook_points=True):
+        super().__init__()
+        self.W_in = nn.Parameter(torch.randn(d_mlp, d_model) / d_model ** 0.5)
+        self.W_out = nn.Parameter(torch.randn(d_model, d_mlp) / d_mlp ** 0.5)
+        self.hook_post = HookPoint()
+        if hook_points:
+            self.hook_resid_post = HookPoint()
+
+    def forward(self, x):
+        hidden = self.hook_post(torch.relu(torch.einsum("md,bpd->bpm", self.W_in, x)))
+        resid = x + torch.einsum("dm,bpm->bpd", self.W_out, hidden)
+        return self.hook_resid_post(resid) if hasattr(self, "hook_resid_post") else resid
+
+
+class Transformer(nn.Module):
+    """Nanda et al.'s layout: einsum parameters, W_U in an Unembed module."""
+
+    def __init__(self, d_model=16, d_mlp=32, own_unembedding=False, hook_points=True):
+        super().__init__()
+        self.embed = Embed(P + 1, d_model)
+        self.W_pos = nn.Parameter(torch.randn(3, d_model) / d_model ** 0.5)
+        self.blocks = nn.ModuleList([Block(d_model, d_mlp, hook_points), Block(d_model, d_mlp, hook_points)])
+        self.own_unembedding = own_unembedding
+        if own_unembedding:  # W_U applied in forward itself: no module produces the logits
+            self.W_U = nn.Parameter(torch.randn(d_model, P + 1) / (P + 1) ** 0.5)
+        else:
+            self.unembed = Unembed(P + 1, d_model)
+
+    def forward(self, tokens):
+        x = self.embed(tokens) + self.W_pos
+        for block in self.blocks:
+            x = block(x)
+        return x @ self.W_U if self.own_unembedding else self.unembed(x)
+
+
+def nanda():
+    return Transformer()
+
+
+def inline():
+    return Transformer(own_unembedding=True)
+
+
+def bare():
+    return Transformer(own_unembedding=True, hook_points=False)
+'''
+
+
+@pytest.mark.parametrize("factory, chosen, hooked", [
+    ("nanda", "unembed:input", "blocks.1"),  # the input of the module whose output is the logits
+    ("inline", "blocks.1.hook_resid_post", "blocks.1"),  # no such module: the last block's hook point
+    ("bare", "blocks.1", "blocks.1"),  # nor a hook point: the last module to finish before the logits
+])
+def test_the_default_layer_without_nn_linear(tmp_path, factory, chosen, hooked):
+    from series_helpers import pairs
+
+    data = pairs(tmp_path)
+    (tmp_path / "nanda.py").write_text(NANDA)
+    namespace: dict = {"__name__": "nanda"}
+    exec(compile(NANDA, "nanda.py", "exec"), namespace)
+    torch.manual_seed(0)
+    model = namespace[factory]()
+    snapshots = []
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    train = torch.from_numpy(data["split"] == 0)
+    for epoch in range(3):
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        logits = model(torch.from_numpy(data["tokens"]))[train][:, -1]
+        loss = nn.functional.cross_entropy(logits, torch.from_numpy(data["y"])[train])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.save({"state_dicts": snapshots, "epochs": [0, 1, 2]}, tmp_path / "full_run_data.pth")
+
+    result = invoke("probe", tmp_path / "full_run_data.pth", "--model", tmp_path / f"nanda.py:{factory}",
+                    "--data", tmp_path / "tokens.npz", "-q")
+    assert result.exit_code == 0, result.output
+    said = [w for w in warnings_in(result) if "no nn.Linear" in w]
+    assert len(said) == 1 and f"probing {chosen} (" in said[0], said
+    home = tmp_path / "full_run_data.grokscope"
+    record = json.loads((home / "features" / "probe.json").read_text())
+    assert record["penultimate"] == chosen and record["layers"] == [chosen]
+
+    # Whichever way it was found, it is the residual stream the logits are read from, at the last token.
+    model.load_state_dict(snapshots[2])
+    captured = {}
+    dict(model.named_modules())[hooked].register_forward_hook(lambda m, a, output: captured.update(h=output))
+    with torch.no_grad():
+        logits = model.eval()(torch.from_numpy(data["tokens"]))
+    features, metadata = read_features(str(home / "features" / "step-00000002.safetensors"))
+    np.testing.assert_allclose(features[chosen], captured["h"][:, -1].numpy(), rtol=1e-5, atol=1e-6)
+    history = open_series(home).history().set_index("step")
+    test = data["split"] == 1
+    assert history.loc[2, "test_acc"] == pytest.approx(float((logits[:, -1].argmax(-1).numpy() == data["y"])[test].mean()))
