@@ -164,7 +164,10 @@ def _named_by(path: Path) -> list[tuple[Series, list[int] | None]]:
     if path.name in _CHECKPOINT_FOLDERS and formats.run.is_run_dir(path.parent):
         return [(run_series(path.parent), None)]
     if holds_weights(path) and not scan_folder(path).checkpoints:  # one checkpoint-N/ folder
-        return [_checkpoint_in_parent(path, path.parent)]
+        series = folder_series(path.parent)
+        listed = [c.step for c in series.checkpoints if _same(c.path, path)]
+        if listed:
+            return [(series, listed)]
     found = list(_walk(path))
     if not found:
         raise GrokscopeError(_refusal(path))
@@ -280,7 +283,7 @@ def _single_file(path: Path) -> tuple[Series, list[int] | None]:
     repo = hub_cache.repo_of(path.parent)
     if repo is not None:  # model.safetensors in a Hub cache snapshot
         return _named_by(path.parent)[0]
-    if holds_weights(path.parent) and not scan_folder(path.parent).checkpoints:
+    if not scan_folder(path.parent).checkpoints:
         # model.safetensors inside checkpoint-500/: the folder is the checkpoint.
         return _checkpoint_in_parent(path.parent, path.parent.parent)
     return _checkpoint_in_parent(path, path.parent)

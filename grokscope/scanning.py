@@ -95,9 +95,12 @@ def scan_folder(folder: Path) -> Scan:
     found: list[tuple[Checkpoint, bool]] = []  # (checkpoint, whether its name carries a number)
     for entry in entries:
         if entry.is_dir():
-            if not formats.run.is_run_dir(entry) and holds_weights(entry):
+            # A folder is a checkpoint when its name carries a number (checkpoint-500/, step_500/) or the
+            # step map names it; others (seed_0/, lr0.1/) may be series of their own, and are walked.
+            named = entry.name in step_map or named_step(entry.name, is_file=False) is not None
+            if named and not formats.run.is_run_dir(entry) and holds_weights(entry):
                 found.append(_checkpoint(entry, step_map, scan))
-            continue  # other folders are series of their own, or nothing
+            continue
         if not is_weight_file(entry):
             scan.skipped[NOT_WEIGHTS].append(entry.name)
         elif NOT_MODEL.match(entry.name):
@@ -157,7 +160,8 @@ def _scan_hub_repo(repo: Path) -> Scan:
     for step, pairs in sorted(stepped.items()):
         if len({snapshot for _, snapshot in pairs}) > 1:
             raise GrokscopeError(f"{repo / hub_cache.REFS}: several revisions for step {step} "
-                                 f"({', '.join(name for name, _ in pairs)})")
+                                 f"({', '.join(name for name, _ in pairs)}) point to different snapshots; "
+                                 "delete the refs of the ones not to read")
         scan.checkpoints.append(Checkpoint(step, pairs[0][1]))
     scan.skipped[MISSING_SNAPSHOT] += revisions.dangling
     scan.skipped[UNNAMED_SNAPSHOT] += [name[:12] for name in revisions.unnamed]

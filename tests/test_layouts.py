@@ -405,3 +405,31 @@ def test_accelerate_automatic_naming(accelerate_project, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert [c.step for c in find_series([str(counted)])[0].checkpoints] == list(STEPS)
+
+
+# --- discovery without a library -----------------------------------------------------------
+
+
+def test_folders_without_a_number_are_series_of_their_own(tmp_path):
+    for run, steps in (("lr0.1", (100, 200)), ("lr0.3", (300,))):
+        (tmp_path / "sweep" / run).mkdir(parents=True)
+        for i, step in enumerate(steps):
+            torch.save({"model": {"w": torch.zeros(2)}, "iter_num": step}, tmp_path / "sweep" / run / f"ckpt_{'ab'[i]}.pt")
+    found = {s.root.name: [c.step for c in s.checkpoints] for s in find_series([str(tmp_path / "sweep")])}
+    assert found == {"lr0.1": [100, 200], "lr0.3": [300]}
+
+
+def test_step_map_mistakes_are_one_line(tmp_path):
+    from grokscope.errors import GrokscopeError
+
+    for step in (1, 2):
+        torch.save({"w": torch.zeros(1)}, tmp_path / f"model_{step}.pt")
+    for document, expected in (({"model_3.pt": 5}, "names 'model_3.pt', which is not in"),
+                               ({"model_1.pt": 5, "model_2.pt": 5}, "gives step 5 to several checkpoints"),
+                               (["model_1.pt"], "a step map maps checkpoint names to steps")):
+        (tmp_path / "steps.json").write_text(json.dumps(document))
+        with pytest.raises(GrokscopeError, match=expected) as raised:
+            find_series([str(tmp_path)])
+        assert str(tmp_path / "steps.json") in str(raised.value) and "\n" not in str(raised.value)
+    (tmp_path / "steps.json").write_text(json.dumps({"model_1.pt": 10}))  # the rest keep their names' steps
+    assert [c.step for c in find_series([str(tmp_path)])[0].checkpoints] == [2, 10]

@@ -58,7 +58,9 @@ def read_metadata(folder: Path):
     except OSError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign .metadata is the user's file
-        raise GrokscopeError(f"{path}: not readable DCP metadata ({type(exc).__name__}: {exc})") from None
+        raise GrokscopeError(f"{path}: not readable DCP metadata ({type(exc).__name__}: {exc}); grokscope builds "
+                             "nothing but DCP's own metadata classes from it: save the checkpoint again with "
+                             "torch.distributed.checkpoint.save") from None
 
 
 def entry_paths(metadata) -> dict[str, tuple]:
