@@ -17,6 +17,16 @@ training, with the ratios baseline / grokscope.
 
     .venv/bin/python benchmarks/complexity.py --run runs/add-p97          # the default run
     .venv/bin/python benchmarks/complexity.py --run runs/add-p97 --every 4 --tolerance 0.1
+
+With ``--subsample N,M,...`` it instead measures what a bounded, seeded subsample of the training
+set (``model_loss(..., subsample=N, seed=--seed)``) and a bound on the loss evaluations
+(``--max-evaluations``) change: per checkpoint, the whole-training-set search without a bound
+(the reference) and, for each N, the search on N samples under the bound, side by side in this
+process. Per phase it prints the seconds per checkpoint and their ratio, the loss evaluations,
+the size found relative to the reference's (median and extremes), how often it is the same, and
+the subsampled choice's loss increase on the *whole* training set (the constraint it stands in for).
+
+    .venv/bin/python benchmarks/complexity.py --run runs/add-p97 --subsample 256,1024 --max-evaluations 24
 """
 
 from __future__ import annotations
@@ -82,29 +92,35 @@ def grokscope_side(state, loss, tolerance: float, names, compressor: str = "bz2"
             "compressions": result.compressions + 1, "bits": result.bits}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="a run trained by grokscope train")
-    parser.add_argument("--tolerance", type=float, default=0.1)
-    parser.add_argument("--compressor", default="bz2")
-    parser.add_argument("--every", type=int, default=1, help="take every Nth checkpoint")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
-
-    config = formats.run.read_run(args.run)
-    dataset = open_series(args.run).dataset()
+def load_run(run: Path):
+    """The run's model, training split, parameter names and the steps where it memorised and
+    generalised."""
+    config = formats.run.read_run(run)
+    dataset = open_series(run).dataset()
     train = dataset.split == 0
     x, y = torch.from_numpy(dataset.x[train]), torch.from_numpy(dataset.y[train])
     model = build_model(dataset.input_dim, dataset.n_classes, config.model, config.seed)
     names = [name for name, _ in model.named_parameters()]
-    loss = model_loss(model, x, y, lambda logits, targets: loss_fn(logits, targets, config))
-    history = formats.run.read_history(args.run)
+    history = formats.run.read_history(run)
     memorised = first_step_reaching(history, "train_acc") or 0
     generalised = first_step_reaching(history, "test_acc") or math.inf
+    return model, x, y, lambda logits, targets: loss_fn(logits, targets, config), names, memorised, generalised
 
-    checkpoints = formats.run.list_checkpoints(args.run)[:: args.every]
+
+def phases(rows, memorised, generalised) -> dict[str, list]:
+    def phase(step):
+        return "before memorisation" if step < memorised else (
+            "memorised, not generalised" if step < generalised else "generalised")
+
+    groups = {}
+    for row in rows:
+        groups.setdefault(phase(row["step"]), []).append(row)
+    groups["all"] = rows
+    return groups
+
+
+def against_baseline(args, checkpoints, model, x, y, criterion, names, memorised, generalised) -> None:
+    loss = model_loss(model, x, y, criterion)
     rows = []
     for i, (step, path) in enumerate(checkpoints):
         state = formats.run.load_checkpoint(path)
@@ -116,10 +132,6 @@ def main() -> None:
             row[name] = side(state, loss, args.tolerance, names, args.compressor)
         rows.append(row)
 
-    def phase(step):
-        return "before memorisation" if step < memorised else (
-            "memorised, not generalised" if step < generalised else "generalised")
-
     print(f"run {args.run}: {len(rows)} checkpoints, tolerance {args.tolerance}, {args.compressor}, "
           f"{args.threads} thread(s); memorised at step {memorised}, generalised at step {generalised}")
     print(f"baseline: {EVALUATIONS} quasi-random (tau, Delta) in [0,1] x [1e-3,1] (the authors' budget, no GP cost)")
@@ -129,11 +141,7 @@ def main() -> None:
               f"{'bits base/grok':>14s} {'base none':>9s}")
     print(header)
     print("-" * len(header))
-    groups = {}
-    for row in rows:
-        groups.setdefault(phase(row["step"]), []).append(row)
-    groups["all"] = rows
-    for name, group in groups.items():
+    for name, group in phases(rows, memorised, generalised).items():
         base_s = sum(r["baseline"]["seconds"] for r in group) / len(group)
         grok_s = sum(r["grokscope"]["seconds"] for r in group) / len(group)
         ratios = [r["baseline"]["bits"] / r["grokscope"]["bits"] for r in group
@@ -151,6 +159,85 @@ def main() -> None:
           f"~{total:.0f} s; baseline ~{sum(r['baseline']['seconds'] for r in rows) * args.every:.0f} s")
     print("evals and compressions include the reference loss and the raw-size compression on both sides "
           "where they apply; bits base/grok: median over checkpoints where the baseline found a feasible point")
+
+
+def searched(state, loss, args, names, bound) -> tuple:
+    started = time.perf_counter()
+    (result,) = rate_distortion(state, loss, [args.tolerance], compressor=args.compressor, names=names,
+                                max_loss_evaluations=bound)
+    return result, time.perf_counter() - started
+
+
+def chosen_state(state, names, result):
+    """The coarse-grained state dict a result chose (the weights themselves for the identity)."""
+    grain = CoarseGraining(state, names)
+    if result.bin_size == 0:
+        return grain.state
+    return grain.coarse(grain.ranks(result.tau), result.bin_size)[0]
+
+
+def against_subsamples(args, checkpoints, model, x, y, criterion, names, memorised, generalised) -> None:
+    sizes = [int(v) for v in args.subsample.split(",")]
+    full = model_loss(model, x, y, criterion)
+    losses = {size: model_loss(model, x, y, criterion, subsample=size, seed=args.seed) for size in sizes}
+    rows = []
+    for step, path in checkpoints:
+        state = formats.run.load_checkpoint(path)
+        reference, seconds = searched(state, full, args, names, None)
+        row = {"step": step, "full": {"seconds": seconds, "evaluations": reference.loss_evaluations + 1}}
+        for size, loss in losses.items():
+            result, seconds = searched(state, loss, args, names, args.max_evaluations)
+            increase = full(chosen_state(state, names, result)) - reference.original_loss
+            row[size] = {"seconds": seconds, "evaluations": result.loss_evaluations + 1,
+                         "ratio": result.bits / reference.bits, "increase": increase,
+                         "exhausted": result.exhausted}
+        rows.append(row)
+
+    print(f"run {args.run}: {len(rows)} checkpoints, tolerance {args.tolerance}, {args.compressor}, "
+          f"{args.threads} thread(s), {len(y)} training samples; memorised at step {memorised}, "
+          f"generalised at step {generalised}")
+    print(f"reference: the whole training set, no bound; subsamples seeded {args.seed}, "
+          f"at most {args.max_evaluations} loss evaluations per search")
+    print()
+    header = (f"{'phase':28s} {'n':>4s} {'samples':>7s} | {'s/ckpt full':>11s} {'s/ckpt sub':>10s} {'ratio':>6s} | "
+              f"{'evals full':>10s} {'evals sub':>9s} {'bound hit':>9s} | {'K sub/full: median':>18s} "
+              f"{'min':>6s} {'max':>6s} {'same':>5s} | {'full-set loss rise: max':>23s} {'> tol':>5s}")
+    print(header)
+    print("-" * len(header))
+    for name, group in phases(rows, memorised, generalised).items():
+        full_s = statistics.mean(r["full"]["seconds"] for r in group)
+        for size in sizes:
+            sub = [r[size] for r in group]
+            ratios = [s["ratio"] for s in sub]
+            sub_s = statistics.mean(s["seconds"] for s in sub)
+            print(f"{name:28s} {len(group):4d} {size:7d} | {full_s:11.3f} {sub_s:10.3f} {full_s / sub_s:6.2f} | "
+                  f"{statistics.mean(r['full']['evaluations'] for r in group):10.1f} "
+                  f"{statistics.mean(s['evaluations'] for s in sub):9.1f} {sum(s['exhausted'] for s in sub):9d} | "
+                  f"{statistics.median(ratios):18.3f} {min(ratios):6.3f} {max(ratios):6.3f} "
+                  f"{sum(r == 1.0 for r in ratios) / len(ratios):5.0%} | "
+                  f"{max(s['increase'] for s in sub):23.4f} {sum(s['increase'] > args.tolerance for s in sub):5d}")
+    print()
+    print("evals include the reference loss; K sub/full: the size found on the subsample over the size found on "
+          "the whole set (same: the share equal); full-set loss rise: the loss of the subsample's choice on the "
+          "whole training set minus the original network's, against the tolerance (> tol: checkpoints beyond it)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="a run trained by grokscope train")
+    parser.add_argument("--tolerance", type=float, default=0.1)
+    parser.add_argument("--compressor", default="bz2")
+    parser.add_argument("--every", type=int, default=1, help="take every Nth checkpoint")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--subsample", help="compare subsamples of these sizes (comma-separated) to the whole set")
+    parser.add_argument("--max-evaluations", type=int, default=None, help="the subsampled searches' bound")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subsamples")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    checkpoints = formats.run.list_checkpoints(args.run)[:: args.every]
+    compare = against_subsamples if args.subsample else against_baseline
+    compare(args, checkpoints, *load_run(args.run))
 
 
 if __name__ == "__main__":

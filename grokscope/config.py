@@ -382,6 +382,17 @@ def hyperparameters(config: RunConfig) -> dict:
     return {**leading, **columns}
 
 
+# Settings that one kind of model, optimizer or loss reads and the others ignore: the column
+# that names the kind, and the kinds that read the setting. A report's table leaves such a column
+# out where no row is of one of those kinds (an MLP run's table has no d_model).
+APPLIES_ONLY_TO = {
+    **{name: ("model", ("transformer",)) for name in ("d_model", "n_heads", "d_mlp", "layer_norm")},
+    **{name: ("optimizer", ("adamw",)) for name in ("beta1", "beta2", "eps")},
+    "momentum": ("optimizer", ("sgd",)),
+    "reduction": ("loss", ("mse",)),
+}
+
+
 def hyperparameter_columns() -> tuple[str, ...]:
     """The names of :func:`hyperparameters`' columns, in their order."""
     return tuple(hyperparameters(RunConfig().resolved()))

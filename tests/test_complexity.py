@@ -15,6 +15,7 @@ from torch import nn
 
 from grokscope.errors import GrokscopeError
 from grokscope.measures.complexity import (
+    DEFAULT_MAX_LOSS_EVALUATIONS,
     CoarseGraining,
     compressed_bits,
     complexity,
@@ -25,6 +26,7 @@ from grokscope.measures.complexity import (
     rate_distortion,
     serialise,
     spectral_entropy_penalty,
+    training_subsample,
     truncation_rank,
 )
 
@@ -407,3 +409,173 @@ def test_weight_noise_is_drawn_per_step_from_the_seed(tmp_path):
 def test_negative_regulariser_is_a_one_line_error(tmp_path, option, value):
     result = invoke("train", "--p", "7", "--steps", "2", option, value, "--out", tmp_path)
     assert result.exit_code == 2 and option in result.stderr and "Traceback" not in result.output
+
+
+# --- bounded cost: a seeded subsample of the training set, a bound on the loss evaluations -----
+
+
+def test_training_subsample_is_the_seeded_permutations_head_sorted():
+    generator = torch.Generator().manual_seed(5)
+    want = torch.sort(torch.randperm(60, generator=generator)[:17]).values
+    assert torch.equal(training_subsample(60, 17, seed=5), want)
+    assert torch.equal(training_subsample(60, 17, seed=5), want)  # the same at every call
+    assert not torch.equal(training_subsample(60, 17, seed=6), want)
+    assert training_subsample(60, None) is None and training_subsample(60, 60) is None
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(GrokscopeError, match="subsample"):
+            training_subsample(60, bad)
+
+
+def test_subsampled_and_batched_losses_are_the_criterion_on_those_samples():
+    model, x, y, state = trained_mlp(steps=40)
+    chosen = training_subsample(60, 23, seed=1)
+    with torch.no_grad():
+        logits = torch.func.functional_call(model, state, (x[chosen],))
+        want_loss = F.cross_entropy(logits, y[chosen]).item()
+        want_error = (logits.argmax(1) != y[chosen]).double().mean().item()
+    loss = model_loss(model, x, y, F.cross_entropy, subsample=23, seed=1)
+    assert (loss.samples, loss.seed) == (23, 1)
+    assert loss(state) == pytest.approx(want_loss, rel=1e-6)
+    assert model_error(model, x, y, subsample=23, seed=1)(state) == want_error
+    whole = model_loss(model, x, y, F.cross_entropy)
+    assert (whole.samples, whole.seed) == (60, None)
+    # Batches of 7 (the last of 4): sizes weigh each batch's mean into the mean over all samples.
+    batched = model_loss(model, x, y, F.cross_entropy, batch_size=7)
+    assert batched(state) == pytest.approx(whole(state), rel=1e-6)
+    assert model_error(model, x, y, batch_size=7)(state) == model_error(model, x, y)(state)
+    with pytest.raises(GrokscopeError, match="batch_size"):
+        model_loss(model, x, y, F.cross_entropy, batch_size=0)
+
+
+def test_a_bounded_search_stops_at_its_bound_on_a_feasible_point():
+    model, x, y, state = trained_mlp(seed=3)
+    calls = []
+
+    def loss(coarse_state):  # counts every evaluation, independently of the search's own count
+        calls.append(1)
+        return F.cross_entropy(torch.func.functional_call(model, coarse_state, (x,)), y).item()
+
+    (unbounded,) = rate_distortion(state, loss, [0.1], max_loss_evaluations=None)
+    assert not unbounded.exhausted and unbounded.max_loss_evaluations is None
+    assert len(calls) == unbounded.loss_evaluations + 1  # and the original network's
+    assert unbounded.loss_evaluations > 6
+    (roomy,) = rate_distortion(state, loss, [0.1], max_loss_evaluations=unbounded.loss_evaluations)
+    assert (roomy.bits, roomy.tau, roomy.bin_size, roomy.exhausted) == (
+        unbounded.bits, unbounded.tau, unbounded.bin_size, False)
+    for bound in (1, 3, 6):
+        calls.clear()
+        (bounded,) = rate_distortion(state, loss, [0.1], max_loss_evaluations=bound)
+        assert bounded.exhausted and bounded.max_loss_evaluations == bound
+        assert len(calls) == bounded.loss_evaluations + 1 <= bound + 1
+        assert bounded.raw_bits >= bounded.bits >= unbounded.bits
+        if bounded.bin_size > 0:  # a point of the grid, checked independently of the search
+            grain = CoarseGraining(state)
+            coarse, codes = grain.coarse(grain.ranks(bounded.tau), bounded.bin_size)
+            assert loss(coarse) <= bounded.original_loss + 0.1
+            assert compressed_bits(serialise(codes)) == bounded.bits
+    with pytest.raises(GrokscopeError, match="max_loss_evaluations"):
+        rate_distortion(state, loss, [0.1], max_loss_evaluations=0)
+
+
+def test_the_result_records_the_samples_and_bound_it_was_searched_with():
+    model, x, y, state = trained_mlp(steps=40)
+    (result,) = rate_distortion(state, model_loss(model, x, y, F.cross_entropy, subsample=30, seed=4), [0.1])
+    assert (result.loss_samples, result.loss_seed) == (30, 4)
+    assert result.max_loss_evaluations == DEFAULT_MAX_LOSS_EVALUATIONS == 64
+    (plain,) = rate_distortion(state, lambda s: model_loss(model, x, y, F.cross_entropy)(s), [0.1])
+    assert (plain.loss_samples, plain.loss_seed) == (None, None)  # a loss that does not say
+
+
+# --- tied weights: one tensor under two names, coded and perturbed once ----------------------
+
+
+class TiedLanguageModel(nn.Module):
+    """A tiny model whose output layer is its embedding (``head.weight`` is ``wte.weight``), as
+    GPT-2's and nanoGPT's ``lm_head.weight`` is ``transformer.wte.weight``."""
+
+    def __init__(self, vocabulary=13, width=6):
+        super().__init__()
+        self.wte = nn.Embedding(vocabulary, width)
+        self.mlp = nn.Linear(width, width)
+        self.head = nn.Linear(width, vocabulary, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, tokens):
+        return self.head(torch.tanh(self.mlp(self.wte(tokens).mean(dim=1))))
+
+
+class OneEmbeddingModel(nn.Module):
+    """The same function with a single parameter where the tied model has two names."""
+
+    def __init__(self, vocabulary=13, width=6):
+        super().__init__()
+        self.wte = nn.Embedding(vocabulary, width)
+        self.mlp = nn.Linear(width, width)
+
+    def forward(self, tokens):
+        return F.linear(torch.tanh(self.mlp(self.wte(tokens).mean(dim=1))), self.wte.weight)
+
+
+def trained_tied(steps=120):
+    torch.manual_seed(0)
+    model = TiedLanguageModel()
+    tokens = torch.randint(0, 13, (80, 3), generator=torch.Generator().manual_seed(1))
+    targets = (tokens[:, 0] + tokens[:, 1]) % 13
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(tokens), targets).backward()
+        optimizer.step()
+    return model, tokens, targets
+
+
+def test_tied_weights_are_coded_and_counted_once_with_finite_values():
+    from grokscope.features import parameter_groups
+
+    model, tokens, targets = trained_tied()
+    state = model.state_dict()  # both names, one storage
+    assert set(state) == {"wte.weight", "mlp.weight", "mlp.bias", "head.weight"}
+    loss = model_loss(model, tokens, targets, F.cross_entropy)
+    names = [group[0] for group in parameter_groups(model)]  # what measure passes
+    results = rate_distortion(state, loss, [0.01, 0.3], names=names, error=model_error(model, tokens, targets))
+    for result in results:
+        assert all(math.isfinite(v) for v in (result.bits, result.loss, result.original_loss, result.error))
+        assert set(result.ranks) == {"wte.weight", "mlp.weight"}  # head.weight is wte.weight
+        assert result.loss <= result.original_loss + result.tolerance
+    unique = [state[n].detach().numpy().tobytes() for n in ("wte.weight", "mlp.weight", "mlp.bias")]
+    assert results[0].raw_bits == 8 * len(bz2.compress(b"".join(unique), 9))
+    # Found from shared memory without names, or told by `tied` for a copy that shares nothing.
+    copied = {k: v.clone() for k, v in state.items()}
+    for same in (rate_distortion(state, loss, [0.01, 0.3]),
+                 rate_distortion(copied, loss, [0.01, 0.3], tied=parameter_groups(model))):
+        assert [(r.bits, r.tau, r.bin_size, r.ranks) for r in same] == [
+            (r.bits, r.tau, r.bin_size, r.ranks) for r in results]
+
+
+def test_a_tied_network_measures_as_the_same_network_with_one_parameter():
+    model, tokens, targets = trained_tied()
+    single = OneEmbeddingModel()
+    single.load_state_dict({k: v for k, v in model.state_dict().items() if k != "head.weight"})
+    with torch.no_grad():
+        assert torch.equal(single(tokens), model(tokens))
+    tied = rate_distortion(model.state_dict(), model_loss(model, tokens, targets, F.cross_entropy), [0.01, 0.3])
+    alone = rate_distortion(single.state_dict(), model_loss(single, tokens, targets, F.cross_entropy), [0.01, 0.3])
+    for a, b in zip(tied, alone):
+        assert (a.bits, a.tau, a.bin_size, a.loss, a.original_loss, a.raw_bits, a.ranks) == (
+            b.bits, b.tau, b.bin_size, b.loss, b.original_loss, b.raw_bits, b.ranks)
+    assert any(r.bin_size > 0 for r in tied)  # something was perturbed
+
+
+def test_coarse_states_give_a_tied_tensor_one_value_and_contradictions_are_refused():
+    model, tokens, targets = trained_tied(steps=5)
+    grain = CoarseGraining(model.state_dict())
+    assert grain.names == ["wte.weight", "mlp.weight", "mlp.bias"]
+    coarse, _ = grain.coarse(grain.ranks(1.0), 2.0 ** -4)
+    assert coarse["head.weight"] is coarse["wte.weight"]
+    assert not torch.equal(coarse["wte.weight"], model.wte.weight)
+    loss = model_loss(model, tokens, targets, F.cross_entropy)
+    broken = dict(coarse, **{"head.weight": coarse["head.weight"] + 1.0})
+    with pytest.raises(GrokscopeError, match="'wte.weight' and 'head.weight' are one tied parameter"):
+        loss(broken)
+    with pytest.raises(GrokscopeError, match="one tied tensor but hold different values"):
+        CoarseGraining(broken, tied=[("wte.weight", "head.weight")])

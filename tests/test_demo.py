@@ -32,6 +32,13 @@ def test_demo_quick_writes_every_figure_and_the_report(tmp_path):
         assert width > 500 and height > 300
     report = pd.read_csv(folder / "report.csv")
     assert sorted(report["weight_decay"]) == [0.1, 2.0]
+    # It ends with the path of one page holding every figure kind it drew and the report.
+    page = folder / "report.html"
+    assert completed.stderr.strip().splitlines()[-1].endswith(str(page))
+    html = page.read_text()
+    assert all(f'<figure id="figure-{kind}"><img src="data:image/png;base64,' in html
+               for kind in ("curves", "phases", "collapse", "info-plane", "pareto"))
+    assert [f'<tr><td data-value="{run}">' in html for run in report["run"]] == [True, True]
     runs = sorted((folder / "runs").iterdir())
     for run in runs:
         families = {p.stem for p in (run / "measures").glob("*.parquet")}

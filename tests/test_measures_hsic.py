@@ -7,7 +7,18 @@ import pytest
 import torch
 
 from grokscope.errors import GrokscopeError
-from grokscope.measures.hsic import HsicReference, cka, hsic, hsic_measures, hsic_reference, nhsic, pass_orders
+from grokscope.measures import hsic_batches
+from grokscope.measures.hsic import (
+    HsicReference,
+    TokenInputs,
+    as_hsic_inputs,
+    cka,
+    hsic,
+    hsic_measures,
+    hsic_reference,
+    nhsic,
+    pass_orders,
+)
 
 
 # --- the reference: kernel matrices, centring matrix, explicit inverses, one batch at a time ----
@@ -414,3 +425,108 @@ def test_passes_that_cannot_differ_are_equal_and_bad_passes_raise():
     reference = hsic_reference(x, passes=2)
     with pytest.raises(GrokscopeError, match="passes: the reference was built with passes=2"):
         hsic_measures(t, reference, passes=4)
+
+
+# --- token inputs: the one-hot kernels from Hamming distances, nothing of size V -----------------
+
+
+def one_hot_tokens(tokens, vocabulary):
+    """(n, T * V): each position's one-hot code, concatenated (what the Hamming kernel stands for)."""
+    n, positions = tokens.shape
+    codes = np.zeros((n, positions, vocabulary))
+    codes[np.arange(n)[:, None], np.arange(positions)[None, :], tokens] = 1.0
+    return codes.reshape(n, -1)
+
+
+def token_pair(seed=40, n=230, positions=5, vocabulary=7):
+    """Token sequences and a representation that depends on them (through an embedding)."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, vocabulary, size=(n, positions))
+    embedding = rng.normal(size=(vocabulary, 3))
+    t = np.tanh(embedding[tokens].reshape(n, -1) @ rng.normal(size=(3 * positions, 6))) * 3
+    return t + 0.3 * rng.normal(size=t.shape), tokens
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"bandwidth": "median"}, {"kernel_x": "linear"}, {"batch_size": None}, {"batch_size": 64, "seed": None},
+     {"sigma": 0.05, "batch_size": 50}],
+)
+def test_nhsic_of_tokens_is_nhsic_of_their_one_hot_codes(options):
+    t, tokens = token_pair()
+    got = nhsic(t, TokenInputs(tokens, 7), **options)
+    want = nhsic(t, one_hot_tokens(tokens, 7), **options)
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+    if "sigma" not in options:  # the NumPy transcription has the default sigma
+        explicit = reference_nhsic(t, one_hot_tokens(tokens, 7), **{"kernel_x": "gaussian", **options})
+        assert got == pytest.approx(explicit, rel=1e-8)
+
+
+def test_reference_and_plane_of_tokens_are_those_of_the_one_hot_codes():
+    t, tokens = token_pair(seed=41, n=260)
+    y = tokens[:, 0] % 3
+    codes = one_hot_tokens(tokens, 9)  # a vocabulary larger than the ids seen: d = T * 9
+    reference = hsic_reference(TokenInputs(tokens, vocabulary=9), y, batch_size=64)
+    for t_step in drifting_series(codes, seed=42):
+        got = hsic_measures(t_step, reference, per_pass=True)
+        want = hsic_measures(t_step, codes, y, batch_size=64, per_pass=True)
+        direct = hsic_measures(t_step, TokenInputs(tokens, 9), y, batch_size=64, per_pass=True)
+        for key in ("nhsic_x", "nhsic_y"):
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(direct[key], want[key], rtol=1e-12, atol=1e-12)
+    assert reference.kernel_x == "gaussian"
+    for estimate in (hsic, cka):
+        assert estimate(t, TokenInputs(tokens, 9)) == pytest.approx(estimate(t, codes), rel=1e-12, abs=1e-15)
+
+
+def test_token_vocabulary_sets_the_kernel_dimension_and_subsets_keep_it():
+    t, tokens = token_pair(seed=43, vocabulary=5)
+    inputs = TokenInputs(tokens)
+    assert inputs.vocabulary == int(tokens.max()) + 1 == 5
+    wider = nhsic(t, TokenInputs(tokens, 50), sigma=0.2)
+    assert wider == pytest.approx(nhsic(t, one_hot_tokens(tokens, 50), sigma=0.2), rel=1e-12)
+    assert wider != pytest.approx(nhsic(t, inputs, sigma=0.2), rel=1e-3)  # d = T * V enters the width
+    mask = torch.from_numpy(tokens[:, 0] != 0)
+    subset = TokenInputs(tokens, 50)[mask]
+    assert subset.vocabulary == 50 and len(subset) == int(mask.sum())
+    assert nhsic(t[mask.numpy()], subset, sigma=0.2) == pytest.approx(
+        nhsic(t[mask.numpy()], one_hot_tokens(tokens, 50)[mask.numpy()], sigma=0.2), rel=1e-12)
+
+
+def test_a_vocabulary_no_one_hot_code_could_hold_is_measured_from_hamming_distances():
+    t, tokens = token_pair(seed=44, n=300, positions=64, vocabulary=6)
+    # 64 positions of 10^12 ids: a one-hot row would be 6.4e13 entries. The median bandwidth does not
+    # depend on the dimension, so the value is that of the small code.
+    got = hsic_measures(t, TokenInputs(tokens, vocabulary=10**12), tokens[:, 1], bandwidth="median")
+    want = hsic_measures(t, one_hot_tokens(tokens, 6), tokens[:, 1], bandwidth="median")
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-12)
+
+
+def test_chunks_of_any_size_give_the_same_values(monkeypatch):
+    t, tokens = token_pair(seed=45, n=345, positions=6)
+    y = tokens[:, 2]
+    whole = hsic_measures(t, TokenInputs(tokens), y, per_pass=True)
+    plain = cka(t, TokenInputs(tokens), per_pass=True)
+    monkeypatch.setattr(hsic_batches, "CHUNK_BYTES", 1)  # one batch per chunk
+    small = hsic_measures(t, TokenInputs(tokens), y, per_pass=True)
+    for key in whole:
+        np.testing.assert_allclose(small[key], whole[key], rtol=1e-12)
+    np.testing.assert_allclose(cka(t, TokenInputs(tokens), per_pass=True), plain, rtol=1e-12)
+    assert small["nhsic_x"] == pytest.approx(
+        hsic_measures(t, one_hot_tokens(tokens, int(tokens.max()) + 1), y, per_pass=True)["nhsic_x"], rel=1e-12)
+
+
+def test_model_inputs_become_tokens_or_features():
+    tokens = np.array([[3, 0, 2], [1, 1, 0]], dtype=np.int32)
+    inputs = as_hsic_inputs(tokens)
+    assert isinstance(inputs, TokenInputs) and inputs.vocabulary == 4 and inputs.tokens.dtype == torch.int64
+    assert torch.equal(inputs.tokens, torch.tensor(tokens, dtype=torch.int64))
+    features = as_hsic_inputs(np.ones((2, 3), dtype=np.float32))
+    assert isinstance(features, torch.Tensor) and features.dtype == torch.float32
+    with pytest.raises(GrokscopeError, match="non-negative token ids"):
+        as_hsic_inputs(-tokens)
+    with pytest.raises(GrokscopeError, match="vocabulary"):
+        TokenInputs(tokens, vocabulary=3)
+    with pytest.raises(GrokscopeError, match="tokens: expected integer token ids"):
+        TokenInputs(np.ones((2, 3)))

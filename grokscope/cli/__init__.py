@@ -121,7 +121,7 @@ def _root(
     pass
 
 
-COMMANDS = ("train", "probe", "measure", "plot", "report", "subnet", "predict", "demo")
+COMMANDS = ("train", "probe", "measure", "plot", "report", "export", "subnet", "predict", "demo")
 
 
 def _register() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -46,6 +47,8 @@ def report(
     threshold: float = typer.Option(0.99, "--threshold", help="Accuracy that counts as memorised (train) / generalised (test)."),
     delay: int = typer.Option(1000, "--delay", help="Gap in steps from which a run counts as grokking rather than comprehension."),
     early: Optional[int] = typer.Option(None, "--early", help="synergy_peak_*: only the steps up to the memorisation step + this many (default: the whole run)."),
+    all_columns: bool = typer.Option(False, "--all-columns", help="table, --html: every column, also those empty in every row or for another kind of model."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained page (the table, every figure the tables allow, each with its plot command) and print its path."),
 ) -> None:
     """Summarise runs: when each memorised and generalised, its phase, synergy minimum and final RNC1."""
     from grokscope.cli.output import Output
@@ -56,29 +59,34 @@ def report(
         raise GrokscopeError(f"--format: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     if early is not None and early < 0:
         raise GrokscopeError(f"--early: must be >= 0, got {early}")
-    summaries = run_summaries(load(inputs).where(where), threshold=threshold, delay=delay, early=early)
+    if html is not None:
+        from grokscope.reporting.html import page_inputs
+
+        inputs = page_inputs(html, inputs)
+    tables = load(inputs).where(where)
+    summaries = run_summaries(tables, threshold=threshold, delay=delay, early=early)
     if summaries.empty:
         raise GrokscopeError("nothing to report: no runs (after --where, if given)")
     output = Output()
     for _, row in summaries[summaries["diverged_step"].notna()].iterrows():
         output.warn(f"{row['series']}: diverged at step {row['diverged_step']} (non-finite loss or weights); "
                     "its values from there on are NaN and its summaries leave them out")
-    if fmt == "table":
-        output.result(render_table(for_reading(summaries)))
+    if html is not None:
+        from grokscope.reporting.html import PageRequest, write_page
+
+        output.result(write_page(html, PageRequest(inputs, where, threshold, delay, early, all_columns), tables, summaries))
+    elif fmt == "table":
+        output.result(render_table(for_reading(summaries, all_columns)))
     else:
         # Missing cells as JSON null, not NaN (which JSON does not have).
         output.rows(summaries.astype(object).where(summaries.notna(), None), fmt)
 
 
-def for_reading(summaries):
-    """The table format's columns: ``series`` only where two series share a run name, and no
-    hyperparameter column that is empty in every row (the other formats keep every column)."""
-    from grokscope.plotting.summary import HYPERPARAMETERS
+def for_reading(summaries, all_columns: bool = False):
+    """The table format's columns (:func:`grokscope.reporting.columns.reading_columns`)."""
+    from grokscope.reporting.columns import reading_columns
 
-    drop = [c for c in HYPERPARAMETERS if c in summaries.columns and summaries[c].isna().all()]
-    if not summaries["run"].duplicated().any():
-        drop.append("series")
-    return summaries.drop(columns=drop)
+    return reading_columns(summaries, all_columns)
 
 
 def render_table(summaries) -> str:
@@ -105,10 +113,6 @@ def render_table(summaries) -> str:
 
 
 def _cell(value) -> str:
-    import pandas as pd
+    from grokscope.reporting.columns import cell_text
 
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return cell_text(value)

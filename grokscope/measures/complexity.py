@@ -1,6 +1,10 @@
 r"""Intrinsic complexity of a network: the description length of its weights after the best lossy
 compression that keeps the training loss within a tolerance, and the spectral-entropy penalty.
 
+This module holds the method and the search; the coarse-graining and its coding live in
+:mod:`grokscope.measures.coarse_graining`, the losses, the bound and the penalty in
+:mod:`grokscope.measures.complexity_losses` (every public name of both is importable from here).
+
 DeMoss, Sapora, Foerster, Hawes & Posner, "The Complexity Dynamics of Grokking" (arXiv:2412.09810;
 Physica D 482, 134859, 2025); the authors' code is github.com/brantondemoss/GrokkingComplexity.
 
@@ -36,9 +40,12 @@ back to the identity.
     \quad\text{subject to}\quad L(C_{\tau,\Delta}(\theta)) \le L(\theta) + \varepsilon,
 
 with :math:`L` the loss on the whole training set (the authors' code evaluates the last
-minibatch; the constraint is one-sided as theirs: a coarse-grained network may do better). The
-identity (the float weights compressed as they are) is always a candidate, so
-:math:`K_\varepsilon \le` ``raw_bits``.
+minibatch; the constraint is one-sided as theirs: a coarse-grained network may do better), or on
+a fixed, seeded subsample of it for large models (``model_loss(..., subsample=N, seed=s)``; the
+result records ``loss_samples`` and ``loss_seed``). The identity (the float weights compressed
+as they are) is always a candidate, so :math:`K_\varepsilon \le` ``raw_bits``. A tied tensor
+(one tensor under several names, as GPT-2's output layer and embedding) is coded, counted and
+perturbed once (:class:`CoarseGraining`).
 
 **Search over** :math:`(\tau, \Delta)`. The authors maximise with Bayesian optimisation (62 loss
 evaluations per checkpoint, :math:`\tau \in [0, 1]`, :math:`\Delta \in [10^{-3}, 1]` log-uniform).
@@ -65,9 +72,11 @@ the finest bin after two misses) and bisects, and the configuration's size at it
 :math:`\Delta^*` is compressed. The walk stops at the first configuration with no feasible bin
 (by 3). Under 1-3 the result is the optimum of the whole grid, whatever bin each gallop starts
 from (``tests/test_complexity.py`` checks it against brute force), and the same every time
-(on one machine: another BLAS may round a boundary loss the other way); on the default run it costs about 30 loss evaluations and 10 compressions per
-checkpoint (``benchmarks/complexity.py``). Loss evaluations and compressions are cached, so a
-rate-distortion curve over several tolerances shares them.
+(on one machine: another BLAS may round a boundary loss the other way); on the default run it
+costs about 30 loss evaluations and 10 compressions per checkpoint (``benchmarks/complexity.py``).
+Loss evaluations and compressions are cached, so a rate-distortion curve over several tolerances
+shares them. ``max_loss_evaluations`` (default 64) bounds each tolerance's new evaluations: where
+it runs out, the result is the smallest feasible point evaluated so far (``exhausted``).
 
 **Generalisation bound** (the paper's Occam bound, for a hypothesis described in :math:`K` bits
 and a loss in [0, 1], with probability :math:`1-\delta` over :math:`n` training samples):
@@ -82,270 +91,41 @@ complexity in bits. It is vacuous (above 1) unless :math:`K` is well below :math
 
 from __future__ import annotations
 
-import bz2
-import lzma
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from numbers import Integral
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
-
 from grokscope.errors import GrokscopeError
-from grokscope.measures.weights import spectral_summary
+from grokscope.measures.coarse_graining import (  # noqa: F401 - the coding's public names, importable from here
+    BINS_PER_OCTAVE,
+    COMPRESSORS,
+    FINEST_RELATIVE_BIN,
+    CoarseGraining,
+    compressed_bits,
+    low_rank_saves,
+    quantise,
+    serialise,
+    truncation_rank,
+)
+from grokscope.measures.complexity_losses import (  # noqa: F401 - likewise
+    DEFAULT_DELTA,
+    Loss,
+    generalisation_bound,
+    ModelError,
+    ModelLoss,
+    model_error,
+    model_loss,
+    spectral_entropy_penalty,
+    training_subsample,
+)
 
-COMPRESSORS = ("bz2", "lzma")
 #: 0, 0.05, ..., 1: about what the authors' 62 evaluations over two parameters resolve.
 DEFAULT_TAUS = tuple(i / 20 for i in range(21))
-#: Bin sizes 2^(j/16): 4.4% apart, finer than the cliffs of the loss in the bin size.
-BINS_PER_OCTAVE = 16
-#: The finest bin searched, relative to the largest stored magnitude: float32's resolution.
-FINEST_RELATIVE_BIN = 2.0 ** -24
-#: delta of the generalisation bound (a 95% bound).
-DEFAULT_DELTA = 0.05
-
-_INT_TYPES = (np.int8, np.int16, np.int32, np.int64)
-
-Loss = Callable[[dict], float]
-
-
-# --- the pieces ----------------------------------------------------------------------------
-
-
-def quantise(values, bin_size: float) -> torch.Tensor:
-    r"""Integer codes :math:`\operatorname{round}(x / \Delta)` (half to even), as int64.
-
-    The quantised value is ``codes * bin_size``; it differs from ``values`` by at most
-    :math:`\Delta/2` per entry.
-    """
-    if not bin_size > 0:
-        raise GrokscopeError(f"bin size: must be positive, got {bin_size}")
-    values = _tensor(values)
-    return torch.round(values.to(torch.float64) / bin_size).to(torch.int64)
-
-
-def truncation_rank(singular_values, tau: float, rtol: float | None = None) -> int:
-    r"""The smallest rank :math:`k` with :math:`\sum_{i\le k} s_i \ge \tau \sum_i s_i`.
-
-    Singular values at or below ``rtol`` times the largest count as zero (default: their number
-    times float64's machine epsilon; :class:`CoarseGraining` passes the larger dimension, as
-    ``numpy.linalg.matrix_rank`` does), so ``tau = 1`` gives the numerical rank, not the full
-    dimension. ``tau <= 0`` or a zero matrix gives 0.
-    """
-    s = _tensor(singular_values).to(torch.float64).flatten()
-    if not 0.0 <= tau <= 1.0:
-        raise GrokscopeError(f"tau: must lie in [0, 1], got {tau}")
-    if len(s) == 0 or not bool(s.max() > 0):
-        return 0
-    if rtol is None:
-        rtol = len(s) * torch.finfo(torch.float64).eps
-    s = torch.sort(s, descending=True).values
-    rank = int((s > s[0] * rtol).sum())
-    return _rank_reaching(torch.cumsum(s[:rank], 0), tau)
-
-
-def _rank_reaching(cumulative: torch.Tensor, tau: float) -> int:
-    """The smallest k with cumulative[k-1] >= tau * total, from running sums of singular values."""
-    if tau <= 0 or len(cumulative) == 0:
-        return 0
-    # The total is the running sum's own last entry, so tau = 1 is reached exactly at the rank.
-    return int(torch.searchsorted(cumulative, tau * cumulative[-1])) + 1
-
-
-def _tensor(values) -> torch.Tensor:
-    if isinstance(values, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(values))
-    return torch.as_tensor(values)
-
-
-def low_rank_saves(rank: int, shape: Sequence[int]) -> bool:
-    """Whether factors of ``rank`` hold fewer entries than the full ``shape`` matrix."""
-    rows, cols = shape
-    return rank * (rows + cols) < rows * cols
-
-
-def serialise(codes: Sequence[torch.Tensor]) -> bytes:
-    """Integer codes as bytes: each array row-major, little-endian, in the narrowest signed integer
-    type that holds it (int8 when every code lies in [-128, 127], ...), arrays concatenated."""
-    parts = []
-    for array in codes:
-        values = array.detach().to("cpu", torch.int64).numpy()
-        kind = np.int64
-        if values.size:
-            low, high = int(values.min()), int(values.max())
-            kind = next(t for t in _INT_TYPES if np.iinfo(t).min <= low and high <= np.iinfo(t).max)
-        parts.append(np.ascontiguousarray(values, dtype=np.dtype(kind).newbyteorder("<")).tobytes())
-    return b"".join(parts)
-
-
-def compressed_bits(data: bytes, compressor: str = "bz2") -> int:
-    """Size in bits of ``data`` compressed by bz2 (level 9, the authors' call) or lzma (xz, preset 6)."""
-    if compressor == "bz2":
-        return 8 * len(bz2.compress(data, 9))
-    if compressor == "lzma":
-        return 8 * len(lzma.compress(data))
-    raise GrokscopeError(f"--compressor: unknown {compressor!r}; known: {', '.join(COMPRESSORS)}")
-
-
-def generalisation_bound(bits: float, train_error: float, n: int, delta: float = DEFAULT_DELTA) -> float:
-    r"""The paper's bound on the test error of a hypothesis described in ``bits`` bits:
-
-    .. math::
-
-        R \le \hat R + \sqrt{\frac{K + 2\log K + \log(1/\delta)}{2n}}
-
-    (natural logarithms; with :math:`K` in bits rather than nats the bound is, if anything,
-    looser than Hoeffding's union bound needs). Values above 1 are returned as they are
-    (a vacuous bound says so).
-    """
-    if not n > 0:
-        raise GrokscopeError(f"n: the number of training samples must be positive, got {n}")
-    if not 0 < delta < 1:
-        raise GrokscopeError(f"delta: must lie in (0, 1), got {delta}")
-    if not bits >= 1 or not math.isfinite(bits):
-        return math.nan
-    return train_error + math.sqrt((bits + 2 * math.log(bits) + math.log(1 / delta)) / (2 * n))
-
-
-def spectral_entropy_penalty(matrices: Sequence[torch.Tensor], eps: float = 1e-12) -> torch.Tensor:
-    r"""The spectral-entropy regulariser: the mean over weight matrices of the entropy of their
-    normalised singular values,
-
-    .. math::
-
-        \frac{1}{|\mathcal W|} \sum_{W \in \mathcal W} -\sum_i p_i \log(p_i + \epsilon),
-        \qquad p_i = \frac{s_i(W)}{\sum_j s_j(W)},
-
-    differentiable (through ``torch.linalg.svdvals``). :math:`\epsilon` (1e-12; the authors use
-    1e-10) keeps the gradient finite when a singular value reaches zero. All-zero matrices have
-    no spectrum to normalise and are left out of the mean (a zero-initialised output layer at
-    step 0); with no matrix left the penalty is 0.
-    """
-    terms = []
-    for matrix in matrices:
-        sing = torch.linalg.svdvals(matrix)  # (min(rows, cols),)
-        total = sing.sum()
-        if not bool(total > 0):
-            continue
-        p = sing / total
-        terms.append(-(p * torch.log(p + eps)).sum())
-    if not terms:
-        reference = matrices[0] if len(matrices) else torch.zeros(())
-        return reference.new_zeros(())
-    return torch.stack(terms).mean()
-
-
-# --- coarse-graining a state dict ----------------------------------------------------------
-
-
-@dataclass
-class _Matrix:
-    u: torch.Tensor  # (m, r)
-    s: torch.Tensor  # (r,)
-    vh: torch.Tensor  # (r, n)
-    rank: int  # numerical rank
-    cumulative: torch.Tensor  # (rank,): running sums of the singular values
-
-
-class CoarseGraining:
-    r"""The SVDs of a state dict's matrices, computed once, and the coarse-grained networks
-    :math:`C_{\tau,\Delta}` built from them (see the module docstring).
-
-    Parameters
-    ----------
-    state : Mapping[str, array_like]
-        A state dict. Entries named in ``names`` (default: every floating-point entry) are
-        coded; the rest (integer buffers, masks you leave out) pass through unchanged.
-    names : sequence of str, optional
-        The entries that make up the description, e.g. ``[n for n, _ in model.named_parameters()]``
-        so that floating buffers are not counted.
-    """
-
-    def __init__(self, state: Mapping, names: Sequence[str] | None = None):
-        if not isinstance(state, Mapping):
-            raise GrokscopeError(f"state: expected a mapping of names to arrays, got {type(state).__name__}")
-        self.state = {k: _tensor(v).detach() for k, v in state.items()}
-        if names is None:
-            names = [k for k, v in self.state.items() if v.is_floating_point()]
-        missing = [n for n in names if n not in self.state]
-        if missing:
-            raise GrokscopeError(f"state: no entry {missing[0]!r}")
-        self.names = list(names)
-        if not self.names:
-            raise GrokscopeError("state: holds no floating-point parameters")
-        self.finite = all(bool(torch.isfinite(self.state[n]).all()) for n in self.names)
-        self.matrices: dict[str, _Matrix] = {}
-        largest = 0.0
-        for name in self.names:
-            value = self.state[name].to(torch.float64)
-            largest = max(largest, float(value.abs().max()) if value.numel() else 0.0)
-            if value.ndim != 2 or not self.finite:
-                continue
-            u, s, vh = torch.linalg.svd(value, full_matrices=False)  # (m, r) (r,) (r, n)
-            rank = truncation_rank(s, 1.0, rtol=max(value.shape) * torch.finfo(torch.float64).eps)
-            self.matrices[name] = _Matrix(u, s, vh, rank, torch.cumsum(s[:rank], 0))
-            if len(s):
-                largest = max(largest, float((u * s).abs().max()), float(vh.abs().max()))
-        #: The largest magnitude any stored array can hold (a full matrix, a factor or a vector).
-        self.largest = largest
-
-    # -- configurations ------------------------------------------------------------------
-
-    def ranks(self, tau: float) -> tuple[int | None, ...]:
-        """Per matrix (in order), the truncation rank at ``tau`` if it is stored as factors, or
-        None where the full matrix is kept: the configuration that ``tau`` selects."""
-        config = []
-        for name, matrix in self.matrices.items():
-            rank = _rank_reaching(matrix.cumulative, tau)
-            config.append(rank if low_rank_saves(rank, self.state[name].shape) else None)
-        return tuple(config)
-
-    def coarse(self, config: tuple[int | None, ...], bin_size: float) -> tuple[dict, list[torch.Tensor]]:
-        """The coarse-grained state dict (each entry in its original dtype and device) and the
-        integer codes that describe it, in serialisation order."""
-        ranks = dict(zip(self.matrices, config))
-        state = dict(self.state)
-        codes = []
-        for name in self.names:
-            value = self.state[name]
-            rank = ranks.get(name)
-            if rank is not None:
-                matrix = self.matrices[name]
-                a = quantise(matrix.u[:, :rank] * matrix.s[:rank], bin_size)  # (m, k)
-                b = quantise(matrix.vh[:rank], bin_size)  # (k, n)
-                codes += [a, b]
-                coarse = (a.to(torch.float64) * bin_size) @ (b.to(torch.float64) * bin_size)  # (m, n)
-            else:
-                q = quantise(value, bin_size)
-                codes.append(q)
-                coarse = q.to(torch.float64) * bin_size
-            state[name] = coarse.to(value.dtype)
-        return state, codes
-
-    def stored_ranks(self, config: tuple[int | None, ...]) -> dict[str, int]:
-        """Per matrix, the rank of its coarse-grained version before quantisation."""
-        return {name: (matrix.rank if rank is None else rank)
-                for (name, matrix), rank in zip(self.matrices.items(), config)}
-
-    def raw_bits(self, compressor: str = "bz2") -> int:
-        """The compressed size of the weights as they are (their own dtype), for scale."""
-        data = b"".join(self.state[n].detach().cpu().contiguous().numpy().tobytes() for n in self.names)
-        return compressed_bits(data, compressor)
-
-    def spectra(self) -> dict[str, dict[str, float]]:
-        """Spectral entropy, effective rank and stable rank per matrix, from the same SVDs."""
-        return {name: spectral_summary(matrix.s) for name, matrix in self.matrices.items()}
-
-    # -- the bin grid ----------------------------------------------------------------------
-
-    def bin_range(self, bins_per_octave: int = BINS_PER_OCTAVE) -> tuple[int, int]:
-        r"""Exponents ``(j_lo, j_hi)`` of the searched bins :math:`2^{j/q}`: from float32
-        resolution of the largest stored magnitude to the first bin that zeroes every code."""
-        if self.largest == 0:
-            return 0, 0  # nothing to code: every bin gives the same all-zero network
-        high = math.ceil(bins_per_octave * math.log2(2 * self.largest))
-        low = math.floor(bins_per_octave * math.log2(self.largest * FINEST_RELATIVE_BIN))
-        return low, high
+#: The most new loss evaluations one tolerance's search makes: about the authors' budget (62 per
+#: checkpoint), nearly twice what the search needs on the default run (at most 35 at tolerance 0.1,
+#: docs/complexity.md), so it binds only where the gallops go astray, and bounds the cost there.
+DEFAULT_MAX_LOSS_EVALUATIONS = 64
 
 
 # --- the search ----------------------------------------------------------------------------
@@ -368,6 +148,14 @@ class Complexity:
     spectra: dict[str, dict[str, float]] = field(default_factory=dict)  # per matrix, from the same SVDs
     loss_evaluations: int = 0  # new loss evaluations this search made (cached ones not counted)
     compressions: int = 0
+    max_loss_evaluations: int | None = None  # the search's budget of new loss evaluations (None: none)
+    exhausted: bool = False  # the budget ran out: bits is the best point evaluated, an upper bound of the grid's
+    loss_samples: int | None = None  # training samples the loss was evaluated on (None: not told by the loss)
+    loss_seed: int | None = None  # the seed that chose them (None: all samples, or not told)
+
+
+class _BudgetSpent(Exception):
+    """The search's budget of loss evaluations is spent."""
 
 
 class ComplexitySearch:
@@ -378,9 +166,16 @@ class ComplexitySearch:
     """
 
     def __init__(self, coarse_graining: CoarseGraining, loss: Loss, *, taus: Sequence[float] = DEFAULT_TAUS,
-                 bins_per_octave: int = BINS_PER_OCTAVE):
+                 bins_per_octave: int = BINS_PER_OCTAVE, max_loss_evaluations: int | None = None):
         if bins_per_octave < 1:
             raise GrokscopeError(f"bins per octave: must be at least 1, got {bins_per_octave}")
+        if max_loss_evaluations is not None and not (
+                isinstance(max_loss_evaluations, Integral) and not isinstance(max_loss_evaluations, bool)
+                and max_loss_evaluations >= 1):
+            raise GrokscopeError(
+                f"max_loss_evaluations: must be a positive integer or None, got {max_loss_evaluations!r}")
+        self.max_loss_evaluations = None if max_loss_evaluations is None else int(max_loss_evaluations)
+        self._allowance: int | None = None  # evaluations left to the current run
         taus = sorted({float(t) for t in taus}, reverse=True)
         if not taus or not all(0.0 <= t <= 1.0 for t in taus):
             raise GrokscopeError(f"taus: need values in [0, 1], got {taus}")
@@ -406,6 +201,10 @@ class ComplexitySearch:
     def coarse_loss(self, config: tuple, j: int) -> float:
         key = (config, j)
         if key not in self._losses:
+            if self._allowance is not None:
+                if self._allowance <= 0:
+                    raise _BudgetSpent
+                self._allowance -= 1
             state, _ = self.grain.coarse(config, self.bin_size(j))
             self._losses[key] = float(self.loss(state))
             self.loss_evaluations += 1
@@ -479,21 +278,28 @@ class ComplexitySearch:
         # The identity is always feasible: the weights as they are.
         best = (raw, 1.0, None, None)
         guess = None
-        for tau, config in self.configs:
-            if guess is not None and guess > self.j_lo and not self.feasible(config, guess, tolerance):
-                # This configuration's best bin lies below the guess, so (size falling with the
-                # bin) its best size is at least its size one bin below: if that is no better
-                # than the best so far, skip the search for its bin altogether.
-                if self.bits(config, guess - 1, compressor) >= best[0]:
-                    guess -= 1
-                    continue
-            j = self.largest_feasible_bin(config, tolerance, guess)
-            if j is None:
-                break  # no bin works here; truncating further only adds error
-            guess = j
-            bits = self.bits(config, j, compressor)
-            if bits < best[0]:
-                best = (bits, tau, config, j)
+        self._allowance, exhausted = self.max_loss_evaluations, False
+        try:
+            for tau, config in self.configs:
+                if guess is not None and guess > self.j_lo and not self.feasible(config, guess, tolerance):
+                    # This configuration's best bin lies below the guess, so (size falling with the
+                    # bin) its best size is at least its size one bin below: if that is no better
+                    # than the best so far, skip the search for its bin altogether.
+                    if self.bits(config, guess - 1, compressor) >= best[0]:
+                        guess -= 1
+                        continue
+                j = self.largest_feasible_bin(config, tolerance, guess)
+                if j is None:
+                    break  # no bin works here; truncating further only adds error
+                guess = j
+                bits = self.bits(config, j, compressor)
+                if bits < best[0]:
+                    best = (bits, tau, config, j)
+        except _BudgetSpent:
+            exhausted = True
+            best = self._best_evaluated(tolerance, compressor, best)
+        finally:
+            self._allowance = None
         bits, tau, config, j = best
         if config is None:
             state, bin_size, loss = self.grain.state, 0.0, self.original_loss
@@ -507,12 +313,28 @@ class ComplexitySearch:
             raw_bits=float(raw), tolerance=float(tolerance), compressor=compressor, ranks=ranks,
             error=float(error(state)) if error is not None else math.nan, spectra=self.grain.spectra(),
             loss_evaluations=self.loss_evaluations - evaluations, compressions=self.compressions - compressions,
+            max_loss_evaluations=self.max_loss_evaluations, exhausted=exhausted,
+            loss_samples=getattr(self.loss, "samples", None), loss_seed=getattr(self.loss, "seed", None),
         )
+
+    def _best_evaluated(self, tolerance: float, compressor: str, best: tuple) -> tuple:
+        """``best`` or a smaller feasible point among those whose loss is known: per configuration
+        its largest known feasible bin (by assumption 2 its smallest size among them)."""
+        for tau, config in self.configs:
+            known = [j for (seen, j), value in self._losses.items()
+                     if seen == config and math.isfinite(value) and value <= self.original_loss + tolerance]
+            if known:
+                bits = self.bits(config, max(known), compressor)
+                if bits < best[0]:
+                    best = (bits, tau, config, max(known))
+        return best
 
 
 def rate_distortion(state: Mapping, loss: Loss, tolerances: Sequence[float], *, compressor: str = "bz2",
                     error: Loss | None = None, names: Sequence[str] | None = None,
-                    taus: Sequence[float] = DEFAULT_TAUS, bins_per_octave: int = BINS_PER_OCTAVE) -> list[Complexity]:
+                    taus: Sequence[float] = DEFAULT_TAUS, bins_per_octave: int = BINS_PER_OCTAVE,
+                    max_loss_evaluations: int | None = DEFAULT_MAX_LOSS_EVALUATIONS,
+                    tied: Sequence[Sequence[str]] | None = None) -> list[Complexity]:
     r"""The complexity :math:`K_\varepsilon` of one network at each tolerance :math:`\varepsilon`.
 
     Parameters
@@ -532,18 +354,26 @@ def rate_distortion(state: Mapping, loss: Loss, tolerances: Sequence[float], *, 
         Entries of ``state`` that are coded (default: every floating-point one).
     taus, bins_per_octave
         The search grid (see the module docstring).
+    max_loss_evaluations : int or None
+        The most new loss evaluations each tolerance's search may make (besides the one of the
+        original network; None: no bound). When it runs out the result is the smallest feasible
+        point evaluated (``exhausted``), a valid size but possibly above the grid's optimum.
+    tied : sequence of sequences of str, optional
+        Names that are one tensor (see :class:`CoarseGraining`): coded and counted once.
 
     Returns
     -------
     list of Complexity
         One per tolerance, in order. A network with non-finite weights or loss gives NaN sizes.
     """
-    grain = CoarseGraining(state, names)
+    grain = CoarseGraining(state, names, tied)
     if not grain.finite:
-        return [_undefined(grain, tolerance, compressor, math.nan) for tolerance in tolerances]
-    search = ComplexitySearch(grain, loss, taus=taus, bins_per_octave=bins_per_octave)
+        return [_undefined(loss, tolerance, compressor, math.nan, max_loss_evaluations) for tolerance in tolerances]
+    search = ComplexitySearch(grain, loss, taus=taus, bins_per_octave=bins_per_octave,
+                              max_loss_evaluations=max_loss_evaluations)
     if not math.isfinite(search.original_loss):
-        return [_undefined(grain, tolerance, compressor, search.original_loss) for tolerance in tolerances]
+        return [_undefined(loss, tolerance, compressor, search.original_loss, max_loss_evaluations)
+                for tolerance in tolerances]
     return [search.run(tolerance, compressor, error) for tolerance in tolerances]
 
 
@@ -552,38 +382,10 @@ def complexity(state: Mapping, loss: Loss, tolerance: float, **options) -> Compl
     return rate_distortion(state, loss, [tolerance], **options)[0]
 
 
-def _undefined(grain: CoarseGraining, tolerance: float, compressor: str, loss: float) -> Complexity:
-    return Complexity(bits=math.nan, tau=math.nan, bin_size=math.nan, loss=math.nan, original_loss=loss,
-                      raw_bits=math.nan, tolerance=float(tolerance), compressor=compressor)
-
-
-# --- losses of an nn.Module ----------------------------------------------------------------
-
-
-def model_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-               criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-               readout: Callable | None = None) -> Loss:
-    """``loss(state)``: ``criterion(model(inputs), targets)`` with ``state``'s weights swapped in
-    (``torch.func.functional_call``; the module itself is not modified). Works for any module
-    whose forward takes ``inputs``, MLP or transformer; ``readout`` turns the model's output into
-    (N, K) logits where it is something else (a tuple, a sequence)."""
-
-    @torch.no_grad()
-    def loss(state: dict) -> float:
-        output = torch.func.functional_call(model, state, (inputs,))
-        return float(criterion(output if readout is None else readout(output), targets))
-
-    return loss
-
-
-def model_error(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                readout: Callable | None = None) -> Loss:
-    """``error(state)``: the share of ``inputs`` whose argmax logit is not the target."""
-
-    @torch.no_grad()
-    def error(state: dict) -> float:
-        output = torch.func.functional_call(model, state, (inputs,))
-        logits = output if readout is None else readout(output)  # (N, K)
-        return float((logits.argmax(dim=-1) != targets).double().mean())
-
-    return error
+def _undefined(loss: Loss, tolerance: float, compressor: str, original_loss: float,
+               max_loss_evaluations: int | None) -> Complexity:
+    """The NaN result of a network whose weights or loss are not finite."""
+    return Complexity(bits=math.nan, tau=math.nan, bin_size=math.nan, loss=math.nan, original_loss=original_loss,
+                      raw_bits=math.nan, tolerance=float(tolerance), compressor=compressor,
+                      max_loss_evaluations=max_loss_evaluations, loss_samples=getattr(loss, "samples", None),
+                      loss_seed=getattr(loss, "seed", None))

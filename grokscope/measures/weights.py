@@ -31,6 +31,18 @@ def _identity(tensor: torch.Tensor) -> tuple:
             tensor.stride())
 
 
+def shared_entries(state: Mapping) -> list[tuple[str, ...]]:
+    """Groups of two or more names of ``state`` whose tensors are the same memory (same storage,
+    offset, shape and strides): a tied weight saved or passed under each of its names, e.g.
+    GPT-2's ``lm_head.weight`` and ``transformer.wte.weight``. In the order of their first names."""
+    groups: dict[tuple, list[str]] = {}
+    for name, value in state.items():
+        tensor = torch.as_tensor(value)
+        if tensor.numel():
+            groups.setdefault(_identity(tensor), []).append(name)
+    return [tuple(names) for names in groups.values() if len(names) > 1]
+
+
 def _as_parameters(state: Mapping, parameters=None) -> dict[str, torch.Tensor]:
     """The trained weights of ``state`` as float64 tensors, each once, in the given order.
 
@@ -108,7 +120,7 @@ def spectral_summary(singular_values: torch.Tensor) -> dict[str, float]:
     r"""Spectral entropy, effective rank and stable rank from a matrix's singular values.
 
     The formulas of :func:`weight_measures`; taking the singular values lets a caller that
-    already holds an SVD (``measures.complexity``) reuse it. All three are ``nan`` when every
+    already holds an SVD (``measures.coarse_graining``) reuse it. All three are ``nan`` when every
     singular value is zero.
     """
     sing = torch.as_tensor(singular_values).to(torch.float64)

@@ -7,7 +7,9 @@ what probe computed and what the tool logged, see :mod:`grokscope.logs`) — fol
 standard input). They are gathered into two frames:
 
 - ``measures``: the tidy measure tables of every input, concatenated (run, step, metric, value,
-  split, layer, family columns, hyperparameter columns);
+  split, layer, family columns, hyperparameter columns), each row with ``family``: the name of
+  the table it was read from (``measures/<family>.parquet``; a table given by itself, its file's
+  name, unless it has a ``family`` column of its own);
 - ``history``: the runs' histories, one row per evaluation, with ``run`` and the hyperparameter
   columns added so both frames can be filtered, coloured and faceted the same way.
 
@@ -31,6 +33,7 @@ from grokscope.errors import GrokscopeError
 MEASURE_COLUMNS = formats.tables.MEASURE_COLUMNS
 HISTORY_COLUMNS = ("step", "train_acc", "test_acc")
 SERIES = "series"
+FAMILY = "family"
 
 
 @dataclass
@@ -86,6 +89,8 @@ def load(inputs: list[str]) -> Tables:
             seen.add(("table", str(path.resolve())))
             table = formats.tables.read_table(path)
             if set(MEASURE_COLUMNS) <= set(table.columns):
+                if FAMILY not in table.columns:
+                    table = table.assign(**{FAMILY: path.stem})
                 measures.append(table if SERIES in table.columns else table.assign(**{SERIES: table["run"].astype(str)}))
             elif set(HISTORY_COLUMNS) <= set(table.columns):
                 histories.append(_with_series_columns(table, path.parent))
@@ -113,7 +118,9 @@ def _read_series(series) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     context = SeriesContext.open(series)
     identity = {SERIES: str(series.home)}
-    measures = formats.tables.read_measures(series.home)
+    folder = Path(series.home) / formats.tables.MEASURES_DIR
+    measures = _concat([formats.tables.read_measure_table(path).assign(**{FAMILY: path.stem})
+                        for path in sorted(folder.glob("*.parquet"))])
     if not measures.empty:
         measures = _add_columns(measures, identity)
     history = context.history()

@@ -1,0 +1,1 @@
+"""Measures in other tools' formats (``grokscope export``): :mod:`~grokscope.exporting.tensorboard`."""
