@@ -5,12 +5,12 @@ derives from them (its *home*: ``features/`` and ``measures/``). Three kinds are
 
 * **grokscope runs** (``run``): a folder with ``run.json`` and ``checkpoints/step-*.safetensors``;
   the model and the exact train/test split are rebuilt from ``run.json``. Home: the run.
-* **folders written by other tools** (``folder``): entries that carry a step in their names —
-  ``checkpoint-500/`` folders (Hugging Face Trainer: ``model.safetensors``, ``pytorch_model.bin``
-  ... inside), Lightning's ``epoch=3-step=500.ckpt``, ``step500.pt``, ``ckpt-500.pth`` — or,
-  failing that, a step stored inside the checkpoint (``global_step``, ``step``, ``iter_num``).
-  Home: the folder, or its parent when the folder is named ``checkpoints`` (Lightning's
-  ``version_0/checkpoints/`` beside ``metrics.csv``).
+* **folders written by other tools** (``folder``): weight files or checkpoint folders
+  (``checkpoint-500/`` of the Hugging Face Trainer, accelerate's ``checkpoint_3/``, DCP's
+  ``step-500/.metadata``), their steps from a step map, from what they store, or from their
+  names (:mod:`grokscope.scanning`), and the Hugging Face Hub cache's ``models--ORG--NAME/``,
+  one checkpoint per step-named revision. Home: the folder, or its parent when the folder is
+  named ``checkpoints`` (Lightning's ``version_0/checkpoints/`` beside ``metrics.csv``).
 * **one file holding a whole series** (``file``): a list or dict of state dicts with their steps,
   as in Nanda et al.'s ``full_run_data.pth``. Home: ``<stem>.grokscope/`` beside the file.
 
@@ -31,25 +31,15 @@ from typing import Iterable, Iterator
 
 from grokscope import formats
 from grokscope.errors import GrokscopeError
-from grokscope.formats.steps import WEIGHT_SUFFIXES, parse_checkpoint_step
-from grokscope.loading import (
-    NOT_MODEL,
-    PICKLE_SUFFIXES,
-    Checkpoint,
-    holds_series,
-    is_weight_file,
-    load_pickled_cached,
-    series_in_file,
-    stored_step,
-)
+from grokscope.formats import hub_cache
+from grokscope.formats.steps import WEIGHT_SUFFIXES
+from grokscope.loading import PICKLE_SUFFIXES, Checkpoint, holds_series, holds_weights, load_pickled_cached, series_in_file
+from grokscope.scanning import FILE_HOME_SUFFIX, OUTPUT_DIRS, describe_skipped, foreign_checkpoints, scan_folder
 
 RUN, FOLDER, FILE = "run", "folder", "file"
-# A single-file series keeps its features and measures in a folder beside it with this suffix.
-FILE_HOME_SUFFIX = ".grokscope"
 # Folder names that hold the checkpoints of their parent (Lightning's version_N/checkpoints).
 _CHECKPOINT_FOLDERS = ("checkpoints", "ckpts", "ckpt")
-# Folders a series never holds checkpoints in (grokscope's own outputs).
-_OUTPUT_DIRS = {formats.features.FEATURES_DIR, formats.tables.MEASURES_DIR}
+_OUTPUT_DIRS = OUTPUT_DIRS
 
 
 @dataclass
@@ -76,6 +66,8 @@ class Series:
             return formats.run.run_name(self.root)
         if self.kind == FILE and self.home == file_home(self.root):
             return self.root.stem
+        if self.kind == FOLDER and self.home == self.root and hub_cache.is_repo(self.root):
+            return hub_cache.repo_id(self.root)  # EleutherAI/pythia-70m, not models--EleutherAI--pythia-70m
         return Path(os.path.abspath(self.home)).name
 
     @property
@@ -107,52 +99,6 @@ def default_home(root: Path, kind: str) -> Path:
     if kind == FOLDER and Path(root).name in _CHECKPOINT_FOLDERS:
         return Path(root).parent
     return Path(root)
-
-
-def _candidate(entry: Path) -> bool:
-    return not (entry.name.startswith(".") or entry.name in _OUTPUT_DIRS or NOT_MODEL.match(entry.name)
-                or entry.name.endswith(FILE_HOME_SUFFIX))
-
-
-def _named_checkpoint(entry: Path) -> Checkpoint | None:
-    """A checkpoint whose step is in its name: a weight file, or a folder holding one (never a
-    grokscope run, whose name may hold a step word: add-p97-subnet-step229)."""
-    if not _candidate(entry) or formats.run.is_run_dir(entry):
-        return None
-    step = parse_checkpoint_step(entry.name, is_file=entry.is_file())
-    if step is None:
-        return None
-    if is_weight_file(entry):
-        return Checkpoint(step, entry)
-    if entry.is_dir() and any(is_weight_file(p) for p in entry.iterdir()):
-        return Checkpoint(step, entry)
-    return None
-
-
-def foreign_checkpoints(folder: Path) -> list[Checkpoint]:
-    """The checkpoints directly inside a folder written by another tool, sorted by step.
-
-    Files whose names carry no step are opened to look for a step stored inside them
-    (``global_step``, ``step``, ``iter_num``); one that repeats the step of a named checkpoint
-    (Lightning's ``last.ckpt``) is left out. Two checkpoints for one step are an error.
-    """
-    entries = sorted(Path(folder).iterdir())
-    named = [c for c in (_named_checkpoint(e) for e in entries) if c is not None]
-    named_paths = {c.path for c in named}
-    stored = []
-    for entry in entries:
-        if entry in named_paths or not _candidate(entry) or not is_weight_file(entry) or holds_series(entry):
-            continue
-        step = stored_step(entry)
-        if step is not None and step not in {c.step for c in named}:
-            stored.append(Checkpoint(step, entry))
-    found = named + stored
-    steps = [c.step for c in found]
-    duplicated = sorted({s for s in steps if steps.count(s) > 1})
-    if duplicated:
-        names = sorted(c.path.name for c in found if c.step == duplicated[0])
-        raise GrokscopeError(f"{folder}: several checkpoints for step {duplicated[0]} ({', '.join(names)})")
-    return sorted(found)
 
 
 def run_checkpoints(run_dir: Path) -> list[Checkpoint]:
@@ -208,17 +154,56 @@ def _named_by(path: Path) -> list[tuple[Series, list[int] | None]]:
     if owner is not None:
         home, step = owner
         return [(series_at_home(home), None if step is None else [step])]
+    repo = hub_cache.repo_of(path) if path.is_dir() else None
+    if repo is not None and repo != Path(path):  # snapshots/, refs/, or one snapshot of a Hub cache repository
+        series = folder_series(repo)
+        chosen = [c.step for c in series.checkpoints if _same(c.path, path)]
+        return [(series, chosen or None)]
     if path.is_file():
         return [_single_file(path)]
     if path.name in _CHECKPOINT_FOLDERS and formats.run.is_run_dir(path.parent):
         return [(run_series(path.parent), None)]
-    checkpoint = _named_checkpoint(path)
-    if checkpoint is not None and not foreign_checkpoints(path):
-        return [(folder_series(path.parent), [checkpoint.step])]
+    if holds_weights(path) and not scan_folder(path).checkpoints:  # one checkpoint-N/ folder
+        series = folder_series(path.parent)
+        listed = [c.step for c in series.checkpoints if _same(c.path, path)]
+        if listed:
+            return [(series, listed)]
     found = list(_walk(path))
     if not found:
-        raise GrokscopeError(f"{path}: holds no grokscope run and no checkpoint series")
+        raise GrokscopeError(_refusal(path))
     return [(s, None) for s in found]
+
+
+def _same(a: Path, b: Path) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _checkpoint_in_parent(entry: Path, folder: Path) -> tuple[Series, list[int]]:
+    """The series of ``folder`` with the step of its checkpoint ``entry`` selected."""
+    series = folder_series(folder)
+    steps = [c.step for c in series.checkpoints if _same(c.path, entry)]
+    if not steps:
+        raise GrokscopeError(f"{entry}: cannot tell the training step from its name, its folder's or its contents; "
+                             f"give it in {Path(folder) / formats.steps.STEP_MAP_FILE}, e.g. "
+                             f'{{"{Path(entry).name}": 1000}}')
+    return series, steps
+
+
+def _refusal(path: Path) -> str:
+    """Why a path holds no series, with what was skipped in it."""
+    message = f"{path}: holds no grokscope run and no checkpoint series"
+    repos = [path] if hub_cache.is_repo(path) else [c for c in sorted(path.iterdir()) if hub_cache.is_repo(c)]
+    if repos:
+        described = "; ".join(f"{repo.name}: {describe_skipped(scan_folder(repo).skipped) or 'no revisions'}"
+                              for repo in repos[:3])
+        return (f"{message} ({len(repos)} Hugging Face cache repositories without step-named revisions: {described}); "
+                "revisions are read by their refs named by step, refs/step1000, as from_pretrained(repo, "
+                "revision='step1000') leaves them")
+    skipped = scan_folder(path).skipped
+    if not any(skipped.values()):
+        return message
+    return (f"{message} (skipped {describe_skipped(skipped)}); a checkpoint is a file ending in "
+            f"{', '.join(WEIGHT_SUFFIXES)}, or a folder holding one or a DCP checkpoint")
 
 
 def _home_owning(path: Path) -> tuple[Path, int | None] | None:
@@ -295,17 +280,13 @@ def _single_file(path: Path) -> tuple[Series, list[int] | None]:
         raise GrokscopeError(f"{path}: not a checkpoint (expected one of {', '.join(WEIGHT_SUFFIXES)})")
     if holds_series(path):  # an unreadable file is reported when its step's turn comes
         return file_series(path), None
-    step = parse_checkpoint_step(path.name)
-    if step is not None:
-        return folder_series(path.parent), [step]
-    # model.safetensors inside checkpoint-500/: the folder carries the step.
-    step = parse_checkpoint_step(path.parent.name, is_file=False)
-    if step is not None:
-        return folder_series(path.parent.parent), [step]
-    step = stored_step(path)
-    if step is not None:
-        return folder_series(path.parent), [step]
-    raise GrokscopeError(f"{path}: cannot tell the training step from its name, its folder's or its contents")
+    repo = hub_cache.repo_of(path.parent)
+    if repo is not None:  # model.safetensors in a Hub cache snapshot
+        return _named_by(path.parent)[0]
+    if not scan_folder(path.parent).checkpoints:
+        # model.safetensors inside checkpoint-500/: the folder is the checkpoint.
+        return _checkpoint_in_parent(path.parent, path.parent.parent)
+    return _checkpoint_in_parent(path, path.parent)
 
 
 def _walk(folder: Path):
@@ -316,6 +297,8 @@ def _walk(folder: Path):
     checkpoints = foreign_checkpoints(folder)
     if checkpoints:
         yield Series(folder, FOLDER, default_home(folder, FOLDER), checkpoints)
+        return
+    if hub_cache.is_repo(folder):  # its blobs and snapshots are no series of their own
         return
     children = sorted(folder.iterdir())
     for child in children:

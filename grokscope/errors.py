@@ -1,4 +1,4 @@
-"""The one exception type for user mistakes.
+"""The one exception type for user mistakes, and the one warning type.
 
 Anything raised as :class:`GrokscopeError` is shown by the CLI as a single line on stderr
 (``error: <message>``) with a non-zero exit code; anything else is a bug and keeps its traceback.
@@ -11,6 +11,11 @@ import os
 
 class GrokscopeError(ValueError):
     """A problem with the user's input (a file, an option, a value), not with grokscope."""
+
+
+class GrokscopeWarning(UserWarning):
+    """Something the user should know about their input that does not stop the command (steps
+    that may be epochs, files skipped); the CLI shows each once as ``warning: <message>``."""
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -1,4 +1,5 @@
-"""Loading a checkpoint's weights safely, and reading what a checkpoint file says about itself.
+"""Loading a checkpoint's weights safely, and what a loaded checkpoint holds (a state dict, nested
+or not; a whole series in one file).
 
 Pickled files (``.pt``, ``.pth``, ``.bin``, ``.ckpt``) are only ever read with
 ``torch.load(..., weights_only=True)``, which refuses any object that is not a tensor or a plain
@@ -11,15 +12,17 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from grokscope.errors import GrokscopeError
+from grokscope.formats import dcp
 from grokscope.formats.steps import WEIGHT_SUFFIXES, parse_checkpoint_step
 
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+PICKLE_SUFFIXES = (".pth.tar", ".pt", ".pth", ".bin", ".ckpt")
 # Inside a checkpoint-N/ folder, the model's weights under the names common tools give them.
 _PREFERRED_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth", "model.bin")
 # Files beside the weights in a Hugging Face Trainer checkpoint that are not the model.
@@ -30,7 +33,8 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 # Keys under which training loops commonly nest the model's state dict in a larger checkpoint.
 _NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "weights")
 # Keys under which a checkpoint dict records its own step (nanoGPT: iter_num; Lightning: global_step).
-_STORED_STEP_KEYS = ("global_step", "step", "iter_num", "iteration")
+STORED_STEP_KEYS = ("global_step", "step", "iter_num", "iteration")
+STORED_EPOCH_KEY = "epoch"
 
 
 @dataclass(frozen=True, order=True)
@@ -47,33 +51,14 @@ def is_weight_file(path: Path) -> bool:
     return path.is_file() and path.name.endswith(WEIGHT_SUFFIXES) and not path.name.startswith(".")
 
 
-# --- steps inside files --------------------------------------------------------------------
+def holds_weights(folder: Path) -> bool:
+    """Whether a folder is one checkpoint: model weights inside, or a DCP checkpoint."""
+    folder = Path(folder)
+    return folder.is_dir() and (dcp.is_dcp_folder(folder) or any(
+        is_weight_file(p) and not NOT_MODEL.match(p.name) for p in folder.iterdir()))
 
 
-def stored_step(path: Path) -> int | None:
-    """The step a checkpoint file records about itself, or None (also for unreadable files).
-
-    safetensors: the header's ``step``, ``global_step`` or ``grokscope.step`` metadata; pickled
-    checkpoints: a top-level ``global_step``, ``step``, ``iter_num`` or ``iteration`` entry.
-    """
-    path = Path(path)
-    if path.name.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = dict(handle.metadata() or {})
-        except Exception:  # noqa: BLE001 - not a checkpoint we can read: not part of the series
-            return None
-        for key in ("grokscope.step", "global_step", "step"):
-            if str(metadata.get(key, "")).isdigit():
-                return int(metadata[key])
-        return None
-    try:
-        loaded = load_pickled_cached(path)
-    except GrokscopeError:
-        return None
-    return _step_entry(loaded)
+# --- what a loaded checkpoint holds ------------------------------------------------------
 
 
 def holds_series(path: Path) -> bool:
@@ -86,16 +71,20 @@ def holds_series(path: Path) -> bool:
         return False
 
 
-def _step_entry(loaded) -> int | None:
+def count_entry(value) -> int | None:
+    if hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:
+        value = value.item()
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def step_entry(loaded) -> int | None:
     if not isinstance(loaded, dict):
         return None
-    for key in _STORED_STEP_KEYS:
-        value = loaded.get(key)
-        if hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:
-            value = value.item()
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return None
+    return next((count_entry(loaded[k]) for k in STORED_STEP_KEYS if count_entry(loaded.get(k)) is not None), None)
+
+
+def epoch_entry(loaded) -> int | None:
+    return count_entry(loaded.get(STORED_EPOCH_KEY)) if isinstance(loaded, dict) else None
 
 
 def series_in_file(loaded) -> list[tuple[int, object]] | None:
@@ -109,7 +98,7 @@ def series_in_file(loaded) -> list[tuple[int, object]] | None:
     if isinstance(loaded, (list, tuple)) and len(loaded) > 1:
         if all(_is_state(item) for item in loaded):
             return list(enumerate(loaded))
-        entries = [(_step_entry(item), _nested_state(item)) for item in loaded]
+        entries = [(step_entry(item), _nested_state(item)) for item in loaded]
         if all(step is not None and state is not None for step, state in entries):
             return sorted(entries, key=lambda pair: pair[0])
         return None
@@ -182,10 +171,23 @@ def load_state(checkpoint: Checkpoint, device="cpu") -> dict:
             raise GrokscopeError(f"{checkpoint.path}: no longer holds checkpoint {checkpoint.member} of its series")
         state = _unwrap_state(entries[checkpoint.member][1], checkpoint.path)
         return strip_wrapper_prefixes(_to_device(state, device))
+    if dcp.is_dcp_folder(checkpoint.path):
+        return strip_wrapper_prefixes(_load_dcp(checkpoint.path, device))
     state: dict = {}
     for path in weight_files(checkpoint):
         state.update(_load_file(path, device))
     return strip_wrapper_prefixes(state)
+
+
+def _load_dcp(folder: Path, device) -> dict:
+    """A DCP checkpoint's model state: the tensors under the first of the usual nesting keys
+    (``{"model": ..., "optimizer": ...}``), else every tensor entry."""
+    metadata = dcp.read_metadata(folder)
+    nested = next((key for key in _NESTED_STATE_KEYS if key in dcp.tensor_roots(metadata)), None)
+    state = dcp.load_tensors(folder, (nested,) if nested else (), device, metadata)
+    if not state:
+        raise GrokscopeError(f"{folder}: a DCP checkpoint holding no tensors")
+    return state
 
 
 def _to_device(state: dict, device) -> dict:
@@ -246,7 +248,13 @@ def _load_pickled(path: Path, device):
 
 @functools.lru_cache(maxsize=2)
 def _load_pickled_cached_key(path: str, mtime_ns: int, size: int):
-    return _load_pickled(Path(path), "cpu")
+    import torch
+
+    try:
+        # Memory-mapped: looking for a stored step reads the pickle, not every tensor's bytes.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - an old (non-zip) file, or one to refuse: the full read says why
+        return _load_pickled(Path(path), "cpu")
 
 
 def load_pickled_cached(path: Path):
@@ -327,10 +335,43 @@ def strip_wrapper_prefixes(state: dict) -> dict:
     return stripped
 
 
+def transformers_names(model, state: dict) -> dict:
+    """``state`` under the names of a ``transformers`` model, renamed as ``from_pretrained`` does.
+
+    transformers 5 renamed modules of several architectures (ViT's
+    ``vit.encoder.layer.0.attention.attention.key`` is ``vit.layers.0.attention.k_proj``,
+    GPT-NeoX's ``embed_out`` is ``lm_head``) and converts the names found on disk only while
+    loading, with the model's conversion mapping: the same mapping renames here. Names already
+    the model's stay; a key that transformers would merge or split with others (fused
+    projections) keeps its name, and the mismatch is reported when it is loaded. Any other model
+    gets ``state`` back unchanged.
+    """
+    if not type(model).__module__.startswith("transformers."):
+        return state
+    from transformers import PreTrainedModel
+
+    expected = model.state_dict()
+    if not isinstance(model, PreTrainedModel) or set(state) <= set(expected):
+        return state
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    conversions = get_model_conversion_mapping(model)
+    renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
+    converters = [c for c in conversions if isinstance(c, WeightConverter)]
+    renamed = {}
+    for key, value in state.items():
+        name, merged_by = rename_source_key(key, renamings, converters, model.base_model_prefix, expected)
+        renamed[key if merged_by is not None else name] = value
+    return renamed
+
+
 def transformers_config(checkpoint: Checkpoint) -> Path | None:
-    """The ``config.json`` a Hugging Face checkpoint folder carries, if any."""
+    """The ``config.json`` a Hugging Face checkpoint folder carries, if any: an absolute path
+    that keeps its symlinks (in the Hub cache the file links into ``blobs/``, where no model
+    folder is)."""
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
-    path = folder / "config.json"
+    path = Path(os.path.abspath(folder / "config.json"))
     if not path.is_file():
         return None
     try:

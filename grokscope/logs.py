@@ -11,7 +11,8 @@ series it comes from two places:
 
   - the Hugging Face Trainer's ``trainer_state.json`` (``log_history``; ``loss`` is the mean
     training loss since the last log, ``eval_loss`` / ``eval_accuracy`` the evaluation of the
-    weights at that step);
+    weights at that step; the end-of-training summary, whose ``train_loss`` is the mean over the
+    whole run, is left out);
   - Lightning's ``metrics.csv`` (CSVLogger). Lightning writes every row at ``global_step - 1``:
     a training row describes the weights before that step's update (the checkpoint named
     ``step=S`` for the row of step S), but a validation row written at step S was computed on
@@ -41,6 +42,8 @@ CANONICAL = ("train_loss", "train_acc", "test_loss", "test_acc")
 PROBED_HISTORY_FILE = "history.parquet"
 _EVAL_PREFIX = re.compile(r"^(val|valid|validation|eval|test)[_/]", re.IGNORECASE)
 _TRAIN_PREFIX = re.compile(r"^(train|training)[_/]", re.IGNORECASE)
+# A key only the Trainer's end-of-training log entry has.
+_TRAINING_SUMMARY = "train_runtime"
 
 
 def probed_history_path(features_dir: Path) -> Path:
@@ -92,6 +95,8 @@ def _trainer_state(series) -> pd.DataFrame | None:
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
             continue
+        if _TRAINING_SUMMARY in entry:
+            continue  # the end-of-training summary: its train_loss is the mean over the run, not this step's
         values = {k: float(v) for k, v in entry.items()
                   if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
         rows.append({"step": entry["step"], **values})

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from grokscope.loading import transformers_names
+
 # Elementwise functions that may stand between two layers that follow each other (balancedness).
 _ACTIVATIONS = (
     lambda a: a, torch.relu, torch.nn.functional.gelu, lambda a: torch.nn.functional.gelu(a, approximate="tanh"),
@@ -17,6 +19,7 @@ _ACTIVATIONS = (
 def fit_state(model: nn.Module, state: dict) -> dict:
     """``state`` renamed and completed to load strictly into ``model``.
 
+    - Names that transformers renames when loading (its conversion mapping) are renamed.
     - A prefix that the checkpoint adds or lacks (Lightning's ``model.`` for a LightningModule
       attribute, a wrapper's) is found by the best match of names, and removed or added.
     - A tied parameter saved once (GPT-2's ``lm_head.weight`` = ``transformer.wte.weight``) is
@@ -26,7 +29,8 @@ def fit_state(model: nn.Module, state: dict) -> dict:
     Anything else that does not match is left for ``load_state_dict`` to report.
     """
     expected = model.state_dict()
-    state = _best_prefix(state, set(expected))
+    # Prefixes first (transformers' patterns are anchored at the model's names), then again after renaming.
+    state = _best_prefix(transformers_names(model, _best_prefix(state, set(expected))), set(expected))
     fitted = dict(state)
     aliases = parameter_aliases(model)
     buffers = {name for name, _ in model.named_buffers()}

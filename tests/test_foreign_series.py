@@ -460,7 +460,7 @@ def test_changed_data_is_refused_by_name(loops, tmp_path):
 
 
 def test_documented_plain_loop_walkthrough(tmp_path):
-    """docs/your-checkpoints.md, section 5, as written."""
+    """docs/your-checkpoints.md, section 10, as written."""
     series = tmp_path / "series"
     example("plain_pytorch_series.py")["train"](series)
     tables = full_pipeline(series, series, tmp_path / "figures",

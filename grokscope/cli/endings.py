@@ -1,17 +1,20 @@
 """How a command ends: one line on stderr instead of a traceback, and the exit code that says why
-(2 a user's mistake, 1 a system error, 130 an interrupt), at any instant of the process."""
+(2 a user's mistake, 1 a system error, 130 an interrupt), at any instant of the process; and how
+its warnings show (each GrokscopeWarning once, as one ``warning:`` line)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import sys
+import warnings
 
 import typer
 
 from grokscope.cli.output import Output
-from grokscope.errors import GrokscopeError, describe_os_error
+from grokscope.errors import GrokscopeError, GrokscopeWarning, describe_os_error
 
 INTERRUPTED = "interrupted; files already written are complete, the rest were not written"
 # A Ctrl-C that Python loses (raised inside an import lock's or a destructor's callback, where it
@@ -30,7 +33,8 @@ def reports_user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with _warnings_as_lines():
+                return command(*args, **kwargs)
         except GrokscopeError as exc:
             _fail(str(exc), 2)
         except KeyboardInterrupt:
@@ -43,6 +47,25 @@ def reports_user_errors(command):
             _fail(describe_os_error(exc), 1)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """A GrokscopeWarning raised anywhere in the command is one ``warning:`` line on stderr, once."""
+    shown: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", GrokscopeWarning)
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, GrokscopeWarning):
+                return default(message, category, filename, lineno, file, line)
+            if str(message) not in shown:
+                shown.add(str(message))
+                Output().warn(str(message))
+
+        warnings.showwarning = show
+        yield
 
 
 def _fail(message: str, code: int):

@@ -94,7 +94,8 @@ def probe_context(series: Series, *, model: str | None = None, data: Path | None
                 )
     context = SeriesContext(series, record=record)
     chosen = list(layers) if layers else (earlier or {}).get("layers")
-    record["layers"], record["penultimate"] = user_layer_keys(context.model(), chosen)
+    # A few samples: without an nn.Linear the default layer is found by running the model.
+    record["layers"], record["penultimate"] = user_layer_keys(context.model(), chosen, sample=context.data()[0][:8])
     return context
 
 
@@ -108,7 +109,7 @@ def _model_source(series: Series, model: str | None, earlier: dict | None) -> di
         return earlier["model"]
     config = transformers_config(series.checkpoints[0]) if series.checkpoints else None
     if config is not None:
-        return {"transformers": str(config.resolve())}
+        return {"transformers": str(config)}  # absolute, links kept: the Hub cache links config.json into blobs/
     raise GrokscopeError(
         f"{series.root}: not a grokscope run; probing another tool's series needs --model MODULE:FACTORY "
         "(a callable returning the untrained nn.Module) unless its checkpoints carry a Hugging Face config.json"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
-from grokscope.errors import GrokscopeError
+from grokscope.errors import GrokscopeError, GrokscopeWarning
 from grokscope.plotting import style
-from grokscope.plotting.data import Tables, label_column, series_key
+from grokscope.plotting.data import SERIES, Tables, label_column, series_key
 from grokscope.plotting.summary import overall_oinfo
 
 HISTORY_CURVES = {
@@ -23,10 +25,19 @@ def curves(tables: Tables, options: style.FigureOptions):
     """Train and test accuracy and loss against step (log), one line per run, split by line type."""
     history = tables.history
     style.require_rows(history, "history (train/test accuracy and loss)")
-    style.require_columns(history, HISTORY_CURVES, "curves")
     style.require_option_columns(history, options)
+    present = [c for c in HISTORY_CURVES if c in history.columns and history[c].notna().any()]
+    logged = ", ".join(c for c in history.columns if c not in ("run", SERIES))
+    if not present:
+        raise GrokscopeError(f"curves: the history has none of {', '.join(HISTORY_CURVES)} (its columns: {logged}); "
+                             "`grokscope probe` computes them from the model's output at every checkpoint")
+    if len(present) < len(HISTORY_CURVES):
+        # An evaluation-only log (a Trainer that logged no training loss): draw what there is.
+        warnings.warn(GrokscopeWarning(
+            f"curves: the history has no {', '.join(c for c in HISTORY_CURVES if c not in present)} (its columns: "
+            f"{logged}); drawing {', '.join(present)}"))
     keep = [c for c in history.columns if c not in HISTORY_CURVES]
-    long = history.melt(id_vars=keep, value_vars=list(HISTORY_CURVES), var_name="column", value_name="value")
+    long = history.melt(id_vars=keep, value_vars=present, var_name="column", value_name="value")
     long["quantity"] = long["column"].map(lambda c: HISTORY_CURVES[c][0])
     long["split"] = long["column"].map(lambda c: HISTORY_CURVES[c][1])
     return _lines(long, options, panel="quantity", y_label=None, linetype="split")
@@ -46,7 +57,7 @@ def collapse(tables: Tables, options: style.FigureOptions):
     style.require_option_columns(rnc1, options)
     rnc1 = rnc1[rnc1["value"] > 0].assign(value=lambda f: np.log10(f["value"]), quantity="RNC1 (log10)")
     panels = [rnc1]
-    if not tables.history.empty:
+    if not tables.history.empty and "test_acc" in tables.history.columns:
         accuracy = tables.history.assign(value=tables.history["test_acc"], split="test", quantity=ACCURACY)
         panels.append(accuracy[[c for c in accuracy.columns if c in set(rnc1.columns) | {"quantity"}]])
     long = pd.concat(panels, ignore_index=True)

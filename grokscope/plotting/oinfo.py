@@ -48,8 +48,10 @@ def phases(tables: Tables, options: style.FigureOptions):
     history = tables.history
     if not history.empty:
         history = history[history[series_key(history)].isin(set(synergy[key]))]
-        progress.append(history.assign(value=history["test_acc"], quantity="test accuracy"))
-        progress.append(_normalised(history.assign(value=history["test_loss"])).assign(quantity="test loss"))
+        if "test_acc" in history.columns:
+            progress.append(history.assign(value=history["test_acc"], quantity="test accuracy"))
+        if "test_loss" in history.columns:
+            progress.append(_normalised(history.assign(value=history["test_loss"])).assign(quantity="test loss"))
     progress = pd.concat(progress, ignore_index=True).assign(panel=PROGRESS)
     sizes = _sizes(synergy, redundancy)
     frames = [progress] + ([sizes] if not sizes.empty else [])

@@ -11,7 +11,7 @@ from typing import Iterator
 import pandas as pd
 
 from grokscope import formats
-from grokscope.errors import GrokscopeError
+from grokscope.errors import GrokscopeError, GrokscopeWarning
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 #: A numeric column with at most this many distinct values is coloured as categories.
@@ -51,13 +51,15 @@ def quiet_plotting() -> Iterator[None]:
     """Agg backend, and plotnine / matplotlib warnings kept off the user's screen.
 
     The warnings these libraries raise while drawing (rows with missing values removed, a
-    guide with no data) are about the figure's internals, not about the user's input.
+    guide with no data) are about the figure's internals, not about the user's input;
+    grokscope's own warnings are shown.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        warnings.simplefilter("always", GrokscopeWarning)  # grokscope's own are about the user's input
         yield
 
 
