@@ -35,8 +35,10 @@ def export(
     where: Optional[str] = typer.Option(None, "--where", help="Keep rows matching this pandas query, e.g. \"split == 'test'\"."),
 ) -> None:
     """Export measures as TensorBoard scalars and print the folders written."""
+    from grokscope.cli.checks import paths_exist
     from grokscope.cli.output import Output
 
+    paths_exist(inputs)
     if tensorboard is None:
         raise GrokscopeError("export: name a target: --tensorboard DIR")
     if tensorboard.exists() and not tensorboard.is_dir():

@@ -88,6 +88,12 @@ def measure(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr; only paths on stdout."),
 ) -> None:
     """Compute measures over checkpoint series into tidy Parquet tables (measures/<family>.parquet)."""
+    from grokscope.cli import checks
+
+    checks.before_measure(inputs, metric, steps=steps, device=device, choices={
+        "--split": split, "--hsic-split": hsic_split, "--hsic-estimator": hsic_estimator,
+        "--hsic-bandwidth": hsic_bandwidth, "--hsic-order": hsic_order, "--variables": variables,
+        "--search": search, "--ties": ties, "--units": units, "--compressor": compressor})
     import grokscope
 
     output = Output(quiet=quiet)

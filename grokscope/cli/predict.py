@@ -52,7 +52,10 @@ def predict(
     fmt: str = typer.Option("table", "--format", "-f", help="table (aligned, for reading), csv or json (one object per line)."),
 ) -> None:
     """Leave-one-out accuracy and ROC AUC of grokking from early-synergy features, against a loss-only baseline."""
+    from grokscope.cli.checks import paths_exist
     from grokscope.cli.output import Output
+
+    paths_exist(inputs)
     from grokscope.cli.report import render_table
     from grokscope.plotting.data import load
     from grokscope.prediction import evaluate, run_features

@@ -60,6 +60,9 @@ def probe(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr; only paths on stdout."),
 ) -> None:
     """Store the hidden-layer activations of every checkpoint on every train and test sample."""
+    from grokscope.cli import checks
+
+    checks.before_probe(paths, model=model, data=data, steps=steps, device=device, dtype=dtype, storage=storage)
     import grokscope
 
     written = grokscope.probe(paths, model=model, data=data, layers=layer, out=out, steps=steps, force=force,

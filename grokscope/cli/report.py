@@ -51,7 +51,10 @@ def report(
     html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained page (the table, every figure the tables allow, each with its plot command) and print its path."),
 ) -> None:
     """Summarise runs: when each memorised and generalised, its phase, synergy minimum and final RNC1."""
+    from grokscope.cli.checks import paths_exist
     from grokscope.cli.output import Output
+
+    paths_exist(inputs)
     from grokscope.plotting.data import load
     from grokscope.plotting.summary import run_summaries
 
