@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from grokscope.cli.output import Output
+from grokscope.cli.progress import waiting_for
 from grokscope.errors import GrokscopeError
 
 EPILOG = """\
@@ -96,7 +97,7 @@ def measure(
         "--search": search, "--ties": ties, "--units": units, "--compressor": compressor})
     import grokscope
 
-    output = Output(quiet=quiet)
+    output = Output(quiet=quiet, waiting=waiting_for(inputs))
     if fmt is not None and fmt not in ("csv", "json"):
         raise GrokscopeError(f"--format: unknown format {fmt!r}; known: csv, json")
     written = grokscope.measure(

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from grokscope.cli.output import Output
+from grokscope.cli.progress import waiting_for
 
 EPILOG = """\
 Examples:
@@ -68,6 +69,6 @@ def probe(
     written = grokscope.probe(paths, model=model, data=data, layers=layer, out=out, steps=steps, force=force,
                               device=device, batch_size=batch_size, dtype=dtype, storage=storage,
                               allow_global=allow_global or [], workers=workers, scheduler=scheduler, threads=threads,
-                              reporter=Output(quiet=quiet))
+                              reporter=Output(quiet=quiet, waiting=waiting_for(paths)))
     if written.exit_code:
         raise typer.Exit(written.exit_code)
