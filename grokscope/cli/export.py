@@ -29,7 +29,7 @@ are printed on stdout.
 
 
 def export(
-    inputs: List[str] = typer.Argument(..., help="Runs, folders of runs, Parquet tables, or - for paths on stdin."),
+    inputs: List[str] = typer.Argument(..., metavar="PATH...", help="Runs, folders of runs, Parquet tables, or - for paths on stdin."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Write TensorBoard event files below this folder."),
     families: Optional[str] = typer.Option(None, "--families", help="Only these tables, e.g. oinfo,collapse (default every table)."),
     where: Optional[str] = typer.Option(None, "--where", help="Keep rows matching this pandas query, e.g. \"split == 'test'\"."),

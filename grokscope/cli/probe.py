@@ -41,6 +41,12 @@ plot and report need none of them. --steps takes steps '1200', ranges
 checkpoints). See docs/probe.md and docs/your-checkpoints.md.
 """
 
+PANELS = {
+    "What to store": ("steps", "layer", "force", "dtype", "storage", "batch_size"),
+    "Another tool's series": ("model", "data", "out", "allow_global"),
+    "Execution": ("device", "workers", "scheduler", "threads", "quiet"),
+}
+
 
 def probe(
     paths: List[str] = typer.Argument(..., metavar="PATH...", help="Runs, checkpoint series (folders or single files), folders of them, single checkpoints, or - to read paths from stdin."),
