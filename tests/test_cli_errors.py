@@ -56,6 +56,9 @@ CASES = [
     (("probe", ".", "--dtype", "float33"), "did you mean 'float32'"),
     (("probe", ".", "--data", "missing.npz"), "--data: missing.npz is not a file"),
     (("probe", ".", "--model", "missing.py:build"), "--model: missing.py is not a file"),
+    (("train", "--wieght-decay", "1"), "No such option: --wieght-decay (Possible options: --weight-decay"),
+    (("probe", ".", "--batch-size", "1.5"), "Invalid value for '--batch-size'"),
+    (("plot", "curves", "."), "Missing option '--output'"),
 ]
 
 

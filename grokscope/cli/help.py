@@ -57,8 +57,18 @@ def _bare(annotation):
 
 
 class Command(TyperCommand):
-    """A command whose usage line reads ``grokscope plot [OPTIONS] KIND INPUTS...`` and whose
-    arguments show their metavar once (not again as ``<list[str]>``)."""
+    """A command whose usage line reads ``grokscope plot [OPTIONS] KIND INPUTS...``, whose
+    arguments show their metavar once (not again as ``<list[str]>``), and whose usage mistakes
+    (an unknown option, a value of the wrong type) are one line and exit 2, as every other mistake."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except _usage_error() as exc:
+            from grokscope.cli.output import Output
+
+            Output().error(f"{' '.join(exc.format_message().split())} (see {ctx.command_path} --help)")
+            raise typer.Exit(2) from None
 
     def collect_usage_pieces(self, ctx):
         pieces = [self.options_metavar] if self.get_params(ctx) else []
@@ -81,6 +91,15 @@ class Command(TyperCommand):
                 param.rich_help_panel = last[-1] if last else None
                 param.metavar = ""
         return params
+
+
+def _usage_error() -> type[Exception]:
+    """click's UsageError: typer 0.2x carries its own copy of click, earlier ones use click's."""
+    try:
+        from typer._click.exceptions import UsageError
+    except ImportError:
+        from click import UsageError
+    return UsageError
 
 
 def _no_type(ctx) -> None:
