@@ -5,11 +5,11 @@ progress, summaries, warnings and errors go to stderr. Colour follows rich, whic
 NO_COLOR and turns itself off when stderr is not a terminal. Messages are printed as plain text,
 never parsed as rich markup, so a path like ``runs/[red]/x`` is shown whole.
 
-Progress: a live bar when stderr is a terminal and this process owns the display; otherwise
-(nohup, a batch scheduler, ``2>log``, or a command whose stdout feeds the next one of a pipe)
+Progress: a live bar when stderr is a terminal and this process holds its display; otherwise
+(nohup, a batch scheduler, ``2>log``, or another process of the pipeline draws on the terminal)
 one plain line every ``GROKSCOPE_PROGRESS_EVERY`` seconds (default 60). In
-``train | probe - | measure -`` all three share one terminal: only the last, whose stdout is not
-a pipe, draws live, so the bars do not overwrite each other. Neither ever captures stdout:
+``train | probe - | measure -`` all three share one terminal: only the first to start its
+display draws live (``progress.live_display_claim``), so the bars do not overwrite each other. Neither ever captures stdout:
 results reach the pipe while the bar is drawn. A task with nothing to do yet shows ``waiting``
 (e.g. "waiting for paths on stdin") instead of 0/0.
 """
@@ -73,11 +73,20 @@ class Output:
         ``columns_extra`` are format strings of the task (``"{task.fields[stats]}"``), shown after
         the bar and at the end of each plain line.
         """
+        from grokscope.cli.progress import live_display_claim
+
+        with contextlib.ExitStack() as claims:
+            live = not self.quiet and self.console.is_terminal and claims.enter_context(
+                live_display_claim(self.console.file))
+            with self._progress(live, columns_extra) as bar:
+                yield bar
+
+    @contextlib.contextmanager
+    def _progress(self, live: bool, columns_extra) -> Iterator["object"]:
         from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        from grokscope.cli.progress import count_column, owns_live_display, plain_lines_progress, progress_every
+        from grokscope.cli.progress import count_column, plain_lines_progress, progress_every
 
-        live = not self.quiet and self.console.is_terminal and owns_live_display()
         every = None if self.quiet or live else progress_every()
         columns = [
             TextColumn("{task.description}", markup=False),

@@ -1,14 +1,14 @@
 """Progress for logs: rich's progress bar that also prints a plain line every so often, for
 stderr that is not a terminal (nohup, a batch scheduler, ``2>log``), where a live bar shows
-nothing, and for the commands of a pipeline that do not own the terminal's live display."""
+nothing, and for the processes that share a terminal with the one drawing the live display."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-import stat
-import sys
 import time
+from typing import Iterator
 
 from rich.text import Text
 
@@ -24,14 +24,35 @@ def progress_every() -> float:
     return seconds_from_env(PROGRESS_EVERY_ENV, DEFAULT_PROGRESS_EVERY_S)
 
 
-def owns_live_display() -> bool:
-    """Whether this process may draw the live bar: its stdout is not a pipe (or socket) to a next
-    command. Of ``a | b | c`` on one terminal only ``c`` draws; ``a`` and ``b`` print plain lines."""
+@contextlib.contextmanager
+def live_display_claim(stream) -> Iterator[bool]:
+    """Whether this process may draw the live bar on the terminal ``stream`` is: the first of
+    the processes sharing that terminal to ask holds it (an flock on a file named after the
+    terminal) until its display ends; the others print plain lines. So in
+    ``train | probe - | measure -`` exactly one bar is live at a time."""
+    import fcntl
+    import tempfile
+
     try:
-        mode = os.fstat(sys.stdout.fileno()).st_mode
+        terminal = os.fstat(stream.fileno()).st_rdev
     except (AttributeError, OSError, ValueError):
-        return True  # no descriptor (a caller's own stream): nothing downstream to share with
-    return not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))
+        yield True  # no descriptor (a caller's own stream): nobody to share it with
+        return
+    path = os.path.join(tempfile.gettempdir(), f"grokscope-live-display-{os.getuid()}-{terminal}.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def count_text(task, waiting: str) -> str:
