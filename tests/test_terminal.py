@@ -56,7 +56,8 @@ def on_a_terminal(command: str, cwd: Path, timeout: float = 600, exit_code: int 
     return received.decode(errors="replace")
 
 
-def test_only_the_last_command_of_the_pipeline_draws_live(tmp_path):
+@pytest.mark.slow
+def test_only_one_command_of_the_pipeline_draws_live(tmp_path):
     grokscope = shlex.join([sys.executable, "-m", "grokscope"])
     screen = on_a_terminal(
         f"{grokscope} train --p 5 --width 8 --steps 30 --save-every 10 --save-log 0 --out runs"
@@ -71,6 +72,7 @@ def test_only_the_last_command_of_the_pipeline_draws_live(tmp_path):
     assert "test acc not reached" in screen or "test acc at step" in screen
 
 
+@pytest.mark.slow
 def test_a_command_alone_on_the_terminal_draws_live(tmp_path):
     grokscope = shlex.join([sys.executable, "-m", "grokscope"])
     screen = on_a_terminal(f"{grokscope} train --p 5 --width 8 --steps 20 --save-every 10 --save-log 0 --out runs",
@@ -80,6 +82,7 @@ def test_a_command_alone_on_the_terminal_draws_live(tmp_path):
     assert "99% test acc not reached" in screen, screen
 
 
+@pytest.mark.slow
 def test_a_command_waiting_on_stdin_says_so(tmp_path):
     grokscope = shlex.join([sys.executable, "-m", "grokscope"])
     screen = on_a_terminal(f"sleep 4 | {grokscope} measure - --metric weights", cwd=tmp_path, exit_code=2)
