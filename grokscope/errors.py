@@ -25,3 +25,24 @@ def describe_os_error(exc: OSError) -> str:
     if path is None:
         return reason
     return f"{os.fsdecode(path) if isinstance(path, (str, bytes)) else path}: {reason}"
+
+
+def similar_names(name: str, names, limit: int = 3) -> list[str]:
+    """The ``limit`` entries of ``names`` closest to ``name`` by difflib's ratio (the ones worth a
+    "did you mean"), best first; none when nothing is close."""
+    import difflib
+
+    return difflib.get_close_matches(name, list(dict.fromkeys(names)), n=limit, cutoff=0.6)
+
+
+def did_you_mean(name: str, names) -> str:
+    """``" (did you mean 'x'?)"`` (or ``'x' or 'y'``) for the names close to ``name``, else ``""``."""
+    close = similar_names(name, names)
+    return f" (did you mean {' or '.join(repr(n) for n in close)}?)" if close else ""
+
+
+def listing(names, most: int = 12) -> str:
+    """``names`` comma-separated, the first ``most`` of them and how many more there are."""
+    names = list(names)
+    shown = ", ".join(names[:most])
+    return shown + (f", ... ({len(names) - most} more)" if len(names) > most else "")

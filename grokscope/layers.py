@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from grokscope.errors import GrokscopeError, GrokscopeWarning
+from grokscope.errors import GrokscopeError, GrokscopeWarning, did_you_mean, listing
 
 INPUT_SUFFIX = ":input"
 POSITION_MARK = "@"
@@ -136,11 +136,11 @@ def user_layer_keys(model: nn.Module, layers: Iterable[str] | None = None,
     if penultimate not in wanted:
         wanted.append(penultimate)
     specs = {key: LayerSpec.parse(key) for key in wanted}
+    names = [name for name in modules if name]
     for key, spec in specs.items():
         if spec.module not in modules or spec.module == "":
-            close = [n for n in modules if n and (spec.module in n or n in spec.module)][:6] or list(modules)[1:8]
-            raise GrokscopeError(f"--layer {key}: the model has no module {spec.module!r}; "
-                                 f"modules with similar names: {', '.join(close)}")
+            raise GrokscopeError(f"--layer {key}: the model has no module {spec.module!r}"
+                                 f"{did_you_mean(spec.module, names)}; its modules: {listing(names)}")
     keys = sorted(wanted, key=lambda k: (order[specs[k].module], not specs[k].is_input, k))
     return keys, penultimate
 

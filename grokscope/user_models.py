@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from grokscope.errors import GrokscopeError
+from grokscope.errors import GrokscopeError, did_you_mean
 from grokscope.features import Samples
 
 
@@ -47,7 +47,8 @@ def build_user_model(spec: str) -> nn.Module:
     for part in attribute.split("."):
         factory = getattr(factory, part, None)
         if factory is None:
-            raise GrokscopeError(f"--model: {module_name} has no {attribute!r}")
+            names = [n for n in dir(module) if not n.startswith("_")]
+            raise GrokscopeError(f"--model: {module_name} has no {attribute!r}{did_you_mean(attribute, names)}")
     try:
         model = factory()
     except Exception as exc:  # noqa: BLE001

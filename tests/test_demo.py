@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from grokscope import formats
@@ -19,6 +20,7 @@ def png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", header[16:24])
 
 
+@pytest.mark.slow
 def test_demo_quick_writes_every_figure_and_the_report(tmp_path):
     folder = tmp_path / "demo"
     completed = subprocess.run([sys.executable, "-m", "grokscope", "demo", str(folder), "--quick"],
@@ -53,6 +55,7 @@ def test_demo_quick_writes_every_figure_and_the_report(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.parquet")} == before
 
 
+@pytest.mark.slow
 def test_train_probe_measure_pipeline_through_stdin(tmp_path):
     runner = CliRunner()
     trained = runner.invoke(app, ["train", "--p", "7", "--width", "8", "--steps", "10", "--save-every", "5",

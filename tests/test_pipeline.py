@@ -136,6 +136,7 @@ def test_empty_input_is_an_error(command, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_failed_train_fails_the_whole_pipeline(tmp_path):
     train = subprocess.Popen([*GROKSCOPE, "train", "--steps", "abc", "--out", str(tmp_path)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=ENV)

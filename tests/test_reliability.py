@@ -746,6 +746,7 @@ def test_results_reach_stdout_while_a_progress_bar_is_live(capsys):
     assert "probe" in terminal.getvalue()  # the bar was drawn on the terminal all the same
 
 
+@pytest.mark.slow
 def test_pipeline_with_stderr_on_a_terminal_sends_paths_down_the_pipe(tmp_path):
     """The README's pipeline as typed in a terminal: stderr a pseudo-terminal (live progress bars),
     stdout pipes. probe's paths must reach measure, which must write its table."""
@@ -873,6 +874,7 @@ def test_data_is_stored_absolute(tmp_path, monkeypatch):
     assert len(load_task(formats.run.read_run(tmp_path / "runs" / "npz").task).y) == 30
 
 
+@pytest.mark.slow
 def test_safetensors_files_are_the_same_bytes_in_every_process(tmp_path):
     # The library orders its header's keys differently in each process; a resumed run must still
     # write the bytes an unbroken one would.

@@ -47,10 +47,11 @@ def _register() -> None:
     """One module per command, each exposing a function of the same name, its docstring and EPILOG."""
     import importlib
 
+    from grokscope.cli import help
+
     for name in COMMANDS:
         module = importlib.import_module(f"grokscope.cli.{name}")
-        command = getattr(module, name)
-        app.command(name, help=module.__doc__, epilog=_reflowed(module.EPILOG))(endings.reports_user_errors(command))
+        help.register(app, name, module, endings.reports_user_errors, _reflowed(module.EPILOG))
 
 
 def _reflowed(epilog: str) -> str:

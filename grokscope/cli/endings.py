@@ -96,7 +96,7 @@ def run(app) -> None:
     # Commands get KeyboardInterrupt, so an interrupted write removes its temporary file.
     signal.signal(signal.SIGINT, _on_interrupt)
     try:
-        app()
+        app(prog_name="grokscope")
     except SystemExit as exc:
         # Typer turns an interrupt outside a command (while parsing options) into a silent 130.
         if exc.code == 130 and not _interrupt_reported:

@@ -29,14 +29,16 @@ are printed on stdout.
 
 
 def export(
-    inputs: List[str] = typer.Argument(..., help="Runs, folders of runs, Parquet tables, or - for paths on stdin."),
+    inputs: List[str] = typer.Argument(..., metavar="PATH...", help="Runs, folders of runs, Parquet tables, or - for paths on stdin."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Write TensorBoard event files below this folder."),
     families: Optional[str] = typer.Option(None, "--families", help="Only these tables, e.g. oinfo,collapse (default every table)."),
     where: Optional[str] = typer.Option(None, "--where", help="Keep rows matching this pandas query, e.g. \"split == 'test'\"."),
 ) -> None:
     """Export measures as TensorBoard scalars and print the folders written."""
+    from grokscope.cli.checks import paths_exist
     from grokscope.cli.output import Output
 
+    paths_exist(inputs)
     if tensorboard is None:
         raise GrokscopeError("export: name a target: --tensorboard DIR")
     if tensorboard.exists() and not tensorboard.is_dir():

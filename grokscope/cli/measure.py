@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from grokscope.cli.output import Output
+from grokscope.cli.progress import waiting_for
 from grokscope.errors import GrokscopeError
 
 EPILOG = """\
@@ -48,10 +49,22 @@ measured with the same settings are skipped unless --force. Tables are saved as 
 --format write nothing into the runs. See docs/measure.md.
 """
 
+PANELS = {
+    "What to measure": ("metric", "steps", "layer", "force"),
+    "Output": ("out_table", "fmt", "quiet"),
+    "collapse": ("split",),
+    "hsic": ("hsic_split", "hsic_batch_size", "hsic_sigma", "hsic_bandwidth", "hsic_estimator", "hsic_passes",
+             "hsic_order"),
+    "o-info": ("bins", "variables", "min_size", "max_size", "search", "per_size", "ties", "tie_draws", "seed", "units",
+               "bias_correction"),
+    "grokking, complexity, fourier": ("threshold", "tolerance", "compressor", "key_frequencies"),
+    "Execution": ("workers", "scheduler", "threads", "device", "allow_global"),
+}
+
 
 def measure(
-    inputs: List[str] = typer.Argument(..., help="Runs, checkpoint series (probed, for every family but weights), folders of them, files that probe printed, or - to read paths from stdin."),
-    metric: List[str] = typer.Option(["collapse"], "--metric", "-m", help="Families or metric names, comma-separated or repeated."),
+    inputs: List[str] = typer.Argument(..., metavar="PATH...", help="Runs, checkpoint series (probed, for every family but weights), folders of them, files that probe printed, or - to read paths from stdin."),
+    metric: List[str] = typer.Option(["collapse"], "--metric", "-m", metavar="NAMES", help="Families or metric names, comma-separated or repeated."),
     out_table: Optional[Path] = typer.Option(None, "--output", "-o", help="Write one combined Parquet table here (and print only its path)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="csv or json: write the rows to stdout instead of paths."),
     steps: Optional[str] = typer.Option(None, "--steps", help="Checkpoints to measure: '1200', '0-1000', '2000-', 'every:5' (default all)."),
@@ -88,9 +101,15 @@ def measure(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr; only paths on stdout."),
 ) -> None:
     """Compute measures over checkpoint series into tidy Parquet tables (measures/<family>.parquet)."""
+    from grokscope.cli import checks
+
+    checks.before_measure(inputs, metric, steps=steps, device=device, choices={
+        "--split": split, "--hsic-split": hsic_split, "--hsic-estimator": hsic_estimator,
+        "--hsic-bandwidth": hsic_bandwidth, "--hsic-order": hsic_order, "--variables": variables,
+        "--search": search, "--ties": ties, "--units": units, "--compressor": compressor})
     import grokscope
 
-    output = Output(quiet=quiet)
+    output = Output(quiet=quiet, waiting=waiting_for(inputs))
     if fmt is not None and fmt not in ("csv", "json"):
         raise GrokscopeError(f"--format: unknown format {fmt!r}; known: csv, json")
     written = grokscope.measure(

@@ -5,9 +5,13 @@ progress, summaries, warnings and errors go to stderr. Colour follows rich, whic
 NO_COLOR and turns itself off when stderr is not a terminal. Messages are printed as plain text,
 never parsed as rich markup, so a path like ``runs/[red]/x`` is shown whole.
 
-Progress: a live bar when stderr is a terminal; otherwise (nohup, a batch scheduler, ``2>log``)
-one plain line every ``GROKSCOPE_PROGRESS_EVERY`` seconds (default 60). Neither ever captures
-stdout: results reach the pipe while the bar is drawn.
+Progress: a live bar when stderr is a terminal and this process holds its display; otherwise
+(nohup, a batch scheduler, ``2>log``, or another process of the pipeline draws on the terminal)
+one plain line every ``GROKSCOPE_PROGRESS_EVERY`` seconds (default 60). In
+``train | probe - | measure -`` all three share one terminal: only the first to start its
+display draws live (``progress.live_display_claim``), so the bars do not overwrite each other. Neither ever captures stdout:
+results reach the pipe while the bar is drawn. A task with nothing to do yet shows ``waiting``
+(e.g. "waiting for paths on stdin") instead of 0/0.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from grokscope.errors import GrokscopeError
 @dataclass
 class Output:
     quiet: bool = False
+    # What a progress task with nothing counted yet is doing (a command reading `-` waits for paths).
+    waiting: str = "finding checkpoints"
     console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
     # The live progress display while one is drawn on the terminal, else None.
     _live_bar: object | None = field(default=None, init=False, repr=False)
@@ -67,16 +73,25 @@ class Output:
         ``columns_extra`` are format strings of the task (``"{task.fields[stats]}"``), shown after
         the bar and at the end of each plain line.
         """
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from grokscope.cli.progress import live_display_claim
 
-        from grokscope.cli.progress import plain_lines_progress, progress_every
+        with contextlib.ExitStack() as claims:
+            live = not self.quiet and self.console.is_terminal and claims.enter_context(
+                live_display_claim(self.console.file))
+            with self._progress(live, columns_extra) as bar:
+                yield bar
 
-        live = not self.quiet and self.console.is_terminal
+    @contextlib.contextmanager
+    def _progress(self, live: bool, columns_extra) -> Iterator["object"]:
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from grokscope.cli.progress import count_column, plain_lines_progress, progress_every
+
         every = None if self.quiet or live else progress_every()
         columns = [
             TextColumn("{task.description}", markup=False),
             BarColumn(),
-            MofNCompleteColumn(),
+            count_column(self.waiting),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             *(TextColumn(text, markup=False) for text in columns_extra),
@@ -86,7 +101,7 @@ class Output:
             # rich would route sys.stdout into the terminal while the bar is live, which sends a
             # pipeline's results to the screen instead of the next command.
             redirect_stdout=False, redirect_stderr=False,
-            plain_every=every, plain_extra=columns_extra,
+            plain_every=every, plain_extra=columns_extra, waiting=self.waiting,
         )
         with bar:
             self._live_bar = bar if live else None

@@ -62,15 +62,17 @@ def plot(
     k: Optional[int] = typer.Option(None, "--k", help="early-synergy: the window ends at the memorisation step + K (default 300)."),
 ) -> None:
     """Draw a figure from runs or measure tables and print its path."""
+    from grokscope.cli.checks import paths_exist
     from grokscope.cli.output import Output
-    from grokscope.plotting import draw, style
-    from grokscope.plotting.data import load
 
     metric_name = None
     if kind == "metric":
         metric_name, inputs = inputs[0], inputs[1:]
         if not inputs:
             raise GrokscopeError("INPUTS: none given after the metric's name (grokscope plot metric NAME INPUTS...)")
+    paths_exist(inputs)
+    from grokscope.plotting import draw, style
+    from grokscope.plotting.data import load
     for flag, value in (("--width", width), ("--height", height), ("--dpi", dpi)):
         if not value > 0:
             raise GrokscopeError(f"{flag}: must be positive, got {value}")

@@ -39,7 +39,7 @@ FORMATS = ("table", "csv", "json")
 
 
 def predict(
-    inputs: List[str] = typer.Argument(..., help="Runs, folders of runs, or - for paths on stdin."),
+    inputs: List[str] = typer.Argument(..., metavar="PATH...", help="Runs, folders of runs, or - for paths on stdin."),
     k: str = typer.Option("0,100,300,1000", "--k", help="Window ends: the memorisation step + k (a list)."),
     outcome: str = typer.Option("generalised", "--outcome", help="generalised (test accuracy reaches --threshold) or grokking (Liu et al.'s phase)."),
     threshold: float = typer.Option(0.99, "--threshold", help="Accuracy that counts as memorised (train) / generalised (test)."),
@@ -52,7 +52,10 @@ def predict(
     fmt: str = typer.Option("table", "--format", "-f", help="table (aligned, for reading), csv or json (one object per line)."),
 ) -> None:
     """Leave-one-out accuracy and ROC AUC of grokking from early-synergy features, against a loss-only baseline."""
+    from grokscope.cli.checks import paths_exist
     from grokscope.cli.output import Output
+
+    paths_exist(inputs)
     from grokscope.cli.report import render_table
     from grokscope.plotting.data import load
     from grokscope.prediction import evaluate, run_features

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from grokscope.cli.output import Output
+from grokscope.cli.progress import waiting_for
 
 EPILOG = """\
 Examples:
@@ -40,6 +41,12 @@ plot and report need none of them. --steps takes steps '1200', ranges
 checkpoints). See docs/probe.md and docs/your-checkpoints.md.
 """
 
+PANELS = {
+    "What to store": ("steps", "layer", "force", "dtype", "storage", "batch_size"),
+    "Another tool's series": ("model", "data", "out", "allow_global"),
+    "Execution": ("device", "workers", "scheduler", "threads", "quiet"),
+}
+
 
 def probe(
     paths: List[str] = typer.Argument(..., metavar="PATH...", help="Runs, checkpoint series (folders or single files), folders of them, single checkpoints, or - to read paths from stdin."),
@@ -60,11 +67,14 @@ def probe(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr; only paths on stdout."),
 ) -> None:
     """Store the hidden-layer activations of every checkpoint on every train and test sample."""
+    from grokscope.cli import checks
+
+    checks.before_probe(paths, model=model, data=data, steps=steps, device=device, dtype=dtype, storage=storage)
     import grokscope
 
     written = grokscope.probe(paths, model=model, data=data, layers=layer, out=out, steps=steps, force=force,
                               device=device, batch_size=batch_size, dtype=dtype, storage=storage,
                               allow_global=allow_global or [], workers=workers, scheduler=scheduler, threads=threads,
-                              reporter=Output(quiet=quiet))
+                              reporter=Output(quiet=quiet, waiting=waiting_for(paths)))
     if written.exit_code:
         raise typer.Exit(written.exit_code)

@@ -1,10 +1,14 @@
 """Progress for logs: rich's progress bar that also prints a plain line every so often, for
-stderr that is not a terminal (nohup, a batch scheduler, ``2>log``), where a live bar shows nothing."""
+stderr that is not a terminal (nohup, a batch scheduler, ``2>log``), where a live bar shows
+nothing, and for the processes that share a terminal with the one drawing the live display."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import time
+from typing import Iterator
 
 from rich.text import Text
 
@@ -20,6 +24,55 @@ def progress_every() -> float:
     return seconds_from_env(PROGRESS_EVERY_ENV, DEFAULT_PROGRESS_EVERY_S)
 
 
+@contextlib.contextmanager
+def live_display_claim(stream) -> Iterator[bool]:
+    """Whether this process may draw the live bar on the terminal ``stream`` is: the first of
+    the processes sharing that terminal to ask holds it (an flock on a file named after the
+    terminal) until its display ends; the others print plain lines. So in
+    ``train | probe - | measure -`` exactly one bar is live at a time."""
+    import fcntl
+    import tempfile
+
+    try:
+        terminal = os.fstat(stream.fileno()).st_rdev
+    except (AttributeError, OSError, ValueError):
+        yield True  # no descriptor (a caller's own stream): nobody to share it with
+        return
+    path = os.path.join(tempfile.gettempdir(), f"grokscope-live-display-{os.getuid()}-{terminal}.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def count_text(task, waiting: str) -> str:
+    """``done/total``, or ``waiting`` while the task has nothing to count yet (not ``0/0``)."""
+    if not task.total and not task.completed:
+        return waiting
+    return f"{task.completed:g}/{task.total:g}" if task.total is not None else f"{task.completed:g}"
+
+
+def count_column(waiting: str):
+    """The bar's ``done/total`` column, saying ``waiting`` instead of ``0/0``."""
+    from rich.progress import ProgressColumn
+
+    class CountColumn(ProgressColumn):
+        def render(self, task):
+            return Text(count_text(task, waiting), style="progress.download")
+
+    return CountColumn()
+
+
 @functools.cache
 def plain_lines_progress():
     """The progress class, built on first use: rich.progress is not imported for ``--help``."""
@@ -29,8 +82,10 @@ def plain_lines_progress():
         """rich's Progress that, when ``plain_every`` is set, also prints a plain line per task
         at most every ``plain_every`` seconds (for logs, where a live bar shows nothing)."""
 
-        def __init__(self, *columns, plain_every: float | None = None, plain_extra=(), **kwargs):
+        def __init__(self, *columns, plain_every: float | None = None, plain_extra=(), waiting: str = "waiting",
+                     **kwargs):
             super().__init__(*columns, **kwargs)
+            self._waiting = waiting
             self._plain_every = plain_every
             self._plain_extra = plain_extra
             self._last_line: dict = {}
@@ -57,8 +112,7 @@ def plain_lines_progress():
             self._last_line[task_id] = now
             with self._lock:
                 task = self._tasks[task_id]
-                parts = [f"{task.description}: {task.completed:g}/{task.total:g}" if task.total is not None
-                         else f"{task.description}: {task.completed:g}"]
+                parts = [f"{task.description}: {count_text(task, self._waiting)}"]
                 if task.total:
                     parts[0] += f" ({100 * task.completed / task.total:.0f}%)"
                 parts.append(f"{_duration(task.elapsed)} elapsed")
@@ -78,3 +132,10 @@ def _duration(seconds: float | None) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def waiting_for(paths) -> str:
+    """What a probe or measure of ``paths`` is doing before it has anything to count."""
+    from grokscope.formats.inputs import STDIN
+
+    return "waiting for paths on stdin" if STDIN in paths else "finding checkpoints"

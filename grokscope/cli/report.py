@@ -41,7 +41,7 @@ FORMATS = ("table", "csv", "json")
 
 
 def report(
-    inputs: List[str] = typer.Argument(..., help="Runs, folders of runs, Parquet tables, or - for paths on stdin."),
+    inputs: List[str] = typer.Argument(..., metavar="PATH...", help="Runs, folders of runs, Parquet tables, or - for paths on stdin."),
     fmt: str = typer.Option("table", "--format", "-f", help="table (aligned, for reading), csv or json (one object per line)."),
     where: Optional[str] = typer.Option(None, "--where", help="Keep rows matching this pandas query, e.g. \"seed == 0\"."),
     threshold: float = typer.Option(0.99, "--threshold", help="Accuracy that counts as memorised (train) / generalised (test)."),
@@ -51,7 +51,10 @@ def report(
     html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained page (the table, every figure the tables allow, each with its plot command) and print its path."),
 ) -> None:
     """Summarise runs: when each memorised and generalised, its phase, synergy minimum and final RNC1."""
+    from grokscope.cli.checks import paths_exist
     from grokscope.cli.output import Output
+
+    paths_exist(inputs)
     from grokscope.plotting.data import load
     from grokscope.plotting.summary import run_summaries
 

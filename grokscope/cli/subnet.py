@@ -44,6 +44,10 @@ def subnet(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr; only paths on stdout."),
 ) -> None:
     """Train the hidden neurons of a run's most synergistic multiplet alone, from the same initialisation."""
+    from grokscope.cli.checks import device_name, paths_exist
+
+    paths_exist([str(run)])
+    device_name(device)
     from grokscope.subnet import train_subnets
 
     train_subnets(run, at, inverse=inverse, out=out, layer=layer, threshold=threshold, resume=resume, device=device,

@@ -1,4 +1,7 @@
-"""Train a checkpoint series (one run per combination of the listed hyperparameters)."""
+"""Train a checkpoint series (one run per combination of the listed hyperparameters).
+
+Every hyperparameter option (shown as LIST) takes a list: "0.1,2,10", and integer ones also a
+range, "0-4"; a sweep trains one run per combination."""
 
 from __future__ import annotations
 
@@ -30,51 +33,60 @@ Examples:
 
   grokscope train --weight-decay 0.1,2 --seed 0-3 --scheduler tcp://head:8786 --out runs/   # on a Dask cluster
 
-Every hyperparameter option takes a list ("0.1,2,10") and integer ones a range ("0-4").
 Each run directory is printed on stdout as it finishes. Options marked "by model" default to
 the MLP's seed setup, or for --model transformer to Nanda et al.'s (lr 1e-3, weight decay 1,
 10 warmup updates) with its own schedule.
 """
 
-SWEEPABLE = "Takes a list: 'a,b,c' (integers also 'lo-hi')."
+LIST = "LIST"
+PANELS = {
+    "Task": ("task", "p", "train_fraction", "train_size", "split_seed", "data", "seed"),
+    "Model": ("model", "width", "depth", "d_model", "heads", "d_mlp", "activation", "layer_norm", "alpha",
+              "zero_last", "fix_norm"),
+    "Optimiser and loss": ("optimizer", "lr", "weight_decay", "beta1", "beta2", "eps", "momentum", "spectral_entropy",
+                           "weight_noise", "loss", "reduction", "loss_dtype", "batch_size"),
+    "Schedule": ("steps", "warmup", "save_every", "save_log", "eval_every", "resume"),
+    "Output": ("out", "name", "quiet"),
+    "Execution": ("device", "workers", "scheduler", "threads"),
+}
 
 
 def train(
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives one run directory per combination."),
     name: Optional[str] = typer.Option(None, "--name", help="Base name of the run directories (default: task and p)."),
-    task: str = typer.Option("add", "--task", help=f"add, sub, mul, div, sq_sum (a²+b²), poly (a²+ab+b²), digits, npz. {SWEEPABLE}"),
-    p: str = typer.Option("97", "--p", help=f"Modulus of the arithmetic tasks. {SWEEPABLE}"),
-    train_fraction: str = typer.Option("0.4", "--train-fraction", help=f"Share of samples used for training. {SWEEPABLE}"),
-    train_size: Optional[str] = typer.Option(None, "--train-size", help=f"Number of training samples (overrides --train-fraction). {SWEEPABLE}"),
-    split_seed: Optional[str] = typer.Option(None, "--split-seed", help=f"Seed of the train/test split (default: --seed). {SWEEPABLE}"),
+    task: str = typer.Option("add", "--task", help="add, sub, mul, div, sq_sum (a²+b²), poly (a²+ab+b²), digits, npz.", metavar=LIST),
+    p: str = typer.Option("97", "--p", help="Modulus of the arithmetic tasks.", metavar=LIST),
+    train_fraction: str = typer.Option("0.4", "--train-fraction", help="Share of samples used for training.", metavar=LIST),
+    train_size: Optional[str] = typer.Option(None, "--train-size", help="Number of training samples (overrides --train-fraction).", metavar=LIST),
+    split_seed: Optional[str] = typer.Option(None, "--split-seed", help="Seed of the train/test split (default: --seed).", metavar=LIST),
     data: Optional[Path] = typer.Option(None, "--data", help="An .npz file with X, y (and optionally split) for --task npz."),
-    steps: Optional[str] = typer.Option(None, "--steps", help=f"Optimizer steps (by model: 4000; transformer 20000). {SWEEPABLE}"),
-    model: str = typer.Option("mlp", "--model", help=f"mlp (one-hot inputs) or transformer (tokens a, b, =). {SWEEPABLE}"),
-    width: str = typer.Option("250", "--width", help=f"MLP: hidden units per layer. {SWEEPABLE}"),
-    depth: str = typer.Option("1", "--depth", help=f"MLP: hidden layers; transformer: blocks. {SWEEPABLE}"),
-    d_model: str = typer.Option("128", "--d-model", help=f"Transformer: residual stream width. {SWEEPABLE}"),
-    heads: str = typer.Option("4", "--heads", help=f"Transformer: attention heads (must divide --d-model). {SWEEPABLE}"),
-    d_mlp: str = typer.Option("512", "--d-mlp", help=f"Transformer: MLP neurons per block. {SWEEPABLE}"),
-    activation: str = typer.Option("relu", "--activation", help=f"relu or gelu. {SWEEPABLE}"),
+    steps: Optional[str] = typer.Option(None, "--steps", help="Optimizer steps (by model: 4000; transformer 20000).", metavar=LIST),
+    model: str = typer.Option("mlp", "--model", help="mlp (one-hot inputs) or transformer (tokens a, b, =).", metavar=LIST),
+    width: str = typer.Option("250", "--width", help="MLP: hidden units per layer.", metavar=LIST),
+    depth: str = typer.Option("1", "--depth", help="MLP: hidden layers; transformer: blocks.", metavar=LIST),
+    d_model: str = typer.Option("128", "--d-model", help="Transformer: residual stream width.", metavar=LIST),
+    heads: str = typer.Option("4", "--heads", help="Transformer: attention heads (must divide --d-model).", metavar=LIST),
+    d_mlp: str = typer.Option("512", "--d-mlp", help="Transformer: MLP neurons per block.", metavar=LIST),
+    activation: str = typer.Option("relu", "--activation", help="relu or gelu.", metavar=LIST),
     layer_norm: bool = typer.Option(False, "--layer-norm/--no-layer-norm", help="Transformer: pre-LayerNorm blocks and a final LayerNorm."),
-    alpha: str = typer.Option("1", "--alpha", help=f"Initialisation scale: every weight times alpha. {SWEEPABLE}"),
+    alpha: str = typer.Option("1", "--alpha", help="Initialisation scale: every weight times alpha.", metavar=LIST),
     zero_last: bool = typer.Option(False, "--zero-last/--no-zero-last", help="Zero-initialise the output layer."),
     fix_norm: bool = typer.Option(False, "--fix-norm/--no-fix-norm", help="Hold the global weight norm at its initial value after every step."),
-    optimizer: str = typer.Option("adamw", "--optimizer", help=f"adamw or sgd. {SWEEPABLE}"),
-    lr: Optional[str] = typer.Option(None, "--lr", help=f"Learning rate (by model: 0.03; transformer 1e-3). {SWEEPABLE}"),
-    weight_decay: Optional[str] = typer.Option(None, "--weight-decay", "--wd", help=f"Weight decay, decoupled for AdamW (by model: 0.1; transformer 1). {SWEEPABLE}"),
-    warmup: Optional[str] = typer.Option(None, "--warmup", help=f"Linear learning-rate warmup over N updates (by model: 0; transformer 10). {SWEEPABLE}"),
-    spectral_entropy: str = typer.Option("0", "--spectral-entropy", help=f"Add BETA x the mean spectral entropy of the weight matrices to the loss (DeMoss et al.: 0.1). {SWEEPABLE}"),
-    weight_noise: str = typer.Option("0", "--weight-noise", help=f"Std of Gaussian noise on every weight in the training forward pass (DeMoss et al.: 0.01). {SWEEPABLE}"),
+    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or sgd.", metavar=LIST),
+    lr: Optional[str] = typer.Option(None, "--lr", help="Learning rate (by model: 0.03; transformer 1e-3).", metavar=LIST),
+    weight_decay: Optional[str] = typer.Option(None, "--weight-decay", "--wd", help="Weight decay, decoupled for AdamW (by model: 0.1; transformer 1).", metavar=LIST),
+    warmup: Optional[str] = typer.Option(None, "--warmup", help="Linear learning-rate warmup over N updates (by model: 0; transformer 10).", metavar=LIST),
+    spectral_entropy: str = typer.Option("0", "--spectral-entropy", help="Add BETA x the mean spectral entropy of the weight matrices to the loss (DeMoss et al.: 0.1).", metavar=LIST),
+    weight_noise: str = typer.Option("0", "--weight-noise", help="Std of Gaussian noise on every weight in the training forward pass (DeMoss et al.: 0.01).", metavar=LIST),
     beta1: float = typer.Option(0.9, "--beta1", help="AdamW beta1."),
     beta2: float = typer.Option(0.98, "--beta2", help="AdamW beta2."),
     eps: float = typer.Option(1e-8, "--eps", help="AdamW epsilon."),
     momentum: float = typer.Option(0.0, "--momentum", help="SGD momentum."),
-    loss: str = typer.Option("ce", "--loss", help=f"ce (cross-entropy) or mse (on one-hot targets). {SWEEPABLE}"),
+    loss: str = typer.Option("ce", "--loss", help="ce (cross-entropy) or mse (on one-hot targets).", metavar=LIST),
     reduction: str = typer.Option("mean", "--reduction", help="mse only: mean over all outputs, or sum over classes."),
     loss_dtype: Optional[str] = typer.Option(None, "--loss-dtype", help="float32 or float64 logits for the loss (by model: float32; transformer float64)."),
-    batch_size: Optional[str] = typer.Option(None, "--batch-size", help=f"Minibatch size (default: full batch). {SWEEPABLE}"),
-    seed: str = typer.Option("0", "--seed", help=f"Seed of the initialisation (and of the split unless --split-seed). {SWEEPABLE}"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Minibatch size (default: full batch).", metavar=LIST),
+    seed: str = typer.Option("0", "--seed", help="Seed of the initialisation (and of the split unless --split-seed).", metavar=LIST),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps, 0: off (by model: 40; transformer 100)."),
     save_log: Optional[int] = typer.Option(None, "--save-log", help="Also checkpoint at N log-spaced steps, 0: off (by model: 140; transformer 100)."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate train/test loss and accuracy every N steps and at each checkpoint (by model: 10; transformer 50)."),

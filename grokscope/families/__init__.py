@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from grokscope.errors import GrokscopeError
+from grokscope.errors import GrokscopeError, did_you_mean
 
 FAMILY_METRICS = {
     "collapse": ("within_var", "between_var", "nc1", "rnc1", "rnc1_sup", "nc1_papyan", "nc2_equinorm",
@@ -53,14 +53,20 @@ def resolve_metrics(names: Iterable[str]) -> dict[str, set[str] | None]:
             else:
                 owner = next((f for f, metrics in FAMILY_METRICS.items() if name in metrics), None)
                 if owner is None:
-                    known = ", ".join(list(FAMILY_METRICS) + ["o-info", "all"])
-                    metrics = ", ".join(m for ms in FAMILY_METRICS.values() for m in ms)
-                    raise GrokscopeError(f"--metric: unknown {name!r}; families: {known}; metrics: {metrics}")
+                    raise GrokscopeError(_unknown_metric(name))
                 if wanted.get(owner, set()) is not None:
                     wanted.setdefault(owner, set()).add(name)
     if not wanted:
         raise GrokscopeError("--metric: name at least one family or metric")
     return wanted
+
+
+def _unknown_metric(name: str) -> str:
+    """One line for an unknown ``--metric`` name: the close names first, then the families."""
+    families = [*FAMILY_METRICS, "o-info", "all"]
+    metrics = [m for ms in FAMILY_METRICS.values() for m in ms]
+    return (f"--metric: unknown {name!r}{did_you_mean(name, [*families, *metrics])}; families: {', '.join(families)} "
+            "(each family's metrics: grokscope measure --help)")
 
 
 # Families that ``--metric all`` brings only to the series they apply to: fourier needs a

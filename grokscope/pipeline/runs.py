@@ -142,7 +142,11 @@ def train_one(run_dir: Path, config, plan: str, device, say: Reporter, threads: 
     train_step = first_step_reaching(history, "train_acc")
     test_step = first_step_reaching(history, "test_acc")
     say.info(f"{run_dir}: {config.schedule.steps} steps in {time.perf_counter() - started:.1f}s; "
-             f"99% train acc at step {train_step}, 99% test acc at step {test_step}")
+             f"99% train acc {_reached(train_step)}, 99% test acc {_reached(test_step)}")
+
+
+def _reached(step: int | None) -> str:
+    return "not reached" if step is None else f"at step {step}"
 
 
 class _Messages(SilentReporter):
