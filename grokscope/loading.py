@@ -188,6 +188,57 @@ def load_state(checkpoint: Checkpoint, device="cpu") -> dict:
     return strip_wrapper_prefixes(state)
 
 
+def load_state_and_digest(checkpoint: Checkpoint, device="cpu") -> tuple[dict, str]:
+    """:func:`load_state` and the checkpoint's digest (:func:`checkpoint_digest`), from one read
+    of each weight file: the bytes are hashed, then parsed from memory (not memory-mapped)."""
+    if checkpoint.member is not None:
+        return load_state(checkpoint, device), checkpoint_digest(checkpoint)
+    import hashlib
+    import io
+
+    digest = hashlib.sha256()
+    state: dict = {}
+    for path in weight_files(checkpoint):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise GrokscopeError(f"{path}: cannot be read ({exc.strerror})") from None
+        digest.update(data)
+        if path.name.endswith(".safetensors"):
+            state.update(_safetensors_from_bytes(data, path, device))
+        else:
+            state.update(_unwrap_state(_load_pickled(io.BytesIO(data), device, path), path))
+    return strip_wrapper_prefixes(state), digest.hexdigest()[:16]
+
+
+def checkpoint_digest(checkpoint: Checkpoint) -> str:
+    """SHA-256 (first 16 hex digits) of the bytes of a checkpoint's weight files, in order; an
+    entry of a whole-series file adds its index to the file's digest."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in weight_files(checkpoint) if checkpoint.member is None else [checkpoint.path]:
+        try:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise GrokscopeError(f"{path}: cannot be read ({exc.strerror})") from None
+    if checkpoint.member is not None:
+        digest.update(f"#{checkpoint.member}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _safetensors_from_bytes(data: bytes, path: Path, device) -> dict:
+    from safetensors.torch import load
+
+    try:
+        state = load(data)
+    except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file is the user's data
+        raise GrokscopeError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    return _to_device(state, device)
+
+
 def _to_device(state: dict, device) -> dict:
     import torch
 
@@ -220,13 +271,15 @@ def _load_safetensors(path: Path, device) -> dict:
         raise GrokscopeError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
 
 
-def _load_pickled(path: Path, device):
+def _load_pickled(path, device, name: Path | None = None):
+    """``path``: a file's path, or its bytes as a file object (then ``name`` is its path)."""
     import pickle
 
     import torch
 
+    source, path = path, name if name is not None else path
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(source, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
         refused = _refused_global(str(exc))
         if refused:

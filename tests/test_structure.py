@@ -104,7 +104,7 @@ FLOORS = [
     ("errors", "version", "measures"),
     ("config", "formats", "devices", "sweep", "dask_cluster"),
     ("loading", "discovery", "tasks", "model", "masking", "layers", "state_dicts", "execution"),
-    ("features", "user_models", "logs", "training"),
+    ("features", "fingerprints", "user_models", "logs", "training"),
     ("context",),
     ("families",),
     ("pipeline", "early_windows", "plotting"),

@@ -11,7 +11,10 @@ import pandas as pd
 from grokscope import formats
 from grokscope.discovery import Series
 from grokscope.families import FEATURE_FAMILIES, SERIES_FAMILIES, applies
+from grokscope.errors import GrokscopeError
 from grokscope.families.checkpoints import CHECKPOINT_FAMILIES, POOLED_CHECKPOINT_FAMILIES
+from grokscope.fingerprints import SOURCE_COLUMN, recorded_source
+from grokscope.loading import checkpoint_digest
 from grokscope.families.options import MeasureOptions
 from grokscope.pipeline.tables import same_params
 
@@ -23,6 +26,7 @@ class SeriesPlan:
     existing: dict[str, pd.DataFrame]  # what the home's tables hold, measured with the same settings
     todo: dict[str, list[int]]  # family -> steps still to measure
     chosen: dict[str, list[int]] = field(default_factory=dict)  # family -> steps asked for
+    stale: dict[str, set[int]] = field(default_factory=dict)  # family -> steps whose rows' features changed
 
     @property
     def n_steps(self) -> int:
@@ -67,6 +71,8 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
         context.layer_keys()  # raises: names the series and the probe command to run
     existing: dict[str, pd.DataFrame] = {}
     todo: dict[str, list[int]] = {}
+    stale: dict[str, set[int]] = {}
+    sources: dict[int, str | None] = {}
     chosen: dict[str, list[int]] = {}
     for family in families:
         path = formats.tables.measures_path(series.home, family)
@@ -82,7 +88,41 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
         if series.selected is not None:
             available = [s for s in available if s in series.selected]
         done = set(existing[family]["step"]) if len(existing[family]) and not force else set()
+        if family in FEATURE_FAMILIES and done:
+            stale[family] = stale_steps(existing[family], series, sources)
+            existing[family] = existing[family][~existing[family]["step"].isin(stale[family])]
+            done -= stale[family]
         chosen[family] = select(available)
         todo[family] = [s for s in chosen[family] if s not in done]
-    return SeriesPlan(series, context.columns, existing, todo, chosen)
+    return SeriesPlan(series, context.columns, existing, todo, chosen, stale)
+
+
+def stale_steps(table: pd.DataFrame, series: Series, sources: dict[int, str | None]) -> set[int]:
+    """Steps whose rows were measured from the features of another checkpoint than the one the
+    step's features come from now: its features file's recorded digest (a header read), or
+    where none is stored, its checkpoint's (one read and hash). ``sources`` caches these per
+    step across families. Rows without a digest (older tables), and steps whose source cannot
+    be told now, are kept."""
+    if SOURCE_COLUMN not in table:
+        return set()
+    recorded = table.dropna(subset=[SOURCE_COLUMN]).groupby("step")[SOURCE_COLUMN].first()
+    checkpoints = {c.step: c for c in series.checkpoints}
+    stale = set()
+    for step, digest in recorded.items():
+        step = int(step)
+        if step not in sources:
+            sources[step] = _current_source(series.home, checkpoints.get(step), step)
+        if sources[step] is not None and sources[step] != digest:
+            stale.add(step)
+    return stale
+
+
+def _current_source(home, checkpoint, step: int) -> str | None:
+    path = formats.features.features_path(home, step)
+    try:
+        if path.is_file():
+            return recorded_source(path)
+        return checkpoint_digest(checkpoint) if checkpoint is not None else None
+    except GrokscopeError:  # unreadable now: measuring the step says so
+        return None
 
