@@ -97,12 +97,11 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
     return SeriesPlan(series, context.columns, existing, todo, chosen, stale)
 
 
-def stale_steps(table: pd.DataFrame, series: Series, sources: dict[int, str | None]) -> set[int]:
-    """Steps whose rows were measured from the features of another checkpoint than the one the
-    step's features come from now: its features file's recorded digest (a header read), or
-    where none is stored, its checkpoint's (one read and hash). ``sources`` caches these per
-    step across families. Rows without a digest (older tables), and steps whose source cannot
-    be told now, are kept."""
+def stale_steps(table: pd.DataFrame, series: Series, sources: dict[int, set]) -> set[int]:
+    """Steps whose rows were measured from features of another checkpoint than the step's
+    checkpoint now (one read and hash of it) or than the one its features file records now (a
+    header read). ``sources`` caches these per step across families. Rows without a digest
+    (older tables), and steps where neither can be told, are kept."""
     if SOURCE_COLUMN not in table:
         return set()
     recorded = table.dropna(subset=[SOURCE_COLUMN]).groupby("step")[SOURCE_COLUMN].first()
@@ -111,18 +110,20 @@ def stale_steps(table: pd.DataFrame, series: Series, sources: dict[int, str | No
     for step, digest in recorded.items():
         step = int(step)
         if step not in sources:
-            sources[step] = _current_source(series.home, checkpoints.get(step), step)
-        if sources[step] is not None and sources[step] != digest:
+            sources[step] = _current_sources(series.home, checkpoints.get(step), step)
+        if sources[step] - {digest}:
             stale.add(step)
     return stale
 
 
-def _current_source(home, checkpoint, step: int) -> str | None:
+def _current_sources(home, checkpoint, step: int) -> set:
     path = formats.features.features_path(home, step)
+    found = set()
     try:
+        if checkpoint is not None:
+            found.add(checkpoint_digest(checkpoint))
         if path.is_file():
-            return recorded_source(path)
-        return checkpoint_digest(checkpoint) if checkpoint is not None else None
+            found.add(recorded_source(path))
     except GrokscopeError:  # unreadable now: measuring the step says so
-        return None
-
+        return set()
+    return found - {None}
