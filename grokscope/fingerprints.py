@@ -17,7 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from grokscope import formats
-from grokscope.loading import Checkpoint, checkpoint_digest
+from grokscope.errors import GrokscopeError
+from grokscope.loading import Checkpoint, checkpoint_digest, load_state
 
 CHECKPOINT_KEY = "grokscope.checkpoint_sha256"
 DATA_KEY = "grokscope.data_sha256"
@@ -34,7 +35,8 @@ def mismatch(path: Path, step: int, checkpoint: Checkpoint | None, data: str | N
     """What no longer matches in a features file, or None: its recorded step against ``step``
     (the step its name says), then its checkpoint and its data against the series' now. A file
     from an older probe, which records no fingerprint, matches as far as can be told (its step
-    is still checked); so does one whose checkpoint is gone."""
+    is still checked); so does one whose checkpoint is gone or no longer readable (its stored
+    features are used, and what needs the weights names the checkpoint)."""
     metadata = formats.features.features_metadata(path)
     recorded_step = metadata.get("grokscope.step")
     if recorded_step != str(step):
@@ -43,12 +45,21 @@ def mismatch(path: Path, step: int, checkpoint: Checkpoint | None, data: str | N
     if digest is None:
         return None
     now = checkpoint_digest(checkpoint) if checkpoint is not None else digest
-    if now != digest:
+    if now != digest and _readable(checkpoint):
         return f"made from another checkpoint than {checkpoint.path} (sha256 {digest}, the checkpoint's is {now})"
     recorded_data = metadata.get(DATA_KEY)
     if data is not None and recorded_data is not None and recorded_data != data:
         return f"made from other data (sha256 {recorded_data}, the series' data is {data})"
     return None
+
+
+def _readable(checkpoint: Checkpoint) -> bool:
+    # Read in full, but only for a checkpoint whose digest changed.
+    try:
+        load_state(checkpoint)
+    except GrokscopeError:
+        return False
+    return True
 
 
 def recorded_source(path: Path) -> str | None:
