@@ -18,6 +18,7 @@ from typing import Iterable
 
 from grokscope.errors import GrokscopeError
 from grokscope.formats.steps import WEIGHT_SUFFIXES, parse_checkpoint_step
+from grokscope.formats.tensors import read_whole, tensors_from_bytes
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 # Inside a checkpoint-N/ folder, the model's weights under the names common tools give them.
@@ -189,8 +190,8 @@ def load_state(checkpoint: Checkpoint, device="cpu") -> dict:
 
 
 def load_state_and_digest(checkpoint: Checkpoint, device="cpu") -> tuple[dict, str]:
-    """:func:`load_state` and the checkpoint's digest (:func:`checkpoint_digest`), from one read
-    of each weight file: the bytes are hashed, then parsed from memory (not memory-mapped)."""
+    """:func:`load_state` and :func:`checkpoint_digest` from one read of each weight file (into
+    memory, hashed; safetensors tensors are views of those bytes)."""
     if checkpoint.member is not None:
         return load_state(checkpoint, device), checkpoint_digest(checkpoint)
     import hashlib
@@ -199,13 +200,13 @@ def load_state_and_digest(checkpoint: Checkpoint, device="cpu") -> tuple[dict, s
     digest = hashlib.sha256()
     state: dict = {}
     for path in weight_files(checkpoint):
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise GrokscopeError(f"{path}: cannot be read ({exc.strerror})") from None
+        data = read_whole(path)
         digest.update(data)
         if path.name.endswith(".safetensors"):
-            state.update(_safetensors_from_bytes(data, path, device))
+            try:
+                state.update(_to_device(tensors_from_bytes(data, path), device))
+            except GrokscopeError:  # the library's own reading, for its own message (or a layout ours lacks)
+                state.update(_load_safetensors(path, device))
         else:
             state.update(_unwrap_state(_load_pickled(io.BytesIO(data), device, path), path))
     return strip_wrapper_prefixes(state), digest.hexdigest()[:16]
@@ -220,23 +221,12 @@ def checkpoint_digest(checkpoint: Checkpoint) -> str:
     for path in weight_files(checkpoint) if checkpoint.member is None else [checkpoint.path]:
         try:
             with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
+                while block := handle.read(1 << 22):
                     digest.update(block)
         except OSError as exc:
             raise GrokscopeError(f"{path}: cannot be read ({exc.strerror})") from None
-    if checkpoint.member is not None:
-        digest.update(f"#{checkpoint.member}".encode())
+    digest.update(f"#{checkpoint.member}".encode() if checkpoint.member is not None else b"")
     return digest.hexdigest()[:16]
-
-
-def _safetensors_from_bytes(data: bytes, path: Path, device) -> dict:
-    from safetensors.torch import load
-
-    try:
-        state = load(data)
-    except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file is the user's data
-        raise GrokscopeError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
-    return _to_device(state, device)
 
 
 def _to_device(state: dict, device) -> dict:
