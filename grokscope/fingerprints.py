@@ -44,8 +44,8 @@ def mismatch(path: Path, step: int, checkpoint: Checkpoint | None, data: str | N
     digest = metadata.get(CHECKPOINT_KEY)
     if digest is None:
         return None
-    now = checkpoint_digest(checkpoint) if checkpoint is not None else digest
-    if now != digest and _readable(checkpoint):
+    now = current_digest(checkpoint, digest)
+    if now is not None and now != digest:
         return f"made from another checkpoint than {checkpoint.path} (sha256 {digest}, the checkpoint's is {now})"
     recorded_data = metadata.get(DATA_KEY)
     if data is not None and recorded_data is not None and recorded_data != data:
@@ -53,13 +53,19 @@ def mismatch(path: Path, step: int, checkpoint: Checkpoint | None, data: str | N
     return None
 
 
-def _readable(checkpoint: Checkpoint) -> bool:
-    # Read in full, but only for a checkpoint whose digest changed.
-    try:
-        load_state(checkpoint)
-    except GrokscopeError:
-        return False
-    return True
+def current_digest(checkpoint: Checkpoint | None, recorded: str | None) -> str | None:
+    """A checkpoint's digest now, or None when it cannot be compared with ``recorded``: it is
+    gone, or it changed and is no longer readable (a truncated file is a broken checkpoint, not
+    another one; reading it in full is paid only when its digest changed)."""
+    if checkpoint is None:
+        return None
+    now = checkpoint_digest(checkpoint)
+    if now != recorded:
+        try:
+            load_state(checkpoint)
+        except GrokscopeError:
+            return None
+    return now
 
 
 def recorded_source(path: Path) -> str | None:

@@ -13,8 +13,7 @@ from grokscope.discovery import Series
 from grokscope.families import FEATURE_FAMILIES, SERIES_FAMILIES, applies
 from grokscope.errors import GrokscopeError
 from grokscope.families.checkpoints import CHECKPOINT_FAMILIES, POOLED_CHECKPOINT_FAMILIES
-from grokscope.fingerprints import SOURCE_COLUMN, recorded_source
-from grokscope.loading import checkpoint_digest
+from grokscope.fingerprints import SOURCE_COLUMN, current_digest, recorded_source
 from grokscope.families.options import MeasureOptions
 from grokscope.pipeline.tables import same_params
 
@@ -72,7 +71,7 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
     existing: dict[str, pd.DataFrame] = {}
     todo: dict[str, list[int]] = {}
     stale: dict[str, set[int]] = {}
-    sources: dict[int, str | None] = {}
+    sources: dict[tuple, set] = {}
     chosen: dict[str, list[int]] = {}
     for family in families:
         path = formats.tables.measures_path(series.home, family)
@@ -97,11 +96,12 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
     return SeriesPlan(series, context.columns, existing, todo, chosen, stale)
 
 
-def stale_steps(table: pd.DataFrame, series: Series, sources: dict[int, set]) -> set[int]:
+def stale_steps(table: pd.DataFrame, series: Series, sources: dict[tuple, set]) -> set[int]:
     """Steps whose rows were measured from features of another checkpoint than the step's
     checkpoint now (one read and hash of it) or than the one its features file records now (a
     header read). ``sources`` caches these per step across families. Rows without a digest
-    (older tables), and steps where neither can be told, are kept."""
+    (older tables), and steps where neither can be told (a checkpoint gone or no longer
+    readable, no features file), are kept."""
     if SOURCE_COLUMN not in table:
         return set()
     recorded = table.dropna(subset=[SOURCE_COLUMN]).groupby("step")[SOURCE_COLUMN].first()
@@ -109,19 +109,17 @@ def stale_steps(table: pd.DataFrame, series: Series, sources: dict[int, set]) ->
     stale = set()
     for step, digest in recorded.items():
         step = int(step)
-        if step not in sources:
-            sources[step] = _current_sources(series.home, checkpoints.get(step), step)
-        if sources[step] - {digest}:
+        if (step, digest) not in sources:
+            sources[step, digest] = _current_sources(series.home, checkpoints.get(step), step, digest)
+        if sources[step, digest] - {digest}:
             stale.add(step)
     return stale
 
 
-def _current_sources(home, checkpoint, step: int) -> set:
+def _current_sources(home, checkpoint, step: int, digest: str) -> set:
     path = formats.features.features_path(home, step)
-    found = set()
     try:
-        if checkpoint is not None:
-            found.add(checkpoint_digest(checkpoint))
+        found = {current_digest(checkpoint, digest)}
         if path.is_file():
             found.add(recorded_source(path))
     except GrokscopeError:  # unreadable now: measuring the step says so
