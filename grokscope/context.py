@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from grokscope import formats
+from grokscope import fingerprints, formats
 from grokscope.devices import resolve_device
 from grokscope.discovery import Series, find_series
 from grokscope.errors import GrokscopeError
@@ -147,6 +147,21 @@ class SeriesContext:
                 )
             self._data = load_data(path)
         return self._data
+
+    def data_fingerprint(self) -> str | None:
+        """SHA-256 (16 hex) of a run's task and split digest (run.json), or of another series' data
+        file digest (probe.json); None without either. Recorded in features files (:mod:`grokscope.fingerprints`)."""
+        import hashlib
+        import json
+
+        if self.config is not None:
+            stored = formats.run.read_run_config(self.series.root)
+            what = {"task": stored.get("task"), "split_sha256": stored.get("split_sha256")}
+        elif self.record is not None:
+            what = {"data": self.record["data"].get("sha256")}
+        else:
+            return None
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
     def samples(self) -> Samples:
         """The rows of the series' features: ``features/samples.safetensors``, else the data's."""
@@ -352,6 +367,7 @@ def iter_features(source, steps: Iterable[int] | None = None, *, layers: Iterabl
     else:
         wanted = sorted(set(int(s) for s in steps))
     extractor: Extractor | None = None
+    data: list | None = None  # the series' data fingerprint, once a stored file needs it
     for step in wanted:
         path = feature_files.get(step)
         use_stored = path is not None and holds_layers(path, keys)
@@ -360,8 +376,14 @@ def iter_features(source, steps: Iterable[int] | None = None, *, layers: Iterabl
             extractor = context.extractor(keys, device=device, batch_size=batch_size, dtype=dtype)
         try:
             if use_stored:
+                if data is None:
+                    data = [context.data_fingerprint()]
+                problem = fingerprints.mismatch(path, step, checkpoints.get(step), data[0])
+                if problem is not None:
+                    raise GrokscopeError(f"{path}: {problem}; probe {series.root} again")
                 _, tensors, penultimate = stored_features(path, keys, device=device, dtype=dtype)
-                item = CheckpointFeatures(step, tensors, penultimate, checkpoints.get(step), device, True)
+                item = CheckpointFeatures(step, tensors, penultimate, checkpoints.get(step), device, True,
+                                          source=fingerprints.recorded_source(path))
             elif stored == "only":
                 raise GrokscopeError(f"{series.root}: no stored features with layers {', '.join(keys)} for step {step}")
             elif step not in checkpoints:

@@ -33,7 +33,8 @@ from grokscope import formats
 from grokscope.errors import GrokscopeError
 from grokscope.formats import hub_cache
 from grokscope.formats.steps import WEIGHT_SUFFIXES
-from grokscope.loading import PICKLE_SUFFIXES, Checkpoint, holds_series, holds_weights, load_pickled_cached, series_in_file
+from grokscope.loading import PICKLE_SUFFIXES, Checkpoint, holds_weights, load_pickled_cached
+from grokscope.stored_steps import holds_series, series_in_file
 from grokscope.scanning import FILE_HOME_SUFFIX, OUTPUT_DIRS, describe_skipped, foreign_checkpoints, scan_folder
 
 RUN, FOLDER, FILE = "run", "folder", "file"

@@ -25,7 +25,7 @@ from grokscope import formats
 from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.layers import LayerSpec, select_position, user_layer_keys
-from grokscope.loading import Checkpoint, load_state
+from grokscope.loading import Checkpoint, load_state, load_state_and_digest
 from grokscope.state_dicts import describe_mismatch, fit_state
 
 # All of a p = 97 task (9409 samples) in one batch, so nothing is copied; a width-4096 layer of
@@ -294,7 +294,8 @@ class CheckpointFeatures:
     ``state``: the checkpoint's state dict (tensors on the device), read on first access when the
     features came from a stored file, so measures that need no weights cost no extra read.
     ``evaluation``: train/test loss and accuracy of the model's output, when computed here and
-    the output is class logits.
+    the output is class logits. ``source``: SHA-256 of the checkpoint the features were computed
+    from, or the one the stored file records (:mod:`grokscope.fingerprints`).
     """
 
     step: int
@@ -305,6 +306,7 @@ class CheckpointFeatures:
     from_store: bool = False
     _state: dict | None = field(default=None, repr=False)
     evaluation: dict[str, float] | None = None
+    source: str | None = None
 
     @property
     def state(self) -> dict:
@@ -317,13 +319,13 @@ class CheckpointFeatures:
 
 def compute_checkpoint(extractor: Extractor, checkpoint: Checkpoint, device) -> CheckpointFeatures:
     """Features of one checkpoint, computed; errors name the checkpoint."""
-    state = load_state(checkpoint, device)
+    state, digest = load_state_and_digest(checkpoint, device)
     try:
         activations = extractor(state)
     except GrokscopeError as exc:
         raise GrokscopeError(f"{checkpoint.path}: {exc}") from None
     return CheckpointFeatures(checkpoint.step, activations.layers, extractor.penultimate, checkpoint, device, False,
-                              state, activations.evaluation)
+                              state, activations.evaluation, digest)
 
 
 def stored_features(path: Path, keys: Iterable[str] | None = None, *, device="cpu",

@@ -20,7 +20,8 @@ from typing import Iterable
 
 from grokscope.errors import GrokscopeError
 from grokscope.formats import dcp
-from grokscope.formats.steps import WEIGHT_SUFFIXES, parse_checkpoint_step
+from grokscope.formats.steps import WEIGHT_SUFFIXES
+from grokscope.formats.tensors import read_whole, tensors_from_bytes
 
 PICKLE_SUFFIXES = (".pth.tar", ".pt", ".pth", ".bin", ".ckpt")
 # Inside a checkpoint-N/ folder, the model's weights under the names common tools give them.
@@ -56,81 +57,6 @@ def holds_weights(folder: Path) -> bool:
     folder = Path(folder)
     return folder.is_dir() and (dcp.is_dcp_folder(folder) or any(
         is_weight_file(p) and not NOT_MODEL.match(p.name) for p in folder.iterdir()))
-
-
-# --- what a loaded checkpoint holds ------------------------------------------------------
-
-
-def holds_series(path: Path) -> bool:
-    """Whether a file holds a whole series (see :func:`series_in_file`); False if unreadable."""
-    if not Path(path).name.endswith(PICKLE_SUFFIXES):
-        return False
-    try:
-        return series_in_file(load_pickled_cached(path)) is not None
-    except GrokscopeError:
-        return False
-
-
-def count_entry(value) -> int | None:
-    if hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:
-        value = value.item()
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def step_entry(loaded) -> int | None:
-    if not isinstance(loaded, dict):
-        return None
-    return next((count_entry(loaded[k]) for k in STORED_STEP_KEYS if count_entry(loaded.get(k)) is not None), None)
-
-
-def epoch_entry(loaded) -> int | None:
-    return count_entry(loaded.get(STORED_EPOCH_KEY)) if isinstance(loaded, dict) else None
-
-
-def series_in_file(loaded) -> list[tuple[int, object]] | None:
-    """(step, state dict) of every checkpoint in a loaded file that holds a whole series, or None.
-
-    Recognised: a list of state dicts (steps 0, 1, ...); a list of dicts that each record a step
-    and nest a state dict; a dict of steps to state dicts; a dict holding a list of state dicts
-    with a list of their steps under a key naming steps or epochs (``checkpoints`` with
-    ``checkpoint_epochs``, ``state_dicts`` with ``epochs``, as in Nanda et al.'s grokking runs).
-    """
-    if isinstance(loaded, (list, tuple)) and len(loaded) > 1:
-        if all(_is_state(item) for item in loaded):
-            return list(enumerate(loaded))
-        entries = [(step_entry(item), _nested_state(item)) for item in loaded]
-        if all(step is not None and state is not None for step, state in entries):
-            return sorted(entries, key=lambda pair: pair[0])
-        return None
-    if not isinstance(loaded, dict) or _is_state(loaded):
-        return None
-    keyed = {_key_step(k): v for k, v in loaded.items()}
-    if len(keyed) > 1 and None not in keyed and all(_is_state(v) for v in keyed.values()):
-        return sorted(keyed.items(), key=lambda pair: pair[0])
-    for key, value in loaded.items():
-        if isinstance(value, (list, tuple)) and len(value) > 1 and all(_is_state(v) for v in value):
-            steps = _parallel_steps(loaded, len(value), exclude=key)
-            return list(zip(steps, value))
-    return None
-
-
-def _key_step(key) -> int | None:
-    if isinstance(key, int) and not isinstance(key, bool):
-        return key
-    if isinstance(key, str):
-        return parse_checkpoint_step(key, is_file=False) if not key.isdigit() else int(key)
-    return None
-
-
-def _parallel_steps(container: dict, length: int, exclude: str) -> list[int]:
-    for key, value in container.items():
-        if key == exclude or not re.search(r"step|epoch|iter", str(key), re.IGNORECASE):
-            continue
-        values = value.tolist() if hasattr(value, "tolist") else value
-        if (isinstance(values, (list, tuple)) and len(values) == length
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in values)):
-            return list(values)
-    return list(range(length))
 
 
 # --- loading weights -----------------------------------------------------------------------
@@ -190,6 +116,46 @@ def _load_dcp(folder: Path, device) -> dict:
     return state
 
 
+def load_state_and_digest(checkpoint: Checkpoint, device="cpu") -> tuple[dict, str]:
+    """:func:`load_state` and :func:`checkpoint_digest` from one read of each weight file (into
+    memory, hashed; safetensors tensors are views of those bytes)."""
+    if checkpoint.member is not None:
+        return load_state(checkpoint, device), checkpoint_digest(checkpoint)
+    import hashlib
+    import io
+
+    digest = hashlib.sha256()
+    state: dict = {}
+    for path in weight_files(checkpoint):
+        data = read_whole(path)
+        digest.update(data)
+        if path.name.endswith(".safetensors"):
+            try:
+                state.update(_to_device(tensors_from_bytes(data, path), device))
+            except GrokscopeError:  # the library's own reading, for its own message (or a layout ours lacks)
+                state.update(_load_safetensors(path, device))
+        else:
+            state.update(_unwrap_state(_load_pickled(io.BytesIO(data), device, path), path))
+    return strip_wrapper_prefixes(state), digest.hexdigest()[:16]
+
+
+def checkpoint_digest(checkpoint: Checkpoint) -> str:
+    """SHA-256 (first 16 hex digits) of the bytes of a checkpoint's weight files, in order; an
+    entry of a whole-series file adds its index to the file's digest."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in weight_files(checkpoint) if checkpoint.member is None else [checkpoint.path]:
+        try:
+            with open(path, "rb") as handle:
+                while block := handle.read(1 << 22):
+                    digest.update(block)
+        except OSError as exc:
+            raise GrokscopeError(f"{path}: cannot be read ({exc.strerror})") from None
+    digest.update(f"#{checkpoint.member}".encode() if checkpoint.member is not None else b"")
+    return digest.hexdigest()[:16]
+
+
 def _to_device(state: dict, device) -> dict:
     import torch
 
@@ -222,13 +188,15 @@ def _load_safetensors(path: Path, device) -> dict:
         raise GrokscopeError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
 
 
-def _load_pickled(path: Path, device):
+def _load_pickled(path, device, name: Path | None = None):
+    """``path``: a file's path, or its bytes as a file object (then ``name`` is its path)."""
     import pickle
 
     import torch
 
+    source, path = path, name if name is not None else path
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(source, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
         refused = _refused_global(str(exc))
         if refused:
@@ -292,18 +260,18 @@ def trust_globals(names: Iterable[str]) -> None:
         _load_pickled_cached_key.cache_clear()
 
 
-def _is_state(value) -> bool:
+def is_state(value) -> bool:
     import torch
 
     return isinstance(value, dict) and bool(value) and all(torch.is_tensor(v) for v in value.values())
 
 
-def _nested_state(loaded) -> dict | None:
-    if _is_state(loaded):
+def nested_state(loaded) -> dict | None:
+    if is_state(loaded):
         return loaded
     if isinstance(loaded, dict):
         for key in _NESTED_STATE_KEYS:
-            if _is_state(loaded.get(key)):
+            if is_state(loaded.get(key)):
                 return loaded[key]
     return None
 
@@ -311,7 +279,7 @@ def _nested_state(loaded) -> dict | None:
 def _unwrap_state(loaded, path: Path) -> dict:
     import torch
 
-    state = _nested_state(loaded)
+    state = nested_state(loaded)
     if state is not None:
         return state
     if isinstance(loaded, dict):

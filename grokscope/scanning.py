@@ -31,8 +31,8 @@ from grokscope import formats
 from grokscope.errors import GrokscopeError, GrokscopeWarning
 from grokscope.formats import hub_cache
 from grokscope.formats.steps import EPOCH, NUMBER, STEP_MAP_FILE, named_step, read_step_map
-from grokscope.loading import NOT_MODEL, Checkpoint, holds_series, holds_weights, is_weight_file
-from grokscope.stored_steps import is_accelerate_state, stored_counters
+from grokscope.loading import NOT_MODEL, Checkpoint, holds_weights, is_weight_file
+from grokscope.stored_steps import holds_series, is_accelerate_state, stored_counters
 
 # A single-file series keeps its features and measures in a folder beside it with this suffix.
 FILE_HOME_SUFFIX = ".grokscope"

@@ -105,7 +105,7 @@ FLOORS = [
     ("config", "formats", "devices", "sweep", "dask_cluster"),
     ("loading", "discovery", "scanning", "stored_steps", "tasks", "model", "masking", "layers",
      "state_dicts", "execution"),
-    ("features", "user_models", "logs", "training"),
+    ("features", "fingerprints", "user_models", "logs", "training"),
     ("context",),
     ("families",),
     ("pipeline", "early_windows", "plotting"),

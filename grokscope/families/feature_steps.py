@@ -17,6 +17,7 @@ from grokscope.families.hsic import hsic_inputs, hsic_references, hsic_rows
 from grokscope.families.oinfo import oinfo_rows
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem, nan_rows
+from grokscope.fingerprints import SOURCE_COLUMN
 
 
 def _finite(tensor: torch.Tensor) -> bool:
@@ -110,7 +111,8 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
                     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     problems.append(Problem("nan", f"{layer}: {reason}" if len(layers) > 1 else reason,
                                             family, item.step))
-            found[family] = [{"step": item.step, **row} for row in new]
+            # The features' checkpoint digest: a later measure recomputes the step once it differs.
+            found[family] = [{"step": item.step, **row, SOURCE_COLUMN: item.source} for row in new]
         if on_step is not None:
             on_step(item.step, found)
         else:

@@ -236,3 +236,13 @@ def _lock_holder(fd: int) -> str:
 def is_temporary(name: str) -> bool:
     """Whether ``name`` is a grokscope temporary (of a live writer or a killed one)."""
     return _TEMPORARY.match(name) is not None
+
+
+def refuse_symlinked_folder(folder: Path) -> None:
+    """A series' ``features/`` or ``measures/`` folder that is a symlink is refused before anything
+    is written into it: files would land wherever it points, outside the series (docs/reliability.md)."""
+    from grokscope.errors import GrokscopeError
+
+    if Path(folder).is_symlink():
+        raise GrokscopeError(f"{folder}: is a symlink (to {os.readlink(folder)}); grokscope writes only into a "
+                             "real folder of the series; replace the link by the folder it points to")

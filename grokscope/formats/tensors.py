@@ -51,3 +51,52 @@ def load_tensors(path: Path, keys: Iterable[str] | None = None) -> tuple[dict, d
         raise
     except Exception as exc:  # noqa: BLE001 - truncated / corrupt files are the user's data
         raise GrokscopeError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def read_whole(path: Path) -> bytearray:
+    """A file's bytes in one writable buffer, read once (tensors can be views of it)."""
+    import os
+
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            data = bytearray(os.fstat(handle.fileno()).st_size)
+            view, done = memoryview(data), 0
+            while done < len(data):
+                read = handle.readinto(view[done:])
+                if not read:
+                    raise GrokscopeError(f"{path}: shrank while it was read")
+                done += read
+    except OSError as exc:
+        raise GrokscopeError(f"{path}: cannot be read ({exc.strerror})") from None
+    return data
+
+
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+           "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def tensors_from_bytes(data: bytearray, path: Path) -> dict:
+    """The tensors of a safetensors file already read into ``data``, as views of it (no copy:
+    the caller has hashed the same bytes). Entries at the same offsets stay one tensor."""
+    import torch
+
+    try:
+        length = int.from_bytes(data[:8], "little")
+        header = json.loads(bytes(data[8:8 + length]))
+        header.pop("__metadata__", None)
+        start = 8 + length
+        tensors, views = {}, {}
+        for name, entry in header.items():
+            begin, end = entry["data_offsets"]
+            if not 0 <= begin <= end <= len(data) - start:
+                raise ValueError(f"tensor {name!r} lies outside the file")
+            dtype = getattr(torch, _DTYPES[entry["dtype"]])
+            key = (begin, end, entry["dtype"], tuple(entry["shape"]))
+            if key not in views:
+                flat = torch.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=start + begin) \
+                    if end > begin else torch.empty(0, dtype=dtype)
+                views[key] = flat.reshape(entry["shape"])
+            tensors[name] = views[key]
+        return tensors
+    except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file is the user's data
+        raise GrokscopeError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None

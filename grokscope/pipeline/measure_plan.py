@@ -11,7 +11,9 @@ import pandas as pd
 from grokscope import formats
 from grokscope.discovery import Series
 from grokscope.families import FEATURE_FAMILIES, SERIES_FAMILIES, applies
+from grokscope.errors import GrokscopeError
 from grokscope.families.checkpoints import CHECKPOINT_FAMILIES, POOLED_CHECKPOINT_FAMILIES
+from grokscope.fingerprints import SOURCE_COLUMN, current_digest, recorded_source
 from grokscope.families.options import MeasureOptions
 from grokscope.pipeline.tables import same_params
 
@@ -23,6 +25,7 @@ class SeriesPlan:
     existing: dict[str, pd.DataFrame]  # what the home's tables hold, measured with the same settings
     todo: dict[str, list[int]]  # family -> steps still to measure
     chosen: dict[str, list[int]] = field(default_factory=dict)  # family -> steps asked for
+    stale: dict[str, set[int]] = field(default_factory=dict)  # family -> steps whose rows' features changed
 
     @property
     def n_steps(self) -> int:
@@ -67,6 +70,8 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
         context.layer_keys()  # raises: names the series and the probe command to run
     existing: dict[str, pd.DataFrame] = {}
     todo: dict[str, list[int]] = {}
+    stale: dict[str, set[int]] = {}
+    sources: dict[tuple, set] = {}
     chosen: dict[str, list[int]] = {}
     for family in families:
         path = formats.tables.measures_path(series.home, family)
@@ -82,7 +87,41 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
         if series.selected is not None:
             available = [s for s in available if s in series.selected]
         done = set(existing[family]["step"]) if len(existing[family]) and not force else set()
+        if family in FEATURE_FAMILIES and done:
+            stale[family] = stale_steps(existing[family], series, sources)
+            existing[family] = existing[family][~existing[family]["step"].isin(stale[family])]
+            done -= stale[family]
         chosen[family] = select(available)
         todo[family] = [s for s in chosen[family] if s not in done]
-    return SeriesPlan(series, context.columns, existing, todo, chosen)
+    return SeriesPlan(series, context.columns, existing, todo, chosen, stale)
 
+
+def stale_steps(table: pd.DataFrame, series: Series, sources: dict[tuple, set]) -> set[int]:
+    """Steps whose rows were measured from features of another checkpoint than the step's
+    checkpoint now (one read and hash of it) or than the one its features file records now (a
+    header read). ``sources`` caches these per step across families. Rows without a digest
+    (older tables), and steps where neither can be told (a checkpoint gone or no longer
+    readable, no features file), are kept."""
+    if SOURCE_COLUMN not in table:
+        return set()
+    recorded = table.dropna(subset=[SOURCE_COLUMN]).groupby("step")[SOURCE_COLUMN].first()
+    checkpoints = {c.step: c for c in series.checkpoints}
+    stale = set()
+    for step, digest in recorded.items():
+        step = int(step)
+        if (step, digest) not in sources:
+            sources[step, digest] = _current_sources(series.home, checkpoints.get(step), step, digest)
+        if sources[step, digest] - {digest}:
+            stale.add(step)
+    return stale
+
+
+def _current_sources(home, checkpoint, step: int, digest: str) -> set:
+    path = formats.features.features_path(home, step)
+    try:
+        found = {current_digest(checkpoint, digest)}
+        if path.is_file():
+            found.add(recorded_source(path))
+    except GrokscopeError:  # unreadable now: measuring the step says so
+        return set()
+    return found - {None}

@@ -14,6 +14,7 @@ from grokscope.context import SeriesContext
 from grokscope.discovery import Series
 from grokscope.errors import GrokscopeError
 from grokscope.features import holds_layers
+from grokscope.fingerprints import mismatch
 from grokscope.layers import user_layer_keys
 from grokscope.loading import transformers_config, trust_globals
 
@@ -55,8 +56,32 @@ def plan_series(found: Series, selection, layers, force: bool, model, data, allo
         context = probe_context(found, model=model, data=data, layers=layers, allow_globals=allow_globals, force=force)
     keys, _ = context.layer_keys(layers or None)
     folder = found.features_dir
+    formats.atomic.refuse_symlinked_folder(folder)
     todo = [c for c in chosen if force or not is_stored(folder / formats.steps.step_file_name(c.step), keys, storage)]
-    return ProbePlan(context, chosen, todo, keys)
+    if not force:
+        todo += changed_since(context, [c for c in chosen if c not in set(todo)], say)
+    return ProbePlan(context, chosen, sorted(todo), keys)
+
+
+def changed_since(context: SeriesContext, stored: list, say) -> list:
+    """The checkpoints whose stored features no longer match their checkpoint, data or step
+    (:func:`grokscope.fingerprints.mismatch`), said in one line for the series."""
+    folder = context.series.features_dir
+    data = context.data_fingerprint() if stored else None
+    changed: dict = {}
+    for checkpoint in stored:
+        try:
+            problem = mismatch(folder / formats.steps.step_file_name(checkpoint.step), checkpoint.step, checkpoint, data)
+        except GrokscopeError as exc:  # an unreadable checkpoint: probing it says why
+            problem = str(exc)
+        if problem is not None:
+            changed[checkpoint] = f"step {checkpoint.step}: {problem}"
+    if changed:
+        reasons = list(changed.values())
+        more = f"; and {len(reasons) - 3} more" if len(reasons) > 3 else ""
+        say.warn(f"{folder}: probing {len(changed)} features file{'s' * (len(changed) > 1)} again, which no longer "
+                 f"match: {'; '.join(reasons[:3])}{more}")
+    return list(changed)
 
 
 def is_stored(path: Path, keys, storage: str) -> bool:

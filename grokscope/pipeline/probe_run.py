@@ -14,6 +14,7 @@ from grokscope.context import SeriesContext
 from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.execution import Executor, failure_message
+from grokscope.fingerprints import fingerprint_metadata
 from grokscope.pipeline.probe_plan import ProbePlan
 from grokscope.pipeline.reporter import Recording
 from grokscope.pipeline.tasks import SeriesTasks, chunk, parts_per_series
@@ -117,7 +118,8 @@ def probe_checkpoint(extractor, context: SeriesContext, checkpoint, device, dtyp
     item = features.compute_checkpoint(extractor, checkpoint, device)
     extra = {"grokscope.compute_dtype": str(dtype).removeprefix("torch."),
              "grokscope.checkpoint": _source(checkpoint, context.series.root),
-             "grokscope.positions": json.dumps(extractor.positions)}
+             "grokscope.positions": json.dumps(extractor.positions),
+             **fingerprint_metadata(item.source, context.data_fingerprint())}
     if item.evaluation is not None:
         extra["grokscope.eval"] = json.dumps(item.evaluation)
     formats.features.save_features(path, checkpoint.step, item.layers, item.penultimate, extra, storage=storage)

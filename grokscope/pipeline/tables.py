@@ -83,10 +83,13 @@ class SeriesTables:
     def __init__(self, plan, options: MeasureOptions, *, write: bool = True,
                  every: float | None = None, on_wait: Callable[[str], None] | None = None):
         self.plan, self.options, self.write = plan, options, write
+        if write:
+            formats.atomic.refuse_symlinked_folder(Path(plan.series.home) / formats.tables.MEASURES_DIR)
         self.every = save_every() if every is None else every
         self.on_wait = on_wait
         self.rows: dict[str, list[dict]] = {family: [] for family in plan.existing}
-        self.unsaved: set[str] = set()
+        # A table holding rows of changed features is rewritten without them even if no new row comes.
+        self.unsaved: set[str] = {family for family, steps in plan.stale.items() if steps}
         self.saved: list[Path] = []
         self._last_save = time.monotonic()
 
@@ -110,6 +113,9 @@ class SeriesTables:
             path.parent.mkdir(parents=True, exist_ok=True)
             with formats.atomic.table_lock(path, self.on_wait):
                 on_disk = formats.tables.read_measure_table(path) if path.is_file() else pd.DataFrame()
+                stale = self.plan.stale.get(family)
+                if stale and len(on_disk):
+                    on_disk = on_disk[~on_disk["step"].isin(stale)]
                 formats.tables.write_table(path, finish_table(self.plan.columns, family, self.rows[family], self.options,
                                                      on_disk))
             self.unsaved.discard(family)
