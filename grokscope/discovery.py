@@ -34,7 +34,8 @@ from grokscope.errors import GrokscopeError
 from grokscope.formats import hub_cache
 from grokscope.formats.steps import WEIGHT_SUFFIXES
 from grokscope.loading import PICKLE_SUFFIXES, Checkpoint, holds_weights, load_pickled_cached
-from grokscope.stored_steps import holds_series, series_in_file
+from grokscope.checkpoint_contents import series_in_file
+from grokscope.stored_steps import holds_series
 from grokscope.scanning import FILE_HOME_SUFFIX, OUTPUT_DIRS, describe_skipped, foreign_checkpoints, scan_folder
 
 RUN, FOLDER, FILE = "run", "folder", "file"

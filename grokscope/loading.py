@@ -21,6 +21,7 @@ from typing import Iterable
 from grokscope.errors import GrokscopeError
 from grokscope.formats import dcp
 from grokscope.formats.steps import WEIGHT_SUFFIXES
+from grokscope.checkpoint_contents import NESTED_STATE_KEYS, nested_state, series_in_file
 from grokscope.formats.tensors import read_whole, tensors_from_bytes
 
 PICKLE_SUFFIXES = (".pth.tar", ".pt", ".pth", ".bin", ".ckpt")
@@ -32,10 +33,7 @@ _SHARD = re.compile(r"-\d+-of-\d+\.")
 # Prefixes that wrappers add to every parameter name: torch.compile and DistributedDataParallel.
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 # Keys under which training loops commonly nest the model's state dict in a larger checkpoint.
-_NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "weights")
 # Keys under which a checkpoint dict records its own step (nanoGPT: iter_num; Lightning: global_step).
-STORED_STEP_KEYS = ("global_step", "step", "iter_num", "iteration")
-STORED_EPOCH_KEY = "epoch"
 
 
 @dataclass(frozen=True, order=True)
@@ -109,7 +107,7 @@ def _load_dcp(folder: Path, device) -> dict:
     """A DCP checkpoint's model state: the tensors under the first of the usual nesting keys
     (``{"model": ..., "optimizer": ...}``), else every tensor entry."""
     metadata = dcp.read_metadata(folder)
-    nested = next((key for key in _NESTED_STATE_KEYS if key in dcp.tensor_roots(metadata)), None)
+    nested = next((key for key in NESTED_STATE_KEYS if key in dcp.tensor_roots(metadata)), None)
     state = dcp.load_tensors(folder, (nested,) if nested else (), device, metadata)
     if not state:
         raise GrokscopeError(f"{folder}: a DCP checkpoint holding no tensors")
@@ -258,22 +256,6 @@ def trust_globals(names: Iterable[str]) -> None:
     if allowed:
         torch.serialization.add_safe_globals(allowed)
         _load_pickled_cached_key.cache_clear()
-
-
-def is_state(value) -> bool:
-    import torch
-
-    return isinstance(value, dict) and bool(value) and all(torch.is_tensor(v) for v in value.values())
-
-
-def nested_state(loaded) -> dict | None:
-    if is_state(loaded):
-        return loaded
-    if isinstance(loaded, dict):
-        for key in _NESTED_STATE_KEYS:
-            if is_state(loaded.get(key)):
-                return loaded[key]
-    return None
 
 
 def _unwrap_state(loaded, path: Path) -> dict:

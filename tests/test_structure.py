@@ -103,7 +103,7 @@ def test_the_numerics_import_only_numerics():
 FLOORS = [
     ("errors", "version", "measures"),
     ("config", "formats", "devices", "sweep", "dask_cluster"),
-    ("loading", "discovery", "scanning", "stored_steps", "tasks", "model", "masking", "layers",
+    ("checkpoint_contents", "loading", "discovery", "scanning", "stored_steps", "tasks", "model", "masking", "layers",
      "state_dicts", "execution"),
     ("features", "fingerprints", "user_models", "logs", "training"),
     ("context",),
