@@ -117,7 +117,7 @@ def _load_dcp(folder: Path, device) -> dict:
 def load_state_and_digest(checkpoint: Checkpoint, device="cpu") -> tuple[dict, str]:
     """:func:`load_state` and :func:`checkpoint_digest` from one read of each weight file (into
     memory, hashed; safetensors tensors are views of those bytes)."""
-    if checkpoint.member is not None:
+    if checkpoint.member is not None or dcp.is_dcp_folder(checkpoint.path):
         return load_state(checkpoint, device), checkpoint_digest(checkpoint)
     import hashlib
     import io
@@ -139,11 +139,18 @@ def load_state_and_digest(checkpoint: Checkpoint, device="cpu") -> tuple[dict, s
 
 def checkpoint_digest(checkpoint: Checkpoint) -> str:
     """SHA-256 (first 16 hex digits) of the bytes of a checkpoint's weight files, in order; an
-    entry of a whole-series file adds its index to the file's digest."""
+    entry of a whole-series file adds its index to the file's digest; a DCP folder is every file
+    in it, by name."""
     import hashlib
 
+    if checkpoint.member is not None:
+        paths = [checkpoint.path]
+    elif dcp.is_dcp_folder(checkpoint.path):
+        paths = sorted(p for p in Path(checkpoint.path).iterdir() if p.is_file())
+    else:
+        paths = weight_files(checkpoint)
     digest = hashlib.sha256()
-    for path in weight_files(checkpoint) if checkpoint.member is None else [checkpoint.path]:
+    for path in paths:
         try:
             with open(path, "rb") as handle:
                 while block := handle.read(1 << 22):

@@ -263,7 +263,12 @@ def test_pth_tar_series_with_module_keys(imagenet_series, tmp_path):
 def test_a_folder_without_weights_counts_what_it_skipped(tmp_path):
     for i in range(14):
         (tmp_path / f"checkpoint_{i:04d}.tar").write_bytes(b"not a checkpoint")
-    result = invoke("probe", tmp_path, "--model", "x.py:y", "--data", "d.npz")
+    # A model and data that pass probe's checks before start-up, so the series is what is refused.
+    inputs = tmp_path.parent / f"{tmp_path.name}-inputs"
+    inputs.mkdir()
+    (inputs / "x.py").write_text("def y():\n    pass\n")
+    (inputs / "d.npz").write_bytes(b"")
+    result = invoke("probe", tmp_path, "--model", f"{inputs / 'x.py'}:y", "--data", str(inputs / "d.npz"))
     line = " ".join(result.stderr.split())
     assert result.exit_code == 2 and line.count("error:") == 1
     assert "not weight files: 14 (checkpoint_0000.tar" in line and ".pth.tar" in line, line
