@@ -65,18 +65,11 @@ from scipy.special import digamma
 from scipy.special import ndtri
 
 from grokscope.measures.multiplets import cluster_neurons, oinfo_search
-from grokscope.measures.oinfo import (
-    _all_multiplets,
-    _copnorm_tensor,
-    _covariance,
-    _direct_values_chunked,
-    _sort_rows,
-    _union_values,
-    _value_keys,
-    copnorm,
-    oinfo_multiplets,
-    oinfo_values_from_cov,
-)
+from grokscope.measures.copula import _copnorm_tensor, _covariance, _sort_rows, _value_keys
+from grokscope.measures.lattice import _all_multiplets
+from grokscope.measures.oinfo import copnorm, oinfo_multiplets, oinfo_values_from_cov
+from grokscope.measures.oinfo_direct import _direct_values_chunked
+from grokscope.measures.union_lattice import _union_values
 
 N_SAMPLES = 3763
 os.environ.setdefault("TQDM_DISABLE", "1")  # thoi's progress bars would garble the table

@@ -10,7 +10,9 @@ from scipy.special import digamma
 
 from grokscope.errors import GrokscopeError
 from grokscope.measures.multiplets import cluster_neurons, independent_columns, oinfo_search
-from grokscope.measures.oinfo import _tie_covariances, _union_values, copnorm, copula_covariance, oinfo_of_sets
+from grokscope.measures.copula import _tie_covariances
+from grokscope.measures.oinfo import copnorm, copula_covariance, oinfo_of_sets
+from grokscope.measures.union_lattice import _union_values
 
 
 def relu_features(n_samples=600, n_neurons=24, seed=0):
