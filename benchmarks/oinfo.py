@@ -65,7 +65,8 @@ from scipy.special import digamma
 from scipy.special import ndtri
 
 from grokscope.measures.multiplets import cluster_neurons, oinfo_search
-from grokscope.measures.copula import _copnorm_tensor, _covariance, _sort_rows, _value_keys
+from grokscope.measures.copula import _copnorm_tensor, _covariance
+from grokscope.measures.ties import value_keys
 from grokscope.measures.lattice import _all_multiplets
 from grokscope.measures.oinfo import copnorm, oinfo_multiplets, oinfo_values_from_cov
 from grokscope.measures.oinfo_direct import _direct_values_chunked
@@ -150,11 +151,15 @@ def previous_search(features: torch.Tensor) -> np.ndarray:
     return _direct_values_chunked(cov, sets, N_SAMPLES, True)
 
 
+def _sort_rows(keys: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.sort(keys.numpy(), axis=1))
+
+
 def branch_point_copnorm(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Random-tie copula scores as this branch started computing them: a random permutation per
     column from one sort of random keys carrying the row, then one sort of packed keys."""
     n, m = x.shape
-    key = _value_keys(x.T.contiguous())  # (m, n)
+    key = torch.from_numpy(value_keys(x.numpy()))  # (m, n)
     positions = torch.arange(n).expand(m, n)
     row_bits = max(1, (n - 1).bit_length())
     gen = torch.Generator().manual_seed(seed)

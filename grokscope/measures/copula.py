@@ -7,7 +7,9 @@ al. 2017), and every entropy of the O-information comes from the covariance of t
 Tied values (the exact zeros of ReLU features) have no rank order; they are taken in a random
 order (``ties="random"``, an infinitesimal jitter), averaged over every order in closed form
 (``"average"``), or in row order (``"index"``, the reference code's, which makes the value
-depend on the order in which the samples are stored).
+depend on the order in which the samples are stored). Every treatment starts from one sort of
+each column (:class:`~grokscope.measures.ties.Ranks`); a random order redraws only the tied
+blocks.
 
 References
 ----------
@@ -18,13 +20,20 @@ a Gaussian copula. Human Brain Mapping 38, 1541-1573.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 import torch
 
 from grokscope.errors import GrokscopeError
 from grokscope.measures.inputs import _as_tensor, _check_samples_matrix
+from grokscope.measures.ties import Ranks, draw_generator
 
 _TIES = ("random", "average", "index")
+
+#: The covariances of the random tie orders are kept for the tie spread while they take at most
+#: this many bytes together; past it each is recomputed from its seed when needed (same values).
+DRAW_CACHE_BYTES = 1 << 29
 
 
 def constant_columns(x) -> np.ndarray:
@@ -38,124 +47,23 @@ def constant_columns(x) -> np.ndarray:
     return torch.nonzero(constant).flatten().cpu().numpy()
 
 
-
-def _sort_rows(keys: torch.Tensor, *, indices: bool = False) -> torch.Tensor:
-    """Each row of ``keys`` sorted (or its argsort, when ``indices``), on ``keys``' device.
-
-    On the CPU this goes through NumPy, whose vectorised sorts are about ten times faster than
-    torch's there (a few ms against ~40 ms for 250 x 3763); elsewhere it is ``torch.sort``.
-    """
-    if keys.device.type == "cpu":
-        a = keys.numpy()
-        return torch.from_numpy(np.argsort(a, axis=1) if indices else np.sort(a, axis=1))
-    out = torch.sort(keys, dim=1)
-    return out.indices if indices else out.values
-
-
-def _value_keys(xt: torch.Tensor) -> torch.Tensor:
-    """(m, n) non-negative int64 keys below 2^32 with the order and the ties of each row of ``xt``.
-
-    Values that are all exact float32 (stored features always are) are keyed by their float32
-    bits, made monotone, with no sort at all; others by the rank of their value's first
-    occurrence, from one argsort.
-    """
-    single = xt.to(torch.float32)
-    if torch.equal(single.to(torch.float64), xt):
-        bits = (single + 0.0).view(torch.int32).to(torch.int64)  # + 0.0 turns -0.0 into 0.0
-        # sign-magnitude to two's complement order: reverse the negatives' magnitudes
-        return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + (1 << 31)
-    m, n = xt.shape
-    by_value = _sort_rows(xt, indices=True).to(xt.device)  # (m, n)
-    ordered = torch.gather(xt, 1, by_value)  # (m, n)
-    starts = torch.ones_like(ordered, dtype=torch.bool)  # (m, n) first of its run of equals
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    positions = torch.arange(n, device=xt.device).expand(m, n)  # (m, n)
-    first = torch.cummax(torch.where(starts, positions, 0), dim=1).values  # (m, n)
-    return torch.empty_like(first).scatter_(1, by_value, first)
-
-
-def _generator(seed: int) -> torch.Generator:
-    """The CPU generator of the random tie orders: drawn on the CPU, so any device gets the same."""
-    return torch.Generator(device="cpu").manual_seed(int(seed))
-
-
-def _order(x: torch.Tensor, ties: str, generator: torch.Generator | None = None,
-           key: torch.Tensor | None = None) -> torch.Tensor:
-    """(m, n): for each column of ``x`` (n, m), its rows from smallest to largest value.
-
-    Equal values are ordered by a secondary key: the row (``"index"``) or the row's place in an
-    independent uniform random permutation of the rows per column, drawn from ``generator``
-    (``"random"``: the same as an infinitesimal independent jitter, so a tied block such as the
-    zeros of a ReLU carries no spurious dependence between variables or on sample order). Value
-    key and secondary key are packed into one int64, value * 2^31 + secondary, so that one sort
-    of plain integers does it. ``key`` is :func:`_value_keys` of ``x.T`` when already at hand
-    (it is not modified).
-    """
-    n, m = x.shape
-    device = x.device
-    key = _value_keys(x.T.contiguous()) if key is None else key.clone()  # (m, n)
-    positions = torch.arange(n, device=device).expand(m, n)  # (m, n)
-    if ties == "index":
-        secondary = positions
-    else:
-        # a uniform random permutation per column (randperm: no sort of random keys needed)
-        shuffled = torch.stack([torch.randperm(n, generator=generator) for _ in range(m)]
-                               ).to(device)  # (m, n) the row at each shuffled place
-        secondary = torch.empty_like(shuffled).scatter_(1, shuffled, positions)  # place of row
-    key.bitwise_left_shift_(31).bitwise_or_(secondary)  # fits: key < 2^32, secondary < 2^31
-    low = _sort_rows(key).to(device).bitwise_and_((1 << 31) - 1)  # (m, n)
-    return low if ties == "index" else torch.gather(shuffled, 1, low)
-
-
-def _normal_scores(n: int, device) -> torch.Tensor:
-    """(n,) the standard-normal quantiles of ranks 1..n: every column's scores, in rank order."""
-    return torch.special.ndtri(torch.arange(1, n + 1, dtype=torch.float64, device=device)
-                               / (n + 1.0))
-
-
 def _check_ties(ties: str) -> None:
     if ties not in _TIES:
         raise GrokscopeError(f"ties: expected one of {', '.join(_TIES)}, got {ties!r}")
 
 
-def _average_scores(x: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
-    """(n, m): each value's normal score averaged over the ranks its tied block spans.
-
-    A block of equal values occupying ranks a..b gets the mean of the scores of ranks a..b, the
-    expectation of its scores under a uniform random order of the block (an untied value keeps
-    its own score). ``key`` as in :func:`_order`.
-    """
-    n, m = x.shape
-    device = x.device
-    key = _value_keys(x.T.contiguous()) if key is None else key  # (m, n)
-    order = _order(x, "index", key=key)  # (m, n) rows by value
-    ordered = torch.gather(key, 1, order)  # (m, n)
-    starts = torch.ones_like(ordered, dtype=torch.bool)  # (m, n) first of its block
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    block = torch.cumsum(starts, dim=1) - 1  # (m, n) block id of each rank
-    scores = _normal_scores(n, device).expand(m, n)  # (m, n)
-    sums = torch.zeros((m, n), dtype=torch.float64, device=device).scatter_add_(1, block, scores)
-    counts = torch.zeros((m, n), dtype=torch.float64, device=device).scatter_add_(
-        1, block, torch.ones_like(scores))
-    mean = torch.gather(sums, 1, block) / torch.gather(counts, 1, block)  # (m, n) in rank order
-    zt = torch.empty((m, n), dtype=torch.float64, device=device)
-    return zt.scatter_(1, order, mean).T  # (n, m)
-
-
-def _copnorm_tensor(x: torch.Tensor, ties: str = "random", seed: int = 0, *,
-                    generator: torch.Generator | None = None,
-                    key: torch.Tensor | None = None) -> torch.Tensor:
+def _copnorm_tensor(x: torch.Tensor, ties: str = "random", seed: int = 0) -> torch.Tensor:
+    """(n, m) the copula scores of ``x`` (n, m), on its device; a random order is draw 0 of
+    ``seed``."""
     _check_ties(ties)
+    ranks = Ranks(x)
     if ties == "average":
-        return _average_scores(x, key)
-    n, m = x.shape
-    # every column's scores are the same n normal quantiles, placed in rank order
-    scores = _normal_scores(n, x.device)  # (n,)
-    if ties == "random" and generator is None:
-        generator = _generator(seed)
-    order = _order(x, ties, generator, key)  # (m, n)
-    zt = torch.empty((m, n), dtype=torch.float64, device=x.device)
-    return zt.scatter_(1, order, scores.expand(m, n)).T  # (n, m)
+        z = ranks.average_scores()
+    else:
+        z = ranks.index_scores()
+        if ties == "random":
+            ranks.draw(z, draw_generator(seed, 0))
+    return z.T.to(x.device)
 
 
 def copnorm(x, *, ties: str = "random", seed: int = 0):
@@ -201,40 +109,98 @@ def _covariance(z: torch.Tensor) -> torch.Tensor:
     return zc.T @ zc / (z.shape[0] - 1)  # (m, m)
 
 
-def _tie_averaged_covariance(x: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
-    """(m, m) the copula covariance of ``x`` (n, m) averaged over every random order of its ties.
+#: Row blocks of :func:`_gram`: each block times the rows from it on, about 1/3 fewer flops
+#: than the full product (and exactly symmetric).
+_GRAM_BLOCKS = 4
 
-    Off the diagonal, columns' tie orders are independent, so the expected product of two
-    columns' scores is the product of their expected scores: the covariance of the
-    :func:`_average_scores`. On the diagonal, every order gives a column all n scores, so its
-    variance is theirs, not the smaller variance of its averaged scores.
+
+def _gram(z: torch.Tensor) -> torch.Tensor:
+    """(m, m) ``z @ z.T`` of ``z`` (m, n), its lower block triangle computed and mirrored."""
+    m = z.shape[0]
+    edges = [round(i * m / _GRAM_BLOCKS) for i in range(_GRAM_BLOCKS + 1)]
+    gram = z.new_empty(m, m)
+    for a, b in zip(edges, edges[1:]):
+        if a == b:
+            continue
+        product = z[a:b] @ z[a:].T  # (b - a, m - a)
+        gram[a:b, a:] = product
+        gram[b:, a:b] = product[:, b - a:].T
+    return gram
+
+
+def _score_covariance(z: torch.Tensor, mean: float) -> torch.Tensor:
+    """(m, m) covariance of score rows ``z`` (m, n) whose every row has mean ``mean``."""
+    n = z.shape[1]
+    return (_gram(z) - n * mean * mean) / (n - 1)
+
+
+class TieCovariances:
+    r"""The covariance a search runs on, and the covariance of each random order of the ties.
+
+    ``"index"``: the row-order covariance, no draws. ``"average"``: the tie-averaged covariance
+    (off the diagonal, columns' tie orders are independent, so the expected product of two
+    columns' scores is the product of their expected scores, the covariance of the averaged
+    scores; on the diagonal every order gives a column all n scores, so its variance is
+    theirs), and ``draws`` random orders for the spread. ``"random"``: the mean of the
+    ``draws`` random orders' covariances. Draw :math:`r` is draw :math:`r` of ``seed``
+    (:func:`~grokscope.measures.ties.draw_generator`), so draw 0 is
+    ``copnorm(x, ties="random", seed=seed)``. All come from one sort of each column; the draws'
+    covariances are kept while they fit in :data:`DRAW_CACHE_BYTES`, else recomputed in
+    :meth:`each` (the same numbers: each draw has its own generator).
     """
-    cov = _covariance(_average_scores(x, key))  # (m, m)
-    cov.diagonal().fill_(float(_normal_scores(x.shape[0], x.device).var()))
-    return cov
+
+    def __init__(self, x: torch.Tensor, ties: str, seed: int, draws: int) -> None:
+        _check_ties(ties)
+        if ties == "random" and draws < 1:
+            raise GrokscopeError("tie_draws: ties='random' needs at least 1 draw")
+        self.ranks = Ranks(x)
+        self.device = x.device
+        self.seed = int(seed)
+        self.draws = 0 if ties == "index" else int(draws)
+        m = self.ranks.m
+        self._scores = self.ranks.index_scores()  # (m, n) CPU; the draws rewrite its tied entries
+        keep = self.draws * m * m * 8 <= DRAW_CACHE_BYTES
+        self._kept: list[torch.Tensor] | None = [] if keep else None
+        if ties == "index":
+            self.search = _score_covariance(self._scores.to(self.device), self.ranks.mean)
+        elif ties == "average":
+            self.search = _score_covariance(self.ranks.average_scores().to(self.device),
+                                            self.ranks.mean)
+            self.search.diagonal().fill_(self.ranks.variance)
+            if keep:
+                self._kept = [self._draw(r) for r in range(self.draws)]
+        else:
+            total = None
+            for r in range(self.draws):
+                cov = self._draw(r)
+                total = cov.clone() if total is None else total.add_(cov)
+                if keep:
+                    self._kept.append(cov)
+            self.search = total / self.draws if self.draws > 1 else total
+
+    def _draw(self, r: int, columns: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.ranks.draw(self._scores, draw_generator(self.seed, r))
+        if columns is not None:
+            z = z[columns]
+        return _score_covariance(z.to(self.device), self.ranks.mean)
+
+    def each(self, columns: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
+        """Each draw's covariance, of the given columns only (default all), in draw order."""
+        for r in range(self.draws):
+            if self._kept is None:
+                yield self._draw(r, None if columns is None else torch.as_tensor(list(columns)))
+            elif columns is None:
+                yield self._kept[r]
+            else:
+                index = torch.as_tensor(list(columns), device=self.device)
+                yield self._kept[r][index][:, index]
 
 
 def _tie_covariances(x: torch.Tensor, ties: str, seed: int, draws: int
                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The covariance an estimator searches on, and the covariance of each random tie order.
-
-    ``"average"``: the tie-averaged covariance; ``"random"``: the mean of the draws' covariances
-    (for one draw, that draw's); ``"index"``: the row-order covariance, and no draws. The draws
-    share the value keys and one generator seeded by ``seed``, so draw 0 is
-    ``copnorm(x, ties="random", seed=seed)``.
-    """
-    _check_ties(ties)
-    key = _value_keys(x.T.contiguous())  # (m, n)
-    if ties == "index":
-        return _covariance(_copnorm_tensor(x, "index", key=key)), []
-    generator = _generator(seed)
-    drawn = [_covariance(_copnorm_tensor(x, "random", generator=generator, key=key))
-             for _ in range(draws)]  # R x (m, m)
-    if ties == "random":
-        if not drawn:
-            raise GrokscopeError("tie_draws: ties='random' needs at least 1 draw")
-        return (drawn[0] if len(drawn) == 1 else torch.stack(drawn).mean(dim=0)), drawn
-    return _tie_averaged_covariance(x, key), drawn
+    """:class:`TieCovariances`' search covariance and every draw's, as a list."""
+    covariances = TieCovariances(x, ties, seed, draws)
+    return covariances.search, list(covariances.each())
 
 
 def copula_covariance(x, *, ties: str = "random", seed: int = 0):
@@ -271,6 +237,5 @@ def copula_covariance(x, *, ties: str = "random", seed: int = 0):
     """
     t = _as_tensor(x)
     _check_samples_matrix(t)
-    _check_ties(ties)
-    cov = _tie_covariances(t, ties, seed, 1 if ties == "random" else 0)[0]
+    cov = TieCovariances(t, ties, seed, 1 if ties == "random" else 0).search
     return cov if isinstance(x, torch.Tensor) else cov.cpu().numpy()

@@ -54,14 +54,14 @@ from grokscope.measures.binning import (  # noqa: F401  (public names of this mo
     independent_columns,
     neuron_bins,
 )
-from grokscope.measures.copula import _check_ties, _tie_covariances
+from grokscope.measures.copula import TieCovariances, _check_ties
 from grokscope.measures.entropy import _check_positive_definite
 from grokscope.measures.inputs import _as_tensor, _check_samples_matrix, _check_units, _unit_scale
 from grokscope.measures.lattice import LATTICE_MAX_VARIABLES, _all_multiplets
 from grokscope.measures.oinfo import oinfo_values_from_cov
 from grokscope.measures.oinfo_direct import _direct_values_chunked, _oinfo_of_blocks
 from grokscope.measures.searches import _annealing, _best_per_size, _greedy
-from grokscope.measures.union_lattice import _union_fits, _union_values
+from grokscope.measures.union_lattice import _union_values
 
 
 #: Largest number of bins searched exhaustively by ``search="auto"`` in neurons mode (each
@@ -89,24 +89,32 @@ def _reported(best_low, best_high, per_size) -> list[tuple[str, str, tuple[int, 
     return entries
 
 
-def _tie_spread(drawn: Sequence[torch.Tensor], sets: Sequence[Sequence[int]], n_samples: int,
-                bias_correction: bool) -> tuple[np.ndarray, np.ndarray]:
+def _tie_spread(draws: TieCovariances, sets: Sequence[Sequence[int]], n_samples: int,
+                bias_correction: bool, ridge: float) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n - 1 denominator; NaN below two draws) of each set's
-    O-information (nats) over the covariances of the random tie orders: one batched
-    factorisation of the set's block in every draw."""
-    if not drawn:
+    O-information (nats) over the covariances of the random tie orders: each draw's covariance
+    of the sets' variables (one at a time, so memory holds one), one factorisation per set."""
+    if not draws.draws:
         nan = np.full(len(sets), math.nan)
         return nan, nan
-    stacked = torch.stack(list(drawn))  # (R, m, m)
-    means, sds = [], []
-    for members in sets:
-        index = torch.as_tensor(list(members), device=stacked.device)
-        blocks = stacked[:, index][:, :, index]  # (R, k, k)
-        sizes = torch.full((len(drawn),), len(index), device=stacked.device)
-        values = _oinfo_of_blocks(blocks, sizes, n_samples, bias_correction)  # (R,)
-        means.append(float(values.mean()))
-        sds.append(float(values.std()) if len(drawn) > 1 else math.nan)
-    return np.array(means), np.array(sds)
+    columns = sorted({int(v) for members in sets for v in members})
+    local = {v: i for i, v in enumerate(columns)}
+    blocks = [torch.as_tensor([local[int(v)] for v in members], device=draws.device)
+              for members in sets]
+    values = np.empty((draws.draws, len(sets)))
+    for r, cov in enumerate(draws.each(columns)):
+        if ridge > 0:
+            cov.diagonal().add_(ridge)
+        for i, index in enumerate(blocks):
+            block = cov[index][:, index].unsqueeze(0)  # (1, k, k)
+            try:
+                values[r, i] = float(_oinfo_of_blocks(block, torch.tensor([len(index)]),
+                                                      n_samples, bias_correction)[0])
+            except torch.linalg.LinAlgError:
+                raise GrokscopeError("features: the covariance of a random tie order is singular "
+                                     "(pass ridge > 0)") from None
+    sds = values.std(axis=0, ddof=1) if draws.draws > 1 else np.full(len(sets), math.nan)
+    return values.mean(axis=0), sds
 
 
 def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_size: int = 2,
@@ -231,9 +239,8 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
 
         def variables_of(multiplet):
             return list(multiplet)
-    base, drawn = _tie_covariances(columns, ties, seed, draws)
-    cov = _check_positive_definite(base, ridge)
-    drawn = [_check_positive_definite(c, ridge) for c in drawn]
+    tie_covariances = TieCovariances(columns, ties, seed, draws)
+    cov = _check_positive_definite(tie_covariances.search, ridge)
 
     def evaluate(multiplets):
         return _direct_values_chunked(cov, [variables_of(m) for m in multiplets], n_samples,
@@ -247,11 +254,9 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
         if variables == "bins":
             values = oinfo_values_from_cov(cov, n_samples, min_size, max_size,
                                            bias_correction=bias_correction).cpu().numpy()
-        elif _union_fits([len(s) for s in local_sets], min_size):
+        else:
             values = _union_values(cov, local_sets, n_samples, min_size, max_size,
                                    bias_correction).cpu().numpy()
-        else:
-            values = evaluate(multiplets)
         if not np.isfinite(values).all():
             raise GrokscopeError("features: O-information is not finite; the covariance is "
                                  "numerically singular (pass ridge > 0)")
@@ -269,12 +274,13 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
     # the reported multiplets again on every random tie order
     entries = _reported(best_low, best_high, per_size)
     chosen = sorted({multiplet for _, _, multiplet, _ in entries})
-    mean, sd = _tie_spread(drawn, [variables_of(m) for m in chosen], n_samples, bias_correction)
+    mean, sd = _tie_spread(tie_covariances, [variables_of(m) for m in chosen], n_samples,
+                           bias_correction, ridge)
     over_draws = {m: (float(a), float(b)) for m, a, b in zip(chosen, mean, sd)}
 
     scale = _unit_scale(units)
     common = {"n_bins": n_used, "n_excluded": n_excluded, "variables": variables,
-              "search": search, "draws": len(drawn)}
+              "search": search, "draws": tie_covariances.draws}
     rows = []
     for metric, scope, multiplet, value in entries:
         draws_mean, draws_sd = over_draws[multiplet]

@@ -59,6 +59,7 @@ import torch
 
 from grokscope.errors import GrokscopeError
 from grokscope.measures.copula import (  # noqa: F401  (public names of this module)
+    TieCovariances,
     _check_ties,
     _covariance,
     _tie_covariances,
@@ -241,6 +242,6 @@ def oinfo_multiplets(x, min_size: int = 2, max_size: int | None = None, units: s
             raise GrokscopeError(f"x: column {int(constant[0])} is constant; O-information is "
                                  "undefined for a constant variable (drop it)")
         _check_ties(ties)
-        cov = _tie_covariances(t, ties, seed, 1 if ties == "random" else 0)[0]
+        cov = TieCovariances(t, ties, seed, 1 if ties == "random" else 0).search
     return oinfo_multiplets_from_cov(cov, t.shape[0], min_size, max_size, units,
                                      bias_correction, ridge=ridge)
