@@ -20,6 +20,7 @@ from grokscope.measures.grokking import grokking_rows, grokking_summary
 from grokscope.measures.hsic import HsicReference, cka, hsic, hsic_measures, hsic_reference, nhsic
 from grokscope.measures.multiplets import cluster_neurons, oinfo_search
 from grokscope.measures.oinfo import (
+    Multiplets,
     copnorm,
     gaussian_entropy,
     oinfo_multiplets,
@@ -30,6 +31,7 @@ from grokscope.measures.weights import weight_measures
 
 __all__ = [
     "HsicReference",
+    "Multiplets",
     "cka",
     "cluster_neurons",
     "copnorm",

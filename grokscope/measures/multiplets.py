@@ -89,11 +89,17 @@ def _reported(best_low, best_high, per_size) -> list[tuple[str, str, tuple[int, 
     return entries
 
 
+#: Most bytes of covariance blocks the tie spread factorises in one batch (several draws of a
+#: set at once on narrow layers; one at a time on wide ones).
+_SPREAD_BATCH_BYTES = 1 << 26
+
+
 def _tie_spread(draws: TieCovariances, sets: Sequence[Sequence[int]], n_samples: int,
                 bias_correction: bool, ridge: float) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n - 1 denominator; NaN below two draws) of each set's
     O-information (nats) over the covariances of the random tie orders: each draw's covariance
-    of the sets' variables (one at a time, so memory holds one), one factorisation per set."""
+    of the sets' variables, one batched factorisation per set for as many draws as fit in
+    :data:`_SPREAD_BATCH_BYTES`."""
     if not draws.draws:
         nan = np.full(len(sets), math.nan)
         return nan, nan
@@ -101,20 +107,37 @@ def _tie_spread(draws: TieCovariances, sets: Sequence[Sequence[int]], n_samples:
     local = {v: i for i, v in enumerate(columns)}
     blocks = [torch.as_tensor([local[int(v)] for v in members], device=draws.device)
               for members in sets]
-    values = np.empty((draws.draws, len(sets)))
-    for r, cov in enumerate(draws.each(columns)):
-        if ridge > 0:
-            cov.diagonal().add_(ridge)
+    values: list[list[float]] = [[] for _ in sets]
+    pending: list[list[torch.Tensor]] = [[] for _ in sets]
+
+    def flush():
+        for i, held in enumerate(pending):
+            if held:
+                stacked = torch.stack(held)  # (draws, k, k)
+                sizes = torch.full((len(held),), stacked.shape[1], device=draws.device)
+                try:
+                    values[i] += _oinfo_of_blocks(stacked, sizes, n_samples,
+                                                  bias_correction).tolist()
+                except torch.linalg.LinAlgError:
+                    raise GrokscopeError("features: the covariance of a random tie order is "
+                                         "singular (pass ridge > 0)") from None
+                held.clear()
+
+    held_bytes = 0
+    for cov in draws.each(columns):
         for i, index in enumerate(blocks):
-            block = cov[index][:, index].unsqueeze(0)  # (1, k, k)
-            try:
-                values[r, i] = float(_oinfo_of_blocks(block, torch.tensor([len(index)]),
-                                                      n_samples, bias_correction)[0])
-            except torch.linalg.LinAlgError:
-                raise GrokscopeError("features: the covariance of a random tie order is singular "
-                                     "(pass ridge > 0)") from None
-    sds = values.std(axis=0, ddof=1) if draws.draws > 1 else np.full(len(sets), math.nan)
-    return values.mean(axis=0), sds
+            block = cov[index][:, index]  # a copy: the ridge never reaches the kept draws
+            if ridge > 0:
+                block.diagonal().add_(ridge)
+            pending[i].append(block)
+            held_bytes += block.numel() * 8
+        if held_bytes > _SPREAD_BATCH_BYTES:
+            flush()
+            held_bytes = 0
+    flush()
+    per_draw = np.array(values).T  # (draws, sets)
+    sds = per_draw.std(axis=0, ddof=1) if draws.draws > 1 else np.full(len(sets), math.nan)
+    return per_draw.mean(axis=0), sds
 
 
 def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_size: int = 2,

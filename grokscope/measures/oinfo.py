@@ -79,26 +79,32 @@ from grokscope.measures.inputs import (
     _check_units,
     _unit_scale,
 )
-from grokscope.measures.lattice import LATTICE_MAX_VARIABLES, _all_multiplets, _lattice_values
+from grokscope.measures.lattice import (  # noqa: F401  (Multiplets: public name here)
+    LATTICE_MAX_VARIABLES,
+    Multiplets,
+    _all_multiplets,
+    _lattice_values,
+)
 from grokscope.measures.oinfo_direct import _direct_values_chunked
 
 
 def oinfo_values_from_cov(cov: torch.Tensor, n_samples: int, min_size: int = 2,
-                          max_size: int | None = None, *,
-                          bias_correction: bool = True) -> torch.Tensor:
+                          max_size: int | None = None, *, bias_correction: bool = True,
+                          multiplets: Multiplets | None = None) -> torch.Tensor:
     """O-information in nats of every multiplet of a checked covariance, as a tensor on its device.
 
-    The hot-path form of :func:`oinfo_multiplets_from_cov` (same order, no tuples, no checks of
-    positive definiteness): the lattice up to :data:`LATTICE_MAX_VARIABLES` variables, the direct
-    route past it.
+    The hot-path form of :func:`oinfo_multiplets_from_cov` (same order, no checks of positive
+    definiteness; ``multiplets`` when the caller already holds them): the lattice up to
+    :data:`LATTICE_MAX_VARIABLES` variables, the direct route past it.
     """
     n = cov.shape[0]
     max_size = _check_sizes(n, min_size, max_size)
     if n <= LATTICE_MAX_VARIABLES:
-        values = _lattice_values(cov, n_samples, min_size, max_size, bias_correction)
+        masks = None if multiplets is None else torch.from_numpy(multiplets.masks).to(cov.device)
+        values = _lattice_values(cov, n_samples, min_size, max_size, bias_correction, masks)
     else:
-        values = _direct_values_chunked(cov, _all_multiplets(n, min_size, max_size), n_samples,
-                                        bias_correction)
+        sets = _all_multiplets(n, min_size, max_size) if multiplets is None else list(multiplets)
+        values = _direct_values_chunked(cov, sets, n_samples, bias_correction)
     if not bool(torch.isfinite(values).all()):
         raise GrokscopeError("cov: O-information is not finite; the covariance is numerically "
                              "singular (pass ridge > 0 to regularise)")
@@ -147,17 +153,19 @@ def oinfo_multiplets_from_cov(cov, n_samples: int, min_size: int = 2, max_size: 
 
     Returns
     -------
-    multiplets : list of tuple of int
-        Sizes ascending, lexicographic within a size.
+    multiplets : Multiplets
+        Sizes ascending, lexicographic within a size, as arrays
+        (:class:`~grokscope.measures.lattice.Multiplets`: ``masks``, ``members()``, ``sizes``);
+        indexing or iterating gives tuples of column indices.
     values : numpy.ndarray, shape (len(multiplets),)
     """
     _check_units(units)
     c = _prepare_cov(cov, n_samples, ridge, device)
     max_size = _check_sizes(c.shape[0], min_size, max_size)
+    multiplets = Multiplets.every(c.shape[0], min_size, max_size)
     values = oinfo_values_from_cov(c, n_samples, min_size, max_size,
-                                   bias_correction=bias_correction)
-    return (_all_multiplets(c.shape[0], min_size, max_size),
-            (values * _unit_scale(units)).cpu().numpy())
+                                   bias_correction=bias_correction, multiplets=multiplets)
+    return multiplets, (values * _unit_scale(units)).cpu().numpy()
 
 
 def oinfo_of_sets(cov, sets: Sequence[Sequence[int]], n_samples: int, units: str = "bits",
@@ -220,8 +228,9 @@ def oinfo_multiplets(x, min_size: int = 2, max_size: int | None = None, units: s
 
     Returns
     -------
-    multiplets : list of tuple of int
-        Column indices; sizes ascending, lexicographic within a size.
+    multiplets : Multiplets
+        Sizes ascending, lexicographic within a size, as arrays (see
+        :func:`oinfo_multiplets_from_cov`); indexing or iterating gives tuples of column indices.
     values : numpy.ndarray
         O-information of each multiplet, in ``units``.
 

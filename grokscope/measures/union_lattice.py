@@ -112,12 +112,16 @@ class _Walk:
         n = self.starts[-1]
         log_var_sum = sum(self.group_log_var)
         self.found: list[tuple[int, float]] = []  # (position, value) of each union visited
+        self.failures: list[torch.Tensor] = []  # the info of each block's factorisation
         if self.n_groups <= self.max_size:  # the union of every group: the empty complement
             log_precision = float(torch.log(torch.diagonal(self.precision)).sum())
             self._record(0, self.n_groups, log_var_sum, log_precision, 0.0, n)
         if self.top > 0:
             self._grow(-1, 0, 0, torch.arange(n, device=self.device), self.precision.new_zeros(n, 0),
                        torch.diagonal(self.precision).clone(), 0.0, log_var_sum)
+        if self.failures and bool(torch.stack(self.failures).any()):
+            raise GrokscopeError("cov: a union of bins has a numerically singular covariance "
+                                 "(pass ridge > 0 to regularise)")
         positions, values = zip(*self.found)
         self.out[torch.as_tensor(positions, device=self.device)] = torch.tensor(
             values, dtype=torch.float64, device=self.device)
@@ -188,11 +192,10 @@ class _Walk:
         # the children's Schur complements, block-diagonal: its factor is theirs, side by side
         pivots = theta[first_row:first_row + hi - lo].masked_fill(off_diagonal, 0.0)  # (b, b)
         factor, info = torch.linalg.cholesky_ex(pivots)
-        if int(info):
-            raise GrokscopeError("cov: a union of bins has a numerically singular covariance "
-                                 "(pass ridge > 0 to regularise)")
+        self.failures.append(info)  # checked once at the end: no wait for each
         columns = torch.linalg.solve_triangular(factor.mT, theta, upper=True, left=False)  # (r, b)
-        child_conditional = conditional.unsqueeze(1) - (columns * columns) @ one_hot  # (r, ch.)
+        child_conditional = torch.addmm(conditional.unsqueeze(1), columns.square(), one_hot,
+                                        alpha=-1.0)  # (r, children)
         # a child's own rows leave it: their terms become log 1 = 0
         child_conditional[first_row:first_row + hi - lo].masked_fill_(mine, 1.0)
         log_precision = torch.log(child_conditional).sum(0).tolist()
