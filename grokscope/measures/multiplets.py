@@ -64,8 +64,9 @@ from grokscope.measures.searches import _annealing, _best_per_size, _greedy
 from grokscope.measures.union_lattice import _union_values
 
 
-#: Largest number of bins searched exhaustively by ``search="auto"`` in neurons mode (each
-#: multiplet there is a factorisation of up to all the neurons; 2^12 multiplets stays fast).
+#: Largest number of bins searched exhaustively by ``search="auto"`` in neurons mode: the union
+#: lattice visits all 2^bins unions, each step costing up to (neurons)^2 x (bin size) flops, so
+#: 12 bins cost about 4 times the default 10; past it ``auto`` is greedy, and says so.
 AUTO_EXHAUSTIVE_NEURON_BINS = 12
 
 _VARIABLES = ("neurons", "bins")
@@ -168,12 +169,18 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
     min_size, max_size : int
         Multiplet sizes in bins, inclusive (``max_size`` defaults to all bins).
     search : {"auto", "exhaustive", "greedy", "annealing"}
-        ``"auto"`` is exhaustive up to 12 bins (neurons mode) or 22 bins (bins mode), greedy past
-        that. Greedy: exhaustive up to size 3, then the best multiplet grows one bin at a time.
-        Annealing: 16 chains of ``annealing_steps`` add/remove/swap moves, seeded by ``seed``.
-        Exhaustive search in neurons mode evaluates all unions at once on a block lattice
-        (``grokscope.measures.union_lattice._union_values``); the heuristics evaluate the multiplets
-        they visit by batched Cholesky factorisations. Both give the same values.
+        ``"auto"`` is exhaustive up to :data:`AUTO_EXHAUSTIVE_NEURON_BINS` (12) bins in neurons
+        mode or 22 bins in bins mode, whatever the number of neurons, and greedy past that: the
+        choice depends on the number of bins that took part only, and every row's ``search``
+        says which ran ("exhaustive" or "greedy"), so a greedy value (an upper bound of the
+        synergy, a lower bound of the redundancy) is never taken for the extreme. Greedy:
+        exhaustive up to size 3, then the best multiplet grows one bin at a time. Annealing: 16
+        chains of ``annealing_steps`` add/remove/swap moves, seeded by ``seed``. Exhaustive
+        search in neurons mode walks every union of bins depth first
+        (``grokscope.measures.union_lattice._union_values``: of order width^3 flops for 10 bins,
+        memory a few width x width matrices, so it stays exhaustive at any width); the
+        heuristics evaluate the multiplets they visit by batched Cholesky factorisations. Both
+        give the same values.
     per_size : bool
         Also return the best multiplet of each size.
     ties : {"random", "average", "index"}
@@ -190,8 +197,10 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
     tie_draws : int
         Random tie orders (seeded by ``seed``) on which every reported multiplet is evaluated;
         their standard deviation is the row's ``value_sd``, how far one arbitrary order of the
-        tied values moves the value. Each draw costs one copula normalisation, one covariance and
-        one factorisation per reported multiplet, not a search. Not used with ``ties="index"``.
+        tied values moves the value. All draws share one sort of each neuron's values; a draw
+        redraws only the tied blocks (:mod:`grokscope.measures.ties`) and costs one covariance
+        product and one factorisation per reported multiplet, not a search. Draw r depends only
+        on (``seed``, r). Not used with ``ties="index"``.
     seed : int
         Seeds the random tie orders and the annealing.
     units : {"bits", "nats"}

@@ -17,28 +17,30 @@ takes them in a random order (``ties="random"``, an infinitesimal jitter), avera
 order in closed form (``"average"``), or in row order (``"index"``, the reference code's, which
 makes the value depend on the order in which the samples are stored).
 
-Speed: the covariance is taken once; no entropy is ever re-estimated from samples. Two routes give
-the same numbers:
+Speed: the covariance is taken once; no entropy is ever re-estimated from samples. Three routes
+give the same numbers:
 
 * the *lattice* (:func:`oinfo_multiplets_from_cov`, up to :data:`LATTICE_MAX_VARIABLES` variables):
-  the log-determinant of every subset is obtained from its prefix's by one Gaussian-elimination
-  step (the Cholesky factor of a subset is its prefix's plus one row), all subsets of a level in a
-  few batched tensor operations, into a table indexed by bitmask. Every leave-one-out entropy of a
-  :math:`k`-subset is then the entropy of a :math:`(k-1)`-subset already in the table, so each
-  O-information is a gather;
+  the log-determinant of every subset from a smaller one's by one Gaussian-elimination step, a
+  contiguous range of bitmasks at a time, into a table indexed by bitmask. Every leave-one-out
+  entropy of a :math:`k`-subset is then the entropy of a :math:`(k-1)`-subset already in the
+  table, so each O-information is a gather; the multiplets come back as arrays
+  (:class:`~grokscope.measures.lattice.Multiplets`), not one tuple each;
 * the *direct* route (:func:`oinfo_of_sets`, any sets): one batched Cholesky per set of
   multiplets, with every leave-one-out log-determinant from the same factorisation,
   :math:`\log\det\Sigma_{-j} = \log\det\Sigma + \log(\Sigma^{-1})_{jj}`. Sets of different sizes
   share a batch by padding with an identity block, which adds nothing to either term;
-* the *block lattice* (:mod:`.union_lattice`, every union of groups of variables: the neurons
+* the *union lattice* (:mod:`.union_lattice`, every union of groups of variables: the neurons
   mode of :func:`grokscope.measures.multiplets.oinfo_search`): the same two terms from the
-  precision matrix, each union's complement grown one group at a time (a Schur complement of
-  one group per step), so nothing larger than one group is ever factorised.
+  precision matrix, the unions' complements walked depth first one group at a time (a Schur
+  complement of one group per step), at the flop count of the walk (order :math:`n^3` for
+  :math:`n` variables in a fixed number of groups) and in the memory of a few
+  :math:`n \times n` matrices.
 
-Where each part lives: copula ranks, ties and the covariance in :mod:`.copula`, Gaussian
-entropies and the bias correction in :mod:`.entropy`, the lattice in :mod:`.lattice`, the direct
-route in :mod:`.oinfo_direct`, the block lattice in :mod:`.union_lattice`; this module holds the
-entry points.
+Where each part lives: copula ranks, ties and the covariance in :mod:`.copula` and :mod:`.ties`,
+Gaussian entropies and the bias correction in :mod:`.entropy`, the lattice in :mod:`.lattice`,
+the direct route in :mod:`.oinfo_direct`, the union lattice in :mod:`.union_lattice`; this module
+holds the entry points.
 
 References
 ----------
