@@ -57,11 +57,9 @@ def _oinfo_of_blocks(sub: torch.Tensor, sizes: torch.Tensor, n_samples: int,
     """O-information (nats) of each covariance block of ``sub`` (B, s, s), ``sizes`` (B,)
     variables each (the rest an identity padding); the formula of :func:`_direct_values`."""
     b, s = sub.shape[:2]
-    eye = torch.eye(s, dtype=sub.dtype, device=sub.device).expand(b, s, s)
     chol = torch.linalg.cholesky(sub)  # (B, s, s)
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (B,)
-    inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)  # (B, s, s)
-    precision_diag = (inv_chol * inv_chol).sum(dim=1)  # (B, s)  diag(L^-T L^-1)
+    precision_diag = _precision_diagonal(chol)  # (B, s)
     log_var = torch.log(torch.diagonal(sub, dim1=-2, dim2=-1))  # (B, s)
     omega = 0.5 * ((log_var - torch.log(precision_diag)).sum(1) - 2.0 * logdet)  # (B,)
     if bias_correction:
@@ -69,6 +67,27 @@ def _oinfo_of_blocks(sub: torch.Tensor, sizes: torch.Tensor, n_samples: int,
     # For two variables the O-information is identically 0 (H(Z1) + H(Z2) - H(Z2) - H(Z1));
     # the formula above only reaches 0 up to rounding, so it is set exactly.
     return torch.where(sizes == 2, torch.zeros_like(omega), omega)
+
+
+#: Columns of the inverse Cholesky factor computed at a time by :func:`_precision_diagonal`.
+_INVERSE_COLUMNS = 256
+
+
+def _precision_diagonal(chol: torch.Tensor) -> torch.Tensor:
+    r"""(B, s) the diagonal of :math:`\Sigma^{-1} = L^{-\top} L^{-1}` from the Cholesky factors
+    ``chol`` (B, s, s): the squared column norms of :math:`L^{-1}`, a few columns at a time.
+    Columns j of :math:`L^{-1}` vanish above row j, so a block of columns from ``start`` only
+    solves the trailing triangle: about s^3 / 3 flops in all, and memory of one block."""
+    b, s = chol.shape[:2]
+    out = chol.new_empty(b, s)
+    eye = torch.eye(s, dtype=chol.dtype, device=chol.device)
+    for start in range(0, s, _INVERSE_COLUMNS):
+        stop = min(s, start + _INVERSE_COLUMNS)
+        columns = torch.linalg.solve_triangular(
+            chol[:, start:, start:], eye[start:, start:stop].expand(b, s - start, stop - start),
+            upper=False)  # (B, s - start, stop - start)
+        out[:, start:stop] = (columns * columns).sum(dim=1)
+    return out
 
 
 #: Elements (batch x size x size) per batched factorisation in the direct route. 8 MB chunks
