@@ -388,3 +388,17 @@ def test_draws_recomputed_from_their_seeds_equal_the_kept_ones(monkeypatch):
     monkeypatch.setattr(copula_module, "DRAW_CACHE_BYTES", 0)  # every draw recomputed
     again = oinfo_search(features, n_bins=5, per_size=True, seed=6)
     assert [(r["bins"], r["value"], r["value_sd"]) for r in again] == [(r["bins"], r["value"], r["value_sd"]) for r in kept]
+
+
+def test_independent_columns_in_blocks_past_the_rank_and_across_blocks():
+    rng = np.random.default_rng(40)
+    x = rng.normal(size=(150, 700))  # rank 149 after centring: most columns past the rank
+    x[:, 400] = x[:, 3] - x[:, 200]  # a combination of columns of other blocks
+    x[:, 5] = 3.0 * x[:, 2]
+    keep = independent_columns(torch.from_numpy(x)).numpy()
+    centred = x - x.mean(axis=0)
+    kept = []
+    for j in range(x.shape[1]):  # kept iff it raises the rank of the kept columns before it
+        if len(kept) < 149 and np.linalg.matrix_rank(centred[:, kept + [j]]) > len(kept):
+            kept.append(j)
+    assert np.flatnonzero(keep).tolist() == kept and len(kept) == 149 and 5 not in kept

@@ -44,20 +44,54 @@ def independent_columns(x: torch.Tensor) -> torch.Tensor:
     centred = centred - centred.mean(dim=0)  # (n_samples, n)
     n = centred.shape[1]
     norms = (centred ** 2).sum(dim=0)  # (n,)
-    gram = centred.T @ centred  # (n, n)
-    chol, info = torch.linalg.cholesky_ex(gram)
-    if info == 0 and bool((torch.diagonal(chol) ** 2 > COLLINEARITY_TOLERANCE * norms).all()):
-        return torch.ones(n, dtype=torch.bool, device=x.device)
-    keep = torch.zeros(n, dtype=torch.bool, device=x.device)
-    basis = torch.zeros(centred.shape[0], 0, dtype=torch.float64, device=x.device)  # (n_samples, kept)
-    for j in range(n):
-        column = centred[:, j]
-        residual = column - basis @ (basis.T @ column)
-        residual = residual - basis @ (basis.T @ residual)  # twice: Gram-Schmidt loses orthogonality
-        energy = float((residual ** 2).sum())
-        if energy > COLLINEARITY_TOLERANCE * float(norms[j]) and energy > 0:
-            keep[j] = True
-            basis = torch.cat([basis, (residual / energy ** 0.5).unsqueeze(1)], dim=1)
+    if n < centred.shape[0]:  # may be full rank: one factorisation of the Gram matrix tells
+        gram = centred.T @ centred  # (n, n)
+        chol, info = torch.linalg.cholesky_ex(gram)
+        if info == 0 and bool((torch.diagonal(chol) ** 2 > COLLINEARITY_TOLERANCE * norms).all()):
+            return torch.ones(n, dtype=torch.bool, device=x.device)
+    return _kept_in_order(centred, norms)
+
+
+#: Blocks of :func:`_kept_in_order`: columns projected together off the basis so far (one
+#: product each), then in sub-blocks off the block's new vectors, then one by one.
+_BLOCK_COLUMNS = (256, 32)
+
+
+def _kept_in_order(centred: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """The columns :func:`independent_columns` keeps: Gram-Schmidt in index order on the data
+    (each projection done twice, which keeps the basis orthogonal to rounding), a column kept
+    when its residual energy passes the tolerance. Blocked in two levels, so that most of the
+    work is products with many columns at once."""
+    m, n = centred.shape
+    keep = torch.zeros(n, dtype=torch.bool, device=centred.device)
+    basis = centred.new_empty(m, min(m, n))  # orthonormal, the kept columns' span, in order
+    outer, inner = _BLOCK_COLUMNS
+
+    def off(block, first, k):  # the block without its part in the span of basis[:, first:k]
+        if k > first:
+            spanned = basis[:, first:k]
+            block = block - spanned @ (spanned.T @ block)
+            block = block - spanned @ (spanned.T @ block)
+        return block
+
+    k = 0
+    for start in range(0, n, outer):
+        if k == basis.shape[1]:
+            break  # the samples are spanned: every later column is a combination
+        block = off(centred[:, start:start + outer], 0, k)
+        block_first = k
+        for sub in range(0, block.shape[1], inner):
+            part = off(block[:, sub:sub + inner], block_first, k)
+            part_first = k
+            for t in range(part.shape[1]):
+                residual = off(part[:, t:t + 1], part_first, k)[:, 0]
+                energy = float(residual @ residual)
+                j = start + sub + t
+                if energy > COLLINEARITY_TOLERANCE * float(norms[j]) and energy > 0 \
+                        and k < basis.shape[1]:
+                    basis[:, k] = residual / energy ** 0.5
+                    k += 1
+                    keep[j] = True
     return keep
 
 
