@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from grokscope.errors import GrokscopeError
+from grokscope.measures.copula import _gram
 from grokscope.measures.entropy import COLLINEARITY_TOLERANCE
 from grokscope.measures.inputs import _as_tensor, _check_samples_matrix
 
@@ -45,7 +46,7 @@ def independent_columns(x: torch.Tensor) -> torch.Tensor:
     n = centred.shape[1]
     norms = (centred ** 2).sum(dim=0)  # (n,)
     if n < centred.shape[0]:  # may be full rank: one factorisation of the Gram matrix tells
-        gram = centred.T @ centred  # (n, n)
+        gram = _gram(centred.T)  # (n, n)
         chol, info = torch.linalg.cholesky_ex(gram)
         if info == 0 and bool((torch.diagonal(chol) ** 2 > COLLINEARITY_TOLERANCE * norms).all()):
             return torch.ones(n, dtype=torch.bool, device=x.device)
@@ -136,7 +137,7 @@ def cluster_neurons(features, n_bins: int = 10) -> np.ndarray:
         return np.zeros(n_neurons, dtype=np.int64)
     # centring the points (distances do not change) keeps the Gram form from cancelling
     centred = x - x.mean(dim=1, keepdim=True)  # (n_samples, n_neurons)
-    gram = centred.T @ centred  # (n_neurons, n_neurons)
+    gram = _gram(centred.T)  # (n_neurons, n_neurons)
     norms = torch.diagonal(gram)  # (n_neurons,)
     squared = (norms.unsqueeze(0) + norms.unsqueeze(1) - 2.0 * gram).clamp_(min=0.0)
     squared.fill_diagonal_(0.0)

@@ -112,9 +112,12 @@ class Ranks:
         del positions, rank
         long = lengths >= LONG_BLOCK
         self.long_blocks = list(zip(starts[long].tolist(), lengths[long].tolist()))
-        block_of = np.repeat(np.arange(len(lengths)), lengths)  # (T,)
-        self.short_members = np.flatnonzero(~long[block_of])  # (S,)
-        self.short_blocks = block_of[self.short_members] << 32  # (S,) block id above 32 bits
+        short_lengths = lengths[~long]
+        block = np.repeat(np.arange(len(short_lengths)), short_lengths)  # (S,) short block of each
+        offset = np.arange(len(block)) - np.repeat(np.cumsum(short_lengths) - short_lengths,
+                                                   short_lengths)  # place inside its block
+        self.short_members = np.repeat(starts[~long], short_lengths) + offset  # (S,) in 0..T-1
+        self.short_blocks = block << 32  # (S,) the block id above 32 random bits
 
     def index_scores(self) -> torch.Tensor:
         """(m, n) scores with ties in row order (``ties="index"``)."""
