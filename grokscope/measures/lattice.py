@@ -47,18 +47,22 @@ class Multiplets(Sequence):
         self.n_variables = int(n_variables)
         self._masks = None if masks is None else np.asarray(masks, dtype=np.int64)
         self._members = None if members is None else np.asarray(members, dtype=np.int64)
+        self._sizes_range: tuple[int, int] | None = None  # set when it is every multiplet
 
     @classmethod
     def every(cls, n: int, min_size: int, max_size: int) -> Multiplets:
         """Every multiplet of range(n) with min_size..max_size members."""
         if n <= MASK_MAX_VARIABLES:
-            return cls(n, masks=torch.cat(_lexicographic_masks(n, min_size, max_size,
-                                                               "cpu")).numpy())
-        tuples = _all_multiplets(n, min_size, max_size)
-        members = np.full((len(tuples), max_size), -1, dtype=np.int64)
-        for row, multiplet in enumerate(tuples):
-            members[row, :len(multiplet)] = multiplet
-        return cls(n, members=members)
+            every = cls(n, masks=torch.cat(_lexicographic_masks(n, min_size, max_size,
+                                                                "cpu")).numpy())
+        else:
+            tuples = _all_multiplets(n, min_size, max_size)
+            members = np.full((len(tuples), max_size), -1, dtype=np.int64)
+            for row, multiplet in enumerate(tuples):
+                members[row, :len(multiplet)] = multiplet
+            every = cls(n, members=members)
+        every._sizes_range = (min_size, max_size)
+        return every
 
     @property
     def masks(self) -> np.ndarray:
@@ -98,7 +102,12 @@ class Multiplets(Sequence):
         return tuple(int(v) for v in row[row >= 0])
 
     def __iter__(self):
-        return (self[i] for i in range(len(self)))
+        if self._sizes_range is not None:  # every multiplet: itertools writes the tuples fastest
+            low, high = self._sizes_range
+            return itertools.chain.from_iterable(
+                itertools.combinations(range(self.n_variables), k) for k in range(low, high + 1))
+        members, sizes = self.members(), self.sizes
+        return iter([tuple(row[:size]) for row, size in zip(members.tolist(), sizes.tolist())])
 
     def __eq__(self, other) -> bool:
         if isinstance(other, Multiplets):
