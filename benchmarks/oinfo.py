@@ -23,8 +23,10 @@ with that same setting for every method, so ratios compare like with like:
     today's default as of this branch's start (random ties, one draw, the two-sort copula ranks
     rebuilt here), on the checkpoint of part (2): ``random`` with 10 draws (the default) and 1,
     ``average`` with and without the 10 draws of the spread, ``index``, and the naive way to get
-    10 draws (10 whole searches). Measured (1 thread, load ~7, docs/oinfo.md): the default costs
-    2.36x today's per checkpoint (0.93 s against 0.39 s), the naive 10 searches 10.0x.
+    10 draws (10 whole searches). That default's unions run on today's union walk, so the
+    ratios are the draws' cost. Measured (1 thread, load ~12, docs/oinfo.md): the default costs
+    1.98x that one-draw default per checkpoint (2.36x before the draws shared one sort), the
+    naive 10 searches 9.7x.
 (4) ``--part estimators``: the treatments of ties compared on data with a point mass at zero,
     ``--datasets`` data sets of 3763 samples (the default run's training split) per structure:
     planted latent-Gaussian structures cut at their 60% quantile into exact zeros (as ReLU
