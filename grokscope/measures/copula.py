@@ -177,6 +177,7 @@ class TieCovariances:
                 if keep:
                     self._kept.append(cov)
             self.search = total / self.draws if self.draws > 1 else total
+        self.ranks.forget_order()  # every score but the draws' is made
 
     def _draw(self, r: int, columns: torch.Tensor | None = None) -> torch.Tensor:
         z = self.ranks.draw(self._scores, draw_generator(self.seed, r))

@@ -114,7 +114,7 @@ def _tie_spread(draws: TieCovariances, sets: Sequence[Sequence[int]], n_samples:
     def flush():
         for i, held in enumerate(pending):
             if held:
-                stacked = torch.stack(held)  # (draws, k, k)
+                stacked = held[0].unsqueeze(0) if len(held) == 1 else torch.stack(held)
                 sizes = torch.full((len(held),), stacked.shape[1], device=draws.device)
                 try:
                     values[i] += _oinfo_of_blocks(stacked, sizes, n_samples,
@@ -125,11 +125,14 @@ def _tie_spread(draws: TieCovariances, sets: Sequence[Sequence[int]], n_samples:
                 held.clear()
 
     held_bytes = 0
-    for cov in draws.each(columns):
+    every = columns == list(range(draws.ranks.m))
+    for cov in draws.each(None if every else columns):
         for i, index in enumerate(blocks):
-            block = cov[index][:, index]  # a copy: the ridge never reaches the kept draws
-            if ridge > 0:
-                block.diagonal().add_(ridge)
+            # a set of all the columns is the covariance itself (its order does not matter)
+            block = cov if len(index) == len(cov) else cov[index][:, index]
+            if ridge > 0:  # a new matrix: the ridge never reaches the kept draws
+                block = block + ridge * torch.eye(len(block), dtype=block.dtype,
+                                                  device=block.device)
             pending[i].append(block)
             held_bytes += block.numel() * 8
         if held_bytes > _SPREAD_BATCH_BYTES:

@@ -137,6 +137,11 @@ class Ranks:
         z = torch.empty((self.m, self.n), dtype=torch.float64)
         return z.scatter_(1, torch.from_numpy(self.order), torch.from_numpy(mean))
 
+    def forget_order(self) -> None:
+        """Drop the rank order and the block starts, which only the index and averaged scores
+        need: the draws keep what they use (a few numbers per tied entry)."""
+        del self.order, self.first
+
     def draw(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Write one random order of every tied block into the CPU tensor ``z`` (m, n) of scores
         from :meth:`index_scores` or an earlier draw (their untied entries are the same)."""
