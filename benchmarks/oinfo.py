@@ -7,10 +7,12 @@ For each torch thread count in ``--threads`` (default: 1 and torch's default), b
 with that same setting for every method, so ratios compare like with like:
 
 (1) all multiplets of sizes 3..20 of 20 variables (1,048,365 multiplets), 3763 samples of
-    correlated, non-linearly warped data: grokscope (lattice) vs thoi 0.2.42 (if installed:
-    `.venv/bin/pip install thoi==0.2.42`) vs a direct per-multiplet NumPy implementation (a
-    random sample of multiplets timed and extrapolated). All start from the same copula
-    covariance, in float64, with the same (Ince) bias correction, in nats.
+    correlated, non-linearly warped data: grokscope (the lattice from the covariance, and the
+    whole ``oinfo_multiplets`` from the data, multiplets returned as arrays) vs thoi 0.2.42 (if
+    installed: `.venv/bin/pip install thoi==0.2.42`, the ``bench`` extra) vs a direct
+    per-multiplet NumPy implementation (a random sample of multiplets timed and extrapolated).
+    thoi and the lattice start from the same copula covariance, in float64, with the same (Ince)
+    bias correction, in nats; ``thoi / it`` is thoi's time over each method's.
 (2) one checkpoint in neurons mode: 250 ReLU-like neurons x 3763 samples, 10 Ward bins, 1013
     multiplets. Step by step and whole (`oinfo_search`, clustering and copula normalisation
     included), against the previous implementation rebuilt here from its parts: sklearn's
@@ -21,8 +23,10 @@ with that same setting for every method, so ratios compare like with like:
     today's default as of this branch's start (random ties, one draw, the two-sort copula ranks
     rebuilt here), on the checkpoint of part (2): ``random`` with 10 draws (the default) and 1,
     ``average`` with and without the 10 draws of the spread, ``index``, and the naive way to get
-    10 draws (10 whole searches). Measured (1 thread, load ~7, docs/oinfo.md): the default costs
-    2.36x today's per checkpoint (0.93 s against 0.39 s), the naive 10 searches 10.0x.
+    10 draws (10 whole searches). That default's unions run on today's union walk, so the
+    ratios are the draws' cost. Measured (1 thread, load ~12, docs/oinfo.md): the default costs
+    1.98x that one-draw default per checkpoint (2.36x before the draws shared one sort), the
+    naive 10 searches 9.7x.
 (4) ``--part estimators``: the treatments of ties compared on data with a point mass at zero,
     ``--datasets`` data sets of 3763 samples (the default run's training split) per structure:
     planted latent-Gaussian structures cut at their 60% quantile into exact zeros (as ReLU
@@ -65,18 +69,12 @@ from scipy.special import digamma
 from scipy.special import ndtri
 
 from grokscope.measures.multiplets import cluster_neurons, oinfo_search
-from grokscope.measures.oinfo import (
-    _all_multiplets,
-    _copnorm_tensor,
-    _covariance,
-    _direct_values_chunked,
-    _sort_rows,
-    _union_values,
-    _value_keys,
-    copnorm,
-    oinfo_multiplets,
-    oinfo_values_from_cov,
-)
+from grokscope.measures.copula import _copnorm_tensor, _covariance
+from grokscope.measures.ties import value_keys
+from grokscope.measures.lattice import _all_multiplets
+from grokscope.measures.oinfo import copnorm, oinfo_multiplets, oinfo_values_from_cov
+from grokscope.measures.oinfo_direct import _direct_values_chunked
+from grokscope.measures.union_lattice import _union_values
 
 N_SAMPLES = 3763
 os.environ.setdefault("TQDM_DISABLE", "1")  # thoi's progress bars would garble the table
@@ -157,11 +155,15 @@ def previous_search(features: torch.Tensor) -> np.ndarray:
     return _direct_values_chunked(cov, sets, N_SAMPLES, True)
 
 
+def _sort_rows(keys: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.sort(keys.numpy(), axis=1))
+
+
 def branch_point_copnorm(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Random-tie copula scores as this branch started computing them: a random permutation per
     column from one sort of random keys carrying the row, then one sort of packed keys."""
     n, m = x.shape
-    key = _value_keys(x.T.contiguous())  # (m, n)
+    key = torch.from_numpy(value_keys(x.numpy()))  # (m, n)
     positions = torch.arange(n).expand(m, n)
     row_bits = max(1, (n - 1).bit_length())
     gen = torch.Generator().manual_seed(seed)
@@ -177,7 +179,8 @@ def branch_point_copnorm(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 def branch_point_checkpoint(features: torch.Tensor, seed: int = 0) -> tuple[float, float]:
     """One checkpoint in neurons mode as the branch started: Ward bins, one random tie order,
-    every union of bins on the block lattice; (synergy, redundancy) in nats."""
+    every union of bins (on today's union walk, which gives the block lattice's values);
+    (synergy, redundancy) in nats."""
     x = features.to(torch.float64)
     labels = cluster_neurons(x, 10)
     groups = [np.flatnonzero(labels == b) for b in range(10)]
@@ -191,6 +194,7 @@ def branch_point_checkpoint(features: torch.Tensor, seed: int = 0) -> tuple[floa
 
 
 def all_multiplets_table(device: str, numpy_sample: int, repeats: int, thoi: bool):
+    """Rows (method, seconds, max |diff| in nats against the lattice's values or None)."""
     x = warped_data(20)
     z = copnorm(x)
     cov = np.cov(z, rowvar=False)
@@ -201,10 +205,14 @@ def all_multiplets_table(device: str, numpy_sample: int, repeats: int, thoi: boo
                           repeats)
     ours = ours.copy()
     multiplets = _all_multiplets(20, 3, 20)
-    rows.append(("grokscope lattice (cov -> values)", seconds, 1.0, 0.0))
-    full, _ = timed(lambda: oinfo_multiplets(torch.tensor(x, device=device), 3, 20,
-                                             units="nats"), 1)
-    rows.append(("grokscope oinfo_multiplets (x -> tuples, values)", full, full / seconds, None))
+    rows.append(("grokscope lattice (cov -> values)", seconds, 0.0))
+    x_t = torch.tensor(x, device=device)
+    full, (arrays, values) = timed(lambda: oinfo_multiplets(x_t, 3, 20, units="nats"), repeats)
+    assert arrays[:1000] == multiplets[:1000] and len(arrays) == len(multiplets)
+    rows.append(("grokscope oinfo_multiplets (x -> multiplet arrays, values)", full,
+                 float(np.abs(values - ours).max())))
+    tuples, _ = timed(lambda: list(oinfo_multiplets(x_t, 3, 20, units="nats")[0]), 1)
+    rows.append(("  ... and a tuple per multiplet (list(multiplets))", tuples, None))
 
     if thoi:
         try:
@@ -222,8 +230,7 @@ def all_multiplets_table(device: str, numpy_sample: int, repeats: int, thoi: boo
             for nplets, result in batches:
                 idx = [position[tuple(sorted(r))] for r in nplets.cpu().tolist()]
                 diff = max(diff, float(np.abs(result[:, 0, 2].cpu().numpy() - ours[idx]).max()))
-            rows.append(("thoi 0.2.42 multi_order_measures (cov -> values)", thoi_seconds,
-                         thoi_seconds / seconds, diff))
+            rows.append(("thoi 0.2.42 multi_order_measures (cov -> values)", thoi_seconds, diff))
 
     rng = np.random.default_rng(0)
     sample = rng.choice(len(multiplets), size=min(numpy_sample, len(multiplets)), replace=False)
@@ -235,7 +242,7 @@ def all_multiplets_table(device: str, numpy_sample: int, repeats: int, thoi: boo
     reference = np.array([numpy_oinfo(cov, multiplets[i], bias) for i in sample])
     per = (time.perf_counter() - start) / len(sample)
     rows.append((f"NumPy per multiplet (extrapolated from {len(sample)})", per * len(multiplets),
-                 per * len(multiplets) / seconds, float(np.abs(reference - ours[sample]).max())))
+                 float(np.abs(reference - ours[sample]).max())))
     return rows
 
 
@@ -260,7 +267,7 @@ def checkpoint_table(device: str, repeats: int):
 
     ours, fast = timed(lambda: _union_values(cov, groups, N_SAMPLES, 2, 10, True), repeats)
     before, slow = timed(lambda: _direct_values_chunked(cov, sets, N_SAMPLES, True), repeats)
-    rows.append(("O-information of 1013 unions (block lattice / direct)", ours, before,
+    rows.append(("O-information of 1013 unions (union walk / direct)", ours, before,
                  float((fast - slow).abs().max())))
 
     ours, out = timed(lambda: oinfo_search(features, variables="neurons", per_size=True),
@@ -537,11 +544,17 @@ def main() -> None:
         if args.part in ("1", "both"):
             print(f"\n(1) all 1,048,365 multiplets of sizes 3..20 of 20 variables, 3763 samples, "
                   f"nats; {n_threads} thread(s), every method")
-            print(f"{'method':58s} {'seconds':>9s} {'x ours':>8s} {'max |diff|':>11s}")
-            for name, seconds, ratio, diff in all_multiplets_table(
-                    args.device, args.numpy_sample, args.repeats, not args.skip_thoi):
+            print(f"{'method':60s} {'seconds':>9s} {'x lattice':>9s} {'thoi / it':>9s} "
+                  f"{'max |diff|':>11s}")
+            table = all_multiplets_table(args.device, args.numpy_sample, args.repeats,
+                                         not args.skip_thoi)
+            lattice = table[0][1]
+            thoi_seconds = next((sec for name, sec, _ in table if name.startswith("thoi")), None)
+            for name, seconds, diff in table:
                 diff_text = "-" if diff is None else f"{diff:.1e}"
-                print(f"{name:58s} {seconds:9.3f} {ratio:8.1f} {diff_text:>11s}")
+                versus = "-" if thoi_seconds is None else f"{thoi_seconds / seconds:9.1f}"
+                print(f"{name:60s} {seconds:9.3f} {seconds / lattice:9.1f} {versus:>9s} "
+                      f"{diff_text:>11s}")
                 if name not in best or seconds < best[name][0]:
                     best[name] = (seconds, n_threads)
             print(f"  [{load()}]")
@@ -575,7 +588,7 @@ def main() -> None:
         print("\n(1) each method at its best thread count")
         ours_seconds = best[ours_name][0]
         for name, (seconds, n_threads) in best.items():
-            print(f"{name:58s} {seconds:9.3f} {seconds / ours_seconds:8.1f}   "
+            print(f"{name:60s} {seconds:9.3f} {seconds / ours_seconds:9.1f}   "
                   f"({n_threads} thread(s))")
 
 

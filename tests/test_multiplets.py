@@ -9,8 +9,13 @@ import torch
 from scipy.special import digamma
 
 from grokscope.errors import GrokscopeError
+from grokscope.measures import copula as copula_module
+from grokscope.measures import multiplets as multiplets_module
+from grokscope.measures import union_lattice
+from grokscope.measures.copula import _tie_covariances
 from grokscope.measures.multiplets import cluster_neurons, independent_columns, oinfo_search
-from grokscope.measures.oinfo import _tie_covariances, _union_values, copnorm, copula_covariance, oinfo_of_sets
+from grokscope.measures.oinfo import copnorm, copula_covariance, oinfo_of_sets
+from grokscope.measures.union_lattice import _union_values
 
 
 def relu_features(n_samples=600, n_neurons=24, seed=0):
@@ -288,3 +293,112 @@ def test_index_ties_make_no_draws_and_bad_draw_counts_raise():
     for kwargs in ({"tie_draws": -1}, {"tie_draws": 2.5}, {"ties": "random", "tie_draws": 0}):
         with pytest.raises(GrokscopeError, match="tie_draws"):
             oinfo_search(features, n_bins=3, **kwargs)
+
+
+# --- the depth-first walk of the union lattice -------------------------------------------------
+
+
+def direct_formula(cov, subset, n_samples):
+    """O-information in nats by the leave-one-out identity, written out in NumPy:
+    1/2 [sum log var_j - 2 log det S - sum log (S^-1)_jj] minus Ince's bias of each entropy."""
+    sub = cov[np.ix_(subset, subset)]
+    k = len(subset)
+
+    def bias(m):
+        return 0.5 * (m * np.log(2 / (n_samples - 1)) + sum(digamma((n_samples - i) / 2) for i in range(1, m + 1)))
+
+    value = 0.5 * (np.log(np.diag(sub)).sum() - 2 * np.linalg.slogdet(sub)[1] - np.log(np.diag(np.linalg.inv(sub))).sum())
+    return value - ((k - 2) * bias(k) + k * bias(1) - k * bias(k - 1))
+
+
+def wide_planted_groups(seed=17):
+    """Groups of 270, 40, 12, 1, 1 and 1 neurons on 1500 samples: the big group holds noisy
+    copies of one source (redundant), the last three are a, b and a + b (synergistic), the rest
+    a second source and noise."""
+    rng = np.random.default_rng(seed)
+    n = 1500
+    s1, s2, a, b = rng.standard_normal((4, n))
+    blocks = [s1 + 0.8 * rng.standard_normal((270, n)),
+              np.vstack([s2 + 0.6 * rng.standard_normal((20, n)), rng.standard_normal((20, n))]),
+              rng.standard_normal((12, n)), a[None], b[None],
+              (a + b)[None] + 0.3 * rng.standard_normal((1, n))]
+    x = np.vstack(blocks).T  # (n, 325), the groups one after the other
+    group_of = np.repeat(np.arange(len(blocks)), [len(b) for b in blocks])
+    order = rng.permutation(x.shape[1])  # the groups' neurons interleaved among the columns
+    groups = [np.flatnonzero(group_of[order] == g) for g in range(len(blocks))]
+    return np.cov(copnorm(x[:, order]), rowvar=False), groups, n
+
+
+@pytest.mark.parametrize("min_size, max_size", [(2, 6), (3, 5), (6, 6)])
+def test_union_walk_matches_the_formula_written_out_on_wide_uneven_groups(min_size, max_size):
+    cov, groups, n = wide_planted_groups()
+    assert max(len(g) for g in groups) > union_lattice.CHILD_BLOCK_ROWS  # a block of its own
+    multiplets = [m for k in range(min_size, max_size + 1) for m in itertools.combinations(range(6), k)]
+    unions = [np.concatenate([groups[g] for g in m]) for m in multiplets]
+    walked = _union_values(torch.tensor(cov), groups, n, min_size, max_size, True).numpy()
+    expected = np.array([direct_formula(cov, u, n) for u in unions])
+    np.testing.assert_allclose(walked, expected, rtol=0, atol=1e-10)
+    for i, u in enumerate(unions):
+        if len(u) <= 45:  # the definition itself, every leave-one-out entropy, where cheap
+            assert walked[i] == pytest.approx(brute_oinfo(cov, list(u), n), abs=1e-10)
+    if (0, 1) in multiplets:  # the copies of s1: redundant
+        assert walked[multiplets.index((0, 1))] > 1.0
+    if (3, 4, 5) in multiplets:  # a, b and their sum: synergistic
+        assert walked[multiplets.index((3, 4, 5))] < -0.5
+
+
+def test_union_walk_gives_the_same_values_in_blocks_of_any_size(monkeypatch):
+    cov, groups, n = wide_planted_groups(seed=18)
+    cov = torch.tensor(cov)
+    whole = _union_values(cov, groups, n, 2, 6, True)
+    monkeypatch.setattr(union_lattice, "CHILD_BLOCK_ROWS", 16)  # every child a block of its own
+    monkeypatch.setattr(union_lattice, "CHILD_BLOCK_BYTES", 1 << 10)
+    one_by_one = _union_values(cov, groups, n, 2, 6, True)
+    np.testing.assert_allclose(one_by_one.numpy(), whole.numpy(), rtol=0, atol=1e-11)
+
+
+def test_search_values_do_not_depend_on_the_thread_count():
+    features = relu_features(n_samples=900, n_neurons=160, seed=21)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(oinfo_search(features, n_bins=8, per_size=True, tie_draws=4, seed=3))
+    finally:
+        torch.set_num_threads(before)
+    one, two = results
+    assert [(r["metric"], r["scope"], r["bins"]) for r in one] == [(r["metric"], r["scope"], r["bins"]) for r in two]
+    np.testing.assert_allclose([r["value"] for r in one], [r["value"] for r in two], rtol=0, atol=1e-12)
+    np.testing.assert_allclose([r["value_sd"] for r in one], [r["value_sd"] for r in two], rtol=0, atol=1e-12)
+
+
+def test_auto_search_says_when_it_stops_being_exhaustive():
+    features = relu_features(n_samples=300, n_neurons=16, seed=22)
+    limit = multiplets_module.AUTO_EXHAUSTIVE_NEURON_BINS
+    exhaustive = oinfo_search(features, labels=np.arange(16) % limit, ties="index")
+    greedy = oinfo_search(features, labels=np.arange(16) % (limit + 1), ties="index")
+    assert {r["search"] for r in exhaustive} == {"exhaustive"} and exhaustive[0]["n_bins"] == limit
+    assert {r["search"] for r in greedy} == {"greedy"} and greedy[0]["n_bins"] == limit + 1
+
+
+def test_draws_recomputed_from_their_seeds_equal_the_kept_ones(monkeypatch):
+    features = relu_features(seed=23)
+    kept = oinfo_search(features, n_bins=5, per_size=True, seed=6)
+    monkeypatch.setattr(copula_module, "DRAW_CACHE_BYTES", 0)  # every draw recomputed
+    again = oinfo_search(features, n_bins=5, per_size=True, seed=6)
+    assert [(r["bins"], r["value"], r["value_sd"]) for r in again] == [(r["bins"], r["value"], r["value_sd"]) for r in kept]
+
+
+def test_independent_columns_in_blocks_past_the_rank_and_across_blocks():
+    rng = np.random.default_rng(40)
+    x = rng.normal(size=(150, 700))  # rank 149 after centring: most columns past the rank
+    x[:, 400] = x[:, 3] - x[:, 200]  # a combination of columns of other blocks
+    x[:, 5] = 3.0 * x[:, 2]
+    keep = independent_columns(torch.from_numpy(x)).numpy()
+    centred = x - x.mean(axis=0)
+    kept = []
+    for j in range(x.shape[1]):  # kept iff it raises the rank of the kept columns before it
+        if len(kept) < 149 and np.linalg.matrix_rank(centred[:, kept + [j]]) > len(kept):
+            kept.append(j)
+    assert np.flatnonzero(keep).tolist() == kept and len(kept) == 149 and 5 not in kept

@@ -10,6 +10,7 @@ from scipy.special import digamma, ndtri
 from scipy.stats import rankdata
 
 from grokscope.errors import GrokscopeError
+from grokscope.measures import copula as copula_module
 from grokscope.measures.multiplets import oinfo_search
 from grokscope.measures.oinfo import (
     copnorm,
@@ -309,3 +310,67 @@ def test_planted_synergy_with_a_point_mass_does_not_depend_on_the_sample_order()
     index_value, index_sd = synergy(x, "index")
     assert math.isnan(index_sd)  # one fixed order: no draws
     assert abs(synergy(x[by_driver], "index")[0] - index_value) > 5 * spread
+
+
+# --- random tie orders: one sort, the tied blocks redrawn -----------------------------------------
+
+
+def test_random_ties_redraw_only_the_tied_blocks_each_order_equally_often():
+    rng = np.random.default_rng(30)
+    n = 320
+    x = np.column_stack([rng.permutation(n).astype(float),  # a short tied block: rows 0-2
+                         np.r_[np.zeros(300), rng.random(20) + 1.0],  # a long block of 300 zeros
+                         rng.standard_normal(n)])  # no ties
+    x[:3, 0] = 100.5
+    index = copnorm(x, ties="index")
+    np.testing.assert_allclose(index, brute_copnorm(x), rtol=0, atol=1e-15)
+    orders = {}
+    zero_rank = []
+    scores = np.sort(index[:, 2])  # the n normal scores
+    for seed in range(600):
+        z = copnorm(x, seed=seed)
+        np.testing.assert_array_equal(z[3:, 0], index[3:, 0])  # untied entries never move
+        np.testing.assert_array_equal(z[300:, 1], index[300:, 1])
+        np.testing.assert_array_equal(z[:, 2], index[:, 2])
+        np.testing.assert_array_equal(np.sort(z[:3, 0]), np.sort(index[:3, 0]))  # block's scores
+        np.testing.assert_array_equal(np.sort(z[:300, 1]), scores[:300])
+        orders[tuple(np.argsort(z[:3, 0]))] = orders.get(tuple(np.argsort(z[:3, 0])), 0) + 1
+        zero_rank.append(np.searchsorted(scores, z[0, 1]))
+    assert len(orders) == 6 and all(60 <= c <= 140 for c in orders.values())  # 100 +- 4.4 sd
+    assert abs(np.mean(zero_rank) - 149.5) < 15  # uniform over the 300 ranks: sd of mean 3.5
+
+
+def test_each_draw_depends_only_on_its_seed_and_number():
+    rng = np.random.default_rng(31)
+    x = torch.tensor(np.maximum(rng.standard_normal((400, 6)), 0.0))
+    three = [c.numpy() for c in copula_module.TieCovariances(x, "random", 7, 3).each()]
+    five = [c.numpy() for c in copula_module.TieCovariances(x, "random", 7, 5).each()]
+    for a, b in zip(three, five):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(five[3], five[4])
+    np.testing.assert_allclose(three[0], np.cov(copnorm(x.numpy(), seed=7), rowvar=False), rtol=0, atol=1e-14)
+
+
+# --- multiplets as arrays ---------------------------------------------------------------------
+
+
+def test_multiplets_come_as_arrays_that_read_as_the_tuples():
+    cov = np.cov(correlated(300, 7, seed=32), rowvar=False)
+    multiplets, values = oinfo_multiplets_from_cov(cov, 300, min_size=2, max_size=5)
+    expected = [c for k in range(2, 6) for c in itertools.combinations(range(7), k)]
+    assert multiplets == expected and len(multiplets) == len(values) == len(expected)
+    assert [sum(1 << j for j in m) for m in expected] == multiplets.masks.tolist()
+    assert multiplets.sizes.tolist() == [len(m) for m in expected]
+    members = multiplets.members()
+    assert members.shape == (len(expected), 5)
+    assert [tuple(int(v) for v in row if v >= 0) for row in members] == expected
+    assert multiplets[40:45] == expected[40:45] and multiplets[-1] == (2, 3, 4, 5, 6)
+    np.testing.assert_allclose(oinfo_of_sets(cov, multiplets[:30], 300), values[:30], rtol=0, atol=1e-12)
+
+
+def test_multiplets_of_more_variables_than_a_mask_holds():
+    rng = np.random.default_rng(33)
+    cov = np.cov(rng.standard_normal((2000, 65)), rowvar=False)
+    multiplets, values = oinfo_multiplets_from_cov(cov, 2000, min_size=2, max_size=2)
+    assert multiplets == list(itertools.combinations(range(65), 2))
+    assert multiplets.members().shape == (2080, 2) and np.all(values == 0.0)

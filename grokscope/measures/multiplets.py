@@ -41,262 +41,36 @@ Rosas, F. E., Mediano, P. A. M., Gastpar, M., & Jensen, H. J. (2019). Phys. Rev.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from numbers import Integral
 
 import numpy as np
 import torch
 
 from grokscope.errors import GrokscopeError
-from grokscope.measures.oinfo import (
-    COLLINEARITY_TOLERANCE,
-    LATTICE_MAX_VARIABLES,
-    _all_multiplets,
-    _as_tensor,
-    _check_positive_definite,
-    _check_samples_matrix,
-    _check_ties,
-    _check_units,
-    _direct_values_chunked,
-    _oinfo_of_blocks,
-    _tie_covariances,
-    _union_fits,
-    _union_values,
-    _unit_scale,
-    oinfo_values_from_cov,
+from grokscope.measures.binning import (  # noqa: F401  (public names of this module)
+    _live_bins,
+    cluster_neurons,
+    independent_columns,
+    neuron_bins,
 )
+from grokscope.measures.copula import TieCovariances, _check_ties
+from grokscope.measures.entropy import _check_positive_definite
+from grokscope.measures.inputs import _as_tensor, _check_samples_matrix, _check_units, _unit_scale
+from grokscope.measures.lattice import LATTICE_MAX_VARIABLES, _all_multiplets
+from grokscope.measures.oinfo import oinfo_values_from_cov
+from grokscope.measures.oinfo_direct import _direct_values_chunked, _oinfo_of_blocks
+from grokscope.measures.searches import _annealing, _best_per_size, _greedy
+from grokscope.measures.union_lattice import _union_values
 
-#: Largest number of bins searched exhaustively by ``search="auto"`` in neurons mode (each
-#: multiplet there is a factorisation of up to all the neurons; 2^12 multiplets stays fast).
+
+#: Largest number of bins searched exhaustively by ``search="auto"`` in neurons mode: the union
+#: lattice visits all 2^bins unions, each step costing up to (neurons)^2 x (bin size) flops, so
+#: 12 bins cost about 4 times the default 10; past it ``auto`` is greedy, and says so.
 AUTO_EXHAUSTIVE_NEURON_BINS = 12
 
 _VARIABLES = ("neurons", "bins")
 _SEARCHES = ("auto", "exhaustive", "greedy", "annealing")
-
-Evaluate = Callable[[Sequence[tuple[int, ...]]], np.ndarray]
-
-
-def independent_columns(x: torch.Tensor) -> torch.Tensor:
-    r"""Which columns (neurons) of ``x`` to keep so that the kept ones are linearly independent
-    after centring: each column in index order is kept unless its residual variance, given the
-    columns kept before it, is below ``COLLINEARITY_TOLERANCE`` of its variance,
-
-    .. math::
-
-        \lVert (I - P_{K}) \tilde x_j \rVert^2 \le \tau \, \lVert \tilde x_j \rVert^2
-
-    with :math:`\tilde x_j` the centred column and :math:`P_K` the projection onto the kept
-    centred columns. Drops duplicated neurons, exact linear combinations, and every neuron past
-    the rank when there are fewer samples than neurons (at most ``n_samples - 1`` are kept), so
-    that the covariance O-information factorises is not singular for that reason.
-
-    Returns a boolean mask, shape (n_columns,).
-    """
-    centred = x.to(torch.float64)
-    centred = centred - centred.mean(dim=0)  # (n_samples, n)
-    n = centred.shape[1]
-    norms = (centred ** 2).sum(dim=0)  # (n,)
-    gram = centred.T @ centred  # (n, n)
-    chol, info = torch.linalg.cholesky_ex(gram)
-    if info == 0 and bool((torch.diagonal(chol) ** 2 > COLLINEARITY_TOLERANCE * norms).all()):
-        return torch.ones(n, dtype=torch.bool, device=x.device)
-    keep = torch.zeros(n, dtype=torch.bool, device=x.device)
-    basis = torch.zeros(centred.shape[0], 0, dtype=torch.float64, device=x.device)  # (n_samples, kept)
-    for j in range(n):
-        column = centred[:, j]
-        residual = column - basis @ (basis.T @ column)
-        residual = residual - basis @ (basis.T @ residual)  # twice: Gram-Schmidt loses orthogonality
-        energy = float((residual ** 2).sum())
-        if energy > COLLINEARITY_TOLERANCE * float(norms[j]) and energy > 0:
-            keep[j] = True
-            basis = torch.cat([basis, (residual / energy ** 0.5).unsqueeze(1)], dim=1)
-    return keep
-
-
-def cluster_neurons(features, n_bins: int = 10) -> np.ndarray:
-    r"""Ward clustering of the neurons (columns) into ``n_bins`` bins.
-
-    Each neuron is described by its activations over the samples (its column of ``features``)
-    and the neurons are merged by Ward's criterion on Euclidean distances, the tree then cut
-    into ``n_bins`` clusters: what ``sklearn.cluster.AgglomerativeClustering(linkage="ward")``
-    does in the reference code of Clauw et al. The distances come from one Gram matrix of the
-    centred columns, :math:`d_{ij}^2 = g_{ii} + g_{jj} - 2 g_{ij}` (computed in torch on the
-    features' device, a few ms against ~35 ms for the pairwise loop), and the tree from
-    ``scipy.cluster.hierarchy.linkage(method="ward")``. Bins are numbered in order of their
-    first neuron, so bin 0 holds neuron 0 and the numbering does not depend on the tree's
-    internal labels.
-
-    Parameters
-    ----------
-    features : array_like or torch.Tensor, shape (n_samples, n_neurons)
-    n_bins : int
-        Number of bins, 1 <= n_bins <= n_neurons.
-
-    Returns
-    -------
-    numpy.ndarray of int64, shape (n_neurons,)
-        The bin of each neuron.
-    """
-    from scipy.cluster.hierarchy import linkage
-    from scipy.spatial.distance import squareform
-
-    x = _as_tensor(features, name="features")
-    if x.ndim != 2:
-        raise GrokscopeError(f"features: expected a 2-D array (samples, neurons), got shape "
-                             f"{tuple(x.shape)}")
-    n_neurons = x.shape[1]
-    if not 1 <= n_bins <= n_neurons:
-        raise GrokscopeError(f"n_bins: must be between 1 and the number of neurons "
-                             f"({n_neurons}), got {n_bins}")
-    if n_bins == n_neurons:
-        return np.arange(n_neurons, dtype=np.int64)
-    if n_bins == 1:
-        return np.zeros(n_neurons, dtype=np.int64)
-    # centring the points (distances do not change) keeps the Gram form from cancelling
-    centred = x - x.mean(dim=1, keepdim=True)  # (n_samples, n_neurons)
-    gram = centred.T @ centred  # (n_neurons, n_neurons)
-    norms = torch.diagonal(gram)  # (n_neurons,)
-    squared = (norms.unsqueeze(0) + norms.unsqueeze(1) - 2.0 * gram).clamp_(min=0.0)
-    squared.fill_diagonal_(0.0)
-    distances = squareform(torch.sqrt(squared).cpu().numpy(), checks=False)
-    raw = _cut(linkage(distances, method="ward"), n_neurons, n_bins)
-    _, first, cluster = np.unique(raw, return_index=True, return_inverse=True)
-    renumber = np.empty(n_bins, dtype=np.int64)
-    renumber[np.argsort(first)] = np.arange(n_bins)
-    return renumber[cluster.ravel()]
-
-
-def _cut(tree: np.ndarray, n_leaves: int, n_clusters: int) -> np.ndarray:
-    """Cluster of each leaf once the first ``n_leaves - n_clusters`` merges of a linkage
-    ``tree`` are made (sklearn's cut: the last merges undone). Ids are arbitrary."""
-    owner = np.arange(2 * n_leaves - 1)  # a merged node points to the node it joined
-    for step, (a, b) in enumerate(tree[:n_leaves - n_clusters, :2].astype(np.int64)):
-        owner[a] = owner[b] = n_leaves + step
-    # a node's cluster is its top ancestor: resolve from the last merge down
-    for node in range(n_leaves + (n_leaves - n_clusters) - 1, -1, -1):
-        owner[node] = owner[owner[node]]
-    return owner[:n_leaves]
-
-
-def _live_bins(x: torch.Tensor, n_bins: int, labels) -> tuple[np.ndarray, np.ndarray]:
-    """(which neurons take part, the bin of each of those): the binning every search starts from.
-    Constant neurons have no entropy, and neurons that are linear combinations of earlier live
-    ones carry no variable of their own (:func:`independent_columns`); neither takes part. The
-    rest are Ward-clustered into ``min(n_bins, live neurons)`` bins, or binned by the given
-    ``labels``."""
-    alive = x.amax(dim=0) != x.amin(dim=0)  # (n_neurons,)
-    alive[alive.clone()] = independent_columns(x[:, alive])
-    alive = alive.cpu().numpy()
-    if labels is None:
-        n_alive = int(alive.sum())
-        if n_alive < 2:
-            raise GrokscopeError(f"features: {n_alive} non-constant neuron(s), need at least 2")
-        return alive, cluster_neurons(x[:, torch.as_tensor(alive, device=x.device)], min(n_bins, n_alive))
-    given = np.asarray(labels)
-    if given.shape != (len(alive),) or not np.issubdtype(given.dtype, np.integer) or given.min() < 0:
-        raise GrokscopeError(f"labels: expected {len(alive)} non-negative integer bin ids, one per neuron")
-    return alive, given[alive]
-
-
-def neuron_bins(features, n_bins: int = 10, labels=None) -> np.ndarray:
-    r"""The bin of every neuron as :func:`oinfo_search` forms them, so that a reported multiplet's
-    ``bins`` can be turned back into neurons.
-
-    Constant (dead) and linearly dependent neurons get -1; the others the Ward bin of :func:`cluster_neurons` on the
-    non-constant columns (into ``min(n_bins, live neurons)`` bins, numbered by their first
-    neuron), or their given ``labels``.
-
-    Parameters
-    ----------
-    features : array_like or torch.Tensor, shape (n_samples, n_neurons)
-        The same features :func:`oinfo_search` was given (a layer's training-split activations).
-    n_bins : int
-    labels : array_like of int, shape (n_neurons,), optional
-
-    Returns
-    -------
-    numpy.ndarray of int64, shape (n_neurons,)
-        The neurons of multiplet ``"0,3,7"`` are ``np.flatnonzero(np.isin(bins, [0, 3, 7]))``.
-    """
-    x = _as_tensor(features, name="features")
-    _check_samples_matrix(x, name="features")
-    alive, bin_of = _live_bins(x, n_bins, labels)
-    bins = np.full(len(alive), -1, dtype=np.int64)
-    bins[alive] = bin_of
-    return bins
-
-
-# --------------------------------------------------------------------------------------------
-# searches over multiplets of bins; each returns {size: (multiplet, value)} for the objective,
-# with values to be minimised (the caller negates for redundancy)
-
-
-def _best_per_size(multiplets: Sequence[tuple[int, ...]], values: np.ndarray
-                   ) -> dict[int, tuple[tuple[int, ...], float]]:
-    best: dict[int, tuple[tuple[int, ...], float]] = {}
-    for m, v in zip(multiplets, values.tolist()):
-        if len(m) not in best or v < best[len(m)][1]:  # first in lexicographic order on ties
-            best[len(m)] = (m, v)
-    return best
-
-
-def _greedy(evaluate: Evaluate, n_bins: int, min_size: int, max_size: int
-            ) -> dict[int, tuple[tuple[int, ...], float]]:
-    """Exhaustive up to size 3 (pairs of bins are all 0 in bins mode), then grow the best
-    multiplet one bin at a time, keeping the best extension at each size."""
-    seed_size = min(max(min_size, 3), max_size)
-    start = _all_multiplets(n_bins, min_size, seed_size)
-    best = _best_per_size(start, evaluate(start))
-    current = best[seed_size][0]
-    for size in range(seed_size + 1, max_size + 1):
-        candidates = [tuple(sorted(current + (b,))) for b in range(n_bins) if b not in current]
-        best.update(_best_per_size(candidates, evaluate(candidates)))
-        current = best[size][0]
-    return best
-
-
-def _annealing(evaluate: Evaluate, n_bins: int, min_size: int, max_size: int, seed: int,
-               n_steps: int, n_chains: int = 16) -> dict[int, tuple[tuple[int, ...], float]]:
-    """Simulated annealing over multiplets of any size in [min_size, max_size].
-
-    ``n_chains`` chains move together (their proposals are one batched evaluation); a move adds,
-    removes or swaps one bin; temperatures fall geometrically from the spread of the starting
-    values to a thousandth of it. The best multiplet seen of each size is kept.
-    """
-    rng = np.random.default_rng(seed)
-    seen: dict[tuple[int, ...], float] = {}
-
-    def values_of(multiplets: list[tuple[int, ...]]) -> list[float]:
-        new = sorted({m for m in multiplets if m not in seen})
-        if new:
-            seen.update(zip(new, evaluate(new).tolist()))
-        return [seen[m] for m in multiplets]
-
-    chains = [tuple(sorted(rng.choice(n_bins, size=rng.integers(min_size, max_size + 1),
-                                      replace=False).tolist())) for _ in range(n_chains)]
-    energy = values_of(chains)
-    start_temperature = float(np.std(energy)) + 1e-12
-    for step in range(n_steps):
-        temperature = start_temperature * 1e-3 ** (step / max(1, n_steps - 1))
-        proposals = []
-        for chain in chains:
-            outside = [b for b in range(n_bins) if b not in chain]
-            moves = (["add"] if len(chain) < max_size and outside else []) + \
-                    (["remove"] if len(chain) > min_size else []) + (["swap"] if outside else [])
-            move = moves[rng.integers(len(moves))] if moves else "stay"
-            members = list(chain)
-            if move in ("remove", "swap"):
-                members.pop(rng.integers(len(members)))
-            if move in ("add", "swap"):
-                members.append(outside[rng.integers(len(outside))])
-            proposals.append(tuple(sorted(members)))
-        proposed = values_of(proposals)
-        for c in range(n_chains):
-            delta = proposed[c] - energy[c]
-            if delta <= 0 or rng.random() < math.exp(-delta / temperature):
-                chains[c], energy[c] = proposals[c], proposed[c]
-    multiplets = list(seen)
-    return _best_per_size(multiplets, np.array([seen[m] for m in multiplets]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,24 +90,58 @@ def _reported(best_low, best_high, per_size) -> list[tuple[str, str, tuple[int, 
     return entries
 
 
-def _tie_spread(drawn: Sequence[torch.Tensor], sets: Sequence[Sequence[int]], n_samples: int,
-                bias_correction: bool) -> tuple[np.ndarray, np.ndarray]:
+#: Most bytes of covariance blocks the tie spread factorises in one batch (several draws of a
+#: set at once on narrow layers; one at a time on wide ones).
+_SPREAD_BATCH_BYTES = 1 << 26
+
+
+def _tie_spread(draws: TieCovariances, sets: Sequence[Sequence[int]], n_samples: int,
+                bias_correction: bool, ridge: float) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n - 1 denominator; NaN below two draws) of each set's
-    O-information (nats) over the covariances of the random tie orders: one batched
-    factorisation of the set's block in every draw."""
-    if not drawn:
+    O-information (nats) over the covariances of the random tie orders: each draw's covariance
+    of the sets' variables, one batched factorisation per set for as many draws as fit in
+    :data:`_SPREAD_BATCH_BYTES`."""
+    if not draws.draws:
         nan = np.full(len(sets), math.nan)
         return nan, nan
-    stacked = torch.stack(list(drawn))  # (R, m, m)
-    means, sds = [], []
-    for members in sets:
-        index = torch.as_tensor(list(members), device=stacked.device)
-        blocks = stacked[:, index][:, :, index]  # (R, k, k)
-        sizes = torch.full((len(drawn),), len(index), device=stacked.device)
-        values = _oinfo_of_blocks(blocks, sizes, n_samples, bias_correction)  # (R,)
-        means.append(float(values.mean()))
-        sds.append(float(values.std()) if len(drawn) > 1 else math.nan)
-    return np.array(means), np.array(sds)
+    columns = sorted({int(v) for members in sets for v in members})
+    local = {v: i for i, v in enumerate(columns)}
+    blocks = [torch.as_tensor([local[int(v)] for v in members], device=draws.device)
+              for members in sets]
+    values: list[list[float]] = [[] for _ in sets]
+    pending: list[list[torch.Tensor]] = [[] for _ in sets]
+
+    def flush():
+        for i, held in enumerate(pending):
+            if held:
+                stacked = held[0].unsqueeze(0) if len(held) == 1 else torch.stack(held)
+                sizes = torch.full((len(held),), stacked.shape[1], device=draws.device)
+                try:
+                    values[i] += _oinfo_of_blocks(stacked, sizes, n_samples,
+                                                  bias_correction).tolist()
+                except torch.linalg.LinAlgError:
+                    raise GrokscopeError("features: the covariance of a random tie order is "
+                                         "singular (pass ridge > 0)") from None
+                held.clear()
+
+    held_bytes = 0
+    every = columns == list(range(draws.ranks.m))
+    for cov in draws.each(None if every else columns):
+        for i, index in enumerate(blocks):
+            # a set of all the columns is the covariance itself (its order does not matter)
+            block = cov if len(index) == len(cov) else cov[index][:, index]
+            if ridge > 0:  # a new matrix: the ridge never reaches the kept draws
+                block = block + ridge * torch.eye(len(block), dtype=block.dtype,
+                                                  device=block.device)
+            pending[i].append(block)
+            held_bytes += block.numel() * 8
+        if held_bytes > _SPREAD_BATCH_BYTES:
+            flush()
+            held_bytes = 0
+    flush()
+    per_draw = np.array(values).T  # (draws, sets)
+    sds = per_draw.std(axis=0, ddof=1) if draws.draws > 1 else np.full(len(sets), math.nan)
+    return per_draw.mean(axis=0), sds
 
 
 def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_size: int = 2,
@@ -364,12 +172,18 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
     min_size, max_size : int
         Multiplet sizes in bins, inclusive (``max_size`` defaults to all bins).
     search : {"auto", "exhaustive", "greedy", "annealing"}
-        ``"auto"`` is exhaustive up to 12 bins (neurons mode) or 22 bins (bins mode), greedy past
-        that. Greedy: exhaustive up to size 3, then the best multiplet grows one bin at a time.
-        Annealing: 16 chains of ``annealing_steps`` add/remove/swap moves, seeded by ``seed``.
-        Exhaustive search in neurons mode evaluates all unions at once on a block lattice
-        (``grokscope.measures.oinfo._union_values``); the heuristics evaluate the multiplets
-        they visit by batched Cholesky factorisations. Both give the same values.
+        ``"auto"`` is exhaustive up to :data:`AUTO_EXHAUSTIVE_NEURON_BINS` (12) bins in neurons
+        mode or 22 bins in bins mode, whatever the number of neurons, and greedy past that: the
+        choice depends on the number of bins that took part only, and every row's ``search``
+        says which ran ("exhaustive" or "greedy"), so a greedy value (an upper bound of the
+        synergy, a lower bound of the redundancy) is never taken for the extreme. Greedy:
+        exhaustive up to size 3, then the best multiplet grows one bin at a time. Annealing: 16
+        chains of ``annealing_steps`` add/remove/swap moves, seeded by ``seed``. Exhaustive
+        search in neurons mode walks every union of bins depth first
+        (``grokscope.measures.union_lattice._union_values``: of order width^3 flops for 10 bins,
+        memory a few width x width matrices, so it stays exhaustive at any width); the
+        heuristics evaluate the multiplets they visit by batched Cholesky factorisations. Both
+        give the same values.
     per_size : bool
         Also return the best multiplet of each size.
     ties : {"random", "average", "index"}
@@ -386,8 +200,10 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
     tie_draws : int
         Random tie orders (seeded by ``seed``) on which every reported multiplet is evaluated;
         their standard deviation is the row's ``value_sd``, how far one arbitrary order of the
-        tied values moves the value. Each draw costs one copula normalisation, one covariance and
-        one factorisation per reported multiplet, not a search. Not used with ``ties="index"``.
+        tied values moves the value. All draws share one sort of each neuron's values; a draw
+        redraws only the tied blocks (:mod:`grokscope.measures.ties`) and costs one covariance
+        product and one factorisation per reported multiplet, not a search. Draw r depends only
+        on (``seed``, r). Not used with ``ties="index"``.
     seed : int
         Seeds the random tie orders and the annealing.
     units : {"bits", "nats"}
@@ -458,9 +274,8 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
 
         def variables_of(multiplet):
             return list(multiplet)
-    base, drawn = _tie_covariances(columns, ties, seed, draws)
-    cov = _check_positive_definite(base, ridge)
-    drawn = [_check_positive_definite(c, ridge) for c in drawn]
+    tie_covariances = TieCovariances(columns, ties, seed, draws)
+    cov = _check_positive_definite(tie_covariances.search, ridge)
 
     def evaluate(multiplets):
         return _direct_values_chunked(cov, [variables_of(m) for m in multiplets], n_samples,
@@ -474,11 +289,9 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
         if variables == "bins":
             values = oinfo_values_from_cov(cov, n_samples, min_size, max_size,
                                            bias_correction=bias_correction).cpu().numpy()
-        elif _union_fits([len(s) for s in local_sets], min_size):
+        else:
             values = _union_values(cov, local_sets, n_samples, min_size, max_size,
                                    bias_correction).cpu().numpy()
-        else:
-            values = evaluate(multiplets)
         if not np.isfinite(values).all():
             raise GrokscopeError("features: O-information is not finite; the covariance is "
                                  "numerically singular (pass ridge > 0)")
@@ -496,12 +309,13 @@ def oinfo_search(features, *, n_bins: int = 10, variables: str = "neurons", min_
     # the reported multiplets again on every random tie order
     entries = _reported(best_low, best_high, per_size)
     chosen = sorted({multiplet for _, _, multiplet, _ in entries})
-    mean, sd = _tie_spread(drawn, [variables_of(m) for m in chosen], n_samples, bias_correction)
+    mean, sd = _tie_spread(tie_covariances, [variables_of(m) for m in chosen], n_samples,
+                           bias_correction, ridge)
     over_draws = {m: (float(a), float(b)) for m, a, b in zip(chosen, mean, sd)}
 
     scale = _unit_scale(units)
     common = {"n_bins": n_used, "n_excluded": n_excluded, "variables": variables,
-              "search": search, "draws": len(drawn)}
+              "search": search, "draws": tie_covariances.draws}
     rows = []
     for metric, scope, multiplet, value in entries:
         draws_mean, draws_sd = over_draws[multiplet]
