@@ -247,8 +247,10 @@ def _hsic_without_reference(run_dir: Path, steps: list[int]) -> list[dict]:
 
 
 def part_run(run_dir: Path, repeats: int) -> None:
-    from grokscope.measuring import MeasureOptions, measure_steps, weight_rows
     from grokscope.discovery import run_series
+    from grokscope.families.feature_steps import measure_steps
+    from grokscope.families.options import MeasureOptions
+    from grokscope.families.weights import weight_rows
 
     series = run_series(run_dir)
     steps = [c.step for c in series.checkpoints]

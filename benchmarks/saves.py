@@ -3,7 +3,7 @@
 ``grokscope measure`` keeps a series' new rows in memory and saves its tables every
 GROKSCOPE_SAVE_EVERY seconds (default 30), when the series is done and on Ctrl-C. A save takes the
 table's lock, reads the table on disk, merges the process's rows in and writes it atomically
-(``measuring.SeriesTables.save``): its cost grows with the table, so saving after every
+(``grokscope.pipeline.tables.SeriesTables.save``): its cost grows with the table, so saving after every
 checkpoint would cost a quadratic total over a long series, while saving on a clock costs at
 most (run time / interval + 1) saves.
 
@@ -31,8 +31,10 @@ import pandas as pd
 import torch
 
 from grokscope.measures.collapse import collapse_measures
-from grokscope.measuring import DEFAULT_SAVE_EVERY_S, MeasureOptions, SeriesPlan, SeriesTables
 from grokscope.discovery import Series
+from grokscope.families.options import MeasureOptions
+from grokscope.pipeline.measure_plan import SeriesPlan
+from grokscope.pipeline.tables import DEFAULT_SAVE_EVERY_S, SeriesTables
 
 P, HIDDEN, SAMPLES = 97, 250, 9409
 COLUMNS = {"run": "add-p97", "task": "add", "p": 97, "train_fraction": 0.4, "seed": 0, "width": 250, "depth": 1,

@@ -1,17 +1,43 @@
-__version__ = "0.1.0"
+"""grokscope: post-hoc analysis of training dynamics from checkpoint series.
 
-# The notebook API (docs/notebook.md), imported on first use: `import grokscope` and the command
-# line stay free of pandas and torch.
-_NOTEBOOK_NAMES = ("load", "runs")
+The commands that write files are functions too, with the command line's options by name::
+
+    import grokscope
+
+    runs = grokscope.train(out="runs", weight_decay=[0.1, 2]).paths
+    grokscope.probe(runs, steps="every:10")
+    grokscope.measure(runs, metrics=["collapse", "o-info"])
+    measures = grokscope.load("runs/")        # the tables, as one DataFrame (docs/notebook.md)
+
+``train``, ``probe`` and ``measure`` return a :class:`~grokscope.pipeline.reporter.Written`
+(the paths, and what failed); ``load`` and ``runs`` read the tables into pandas.
+
+Importing the package runs nothing: ``python -m grokscope`` imports it before its Ctrl-C handler
+is set (see ``__main__``), and ``import grokscope`` stays free of pandas and torch; each name is
+imported on first use.
+"""
+
+__all__ = ["__version__", "load", "measure", "probe", "runs", "train"]
 
 
 def __getattr__(name: str):
-    if name in _NOTEBOOK_NAMES:
-        from grokscope import notebook
-
-        return getattr(notebook, name)
-    raise AttributeError(f"module 'grokscope' has no attribute {name!r}")
+    if name == "__version__":
+        from grokscope.version import __version__ as found
+    elif name == "measure":
+        from grokscope.pipeline.measure import measure as found
+    elif name == "probe":
+        from grokscope.pipeline.probe import probe as found
+    elif name == "train":
+        from grokscope.pipeline.train import train as found
+    elif name == "load":
+        from grokscope.notebook import load as found
+    elif name == "runs":
+        from grokscope.notebook import runs as found
+    else:
+        raise AttributeError(f"module 'grokscope' has no attribute {name!r}")
+    globals()[name] = found
+    return found
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_NOTEBOOK_NAMES])
+    return sorted(set(globals()) | set(__all__))

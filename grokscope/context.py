@@ -15,7 +15,6 @@ still be measured where no model is needed (``weights``) and plotted from its lo
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -25,26 +24,24 @@ import torch
 from torch import nn
 
 from grokscope import formats
+from grokscope.devices import resolve_device
+from grokscope.discovery import Series, find_series
 from grokscope.errors import GrokscopeError
 from grokscope.features import (
     DEFAULT_BATCH_SIZE,
     STORED_MODES,
     CheckpointFeatures,
     Extractor,
-    LayerSpec,
     Samples,
     compute_checkpoint,
     holds_layers,
     inputs_on,
-    linear_chains,
-    parameter_groups,
-    resolve_device,
     stored_features,
     user_extractor,
-    user_layer_keys,
 )
-from grokscope.discovery import Series, find_series
+from grokscope.layers import LayerSpec, user_layer_keys
 from grokscope.loading import transformers_config, trust_globals
+from grokscope.state_dicts import fit_state, linear_chains, parameter_aliases, parameter_groups
 
 # Samples run through the model to find which layers follow each other.
 _CHAIN_SAMPLES = 8
@@ -69,37 +66,6 @@ class SeriesContext:
         if record and record.get("allow_globals"):
             trust_globals(record["allow_globals"])
         return cls(series, record=record)
-
-    @classmethod
-    def for_probe(cls, series: Series, *, model: str | None = None, data: Path | None = None,
-                  layers: Iterable[str] | None = None, allow_globals: Iterable[str] = (),
-                  force: bool = False) -> "SeriesContext":
-        """The context ``probe`` works from: for another tool's series, its options, completed by
-        the series' earlier record (so ``probe SERIES`` again needs no flags); the record to write
-        is ``.record``. Options that contradict the record need ``--force``."""
-        if series.is_run:
-            if model is not None or data is not None:
-                raise GrokscopeError("--model/--data: only for series written by other tools; "
-                                     "grokscope runs rebuild theirs from run.json")
-            return cls.open(series)
-        earlier = cls.open(series).record
-        allowed = sorted(set(allow_globals) | set((earlier or {}).get("allow_globals", [])))
-        trust_globals(allowed)
-        record = {"series": os.path.relpath(Path(series.root).resolve(), Path(series.features_dir).resolve()),
-                  "allow_globals": allowed}
-        record["model"] = _model_source(series, model, earlier)
-        record["data"] = _data_source(series, data, earlier)
-        if earlier and not force:
-            for key, option in (("model", "--model"), ("data", "--data")):
-                if earlier.get(key) != record[key]:
-                    raise GrokscopeError(
-                        f"{series.features_dir}: was probed with another {option} ({_describe(earlier[key])}); "
-                        "pass --force to recompute every features file with the new one"
-                    )
-        context = cls(series, record=record)
-        chosen = list(layers) if layers else (earlier or {}).get("layers")
-        record["layers"], record["penultimate"] = user_layer_keys(context.model(), chosen)
-        return context
 
     # --- identity --------------------------------------------------------------------------
 
@@ -139,7 +105,7 @@ class SeriesContext:
             return build_model(dataset.input_dim, dataset.n_classes, self.config.model, self.config.seed)
         self._require_probe()
         source = self.record["model"]
-        from grokscope.features import build_transformers_model, build_user_model
+        from grokscope.user_models import build_transformers_model, build_user_model
 
         if "factory" in source:
             return build_user_model(source["factory"])
@@ -167,7 +133,7 @@ class SeriesContext:
             return dataset.x, Samples.enumerate(dataset.y, dataset.split)
         self._require_probe()
         if self._data is None:
-            from grokscope.features import load_data
+            from grokscope.user_models import load_data
 
             source = self.record["data"]
             path = Path(source["path"])
@@ -271,8 +237,6 @@ class SeriesContext:
         names = [f"{spec.module}.weight"]
         model = self._model_or_none()
         if model is not None:
-            from grokscope.features import parameter_aliases
-
             names += list(parameter_aliases(model).get(names[0], ()))
         weight = next((state[n] for n in names if n in state), None)
         return weight if weight is not None and weight.ndim == 2 else None
@@ -296,7 +260,7 @@ class SeriesContext:
             if config is None:
                 return None
             try:
-                from grokscope.features import build_transformers_model
+                from grokscope.user_models import build_transformers_model
 
                 return build_transformers_model(config)
             except GrokscopeError:
@@ -329,43 +293,7 @@ class WeightLayout:
 
     def fit(self, state: dict) -> dict:
         """A checkpoint's state under the model's names (prefixes such as Lightning's ``model.``)."""
-        from grokscope.features import fit_state
-
         return state if self.model is None else fit_state(self.model, state)
-
-
-def _model_source(series: Series, model: str | None, earlier: dict | None) -> dict:
-    if model is not None:
-        module, _, attribute = model.rpartition(":")
-        if module.endswith(".py"):
-            return {"factory": f"{Path(module).resolve()}:{attribute}"}
-        return {"factory": model, "import_path": str(Path.cwd())}
-    if earlier:
-        return earlier["model"]
-    config = transformers_config(series.checkpoints[0]) if series.checkpoints else None
-    if config is not None:
-        return {"transformers": str(config.resolve())}
-    raise GrokscopeError(
-        f"{series.root}: not a grokscope run; probing another tool's series needs --model MODULE:FACTORY "
-        "(a callable returning the untrained nn.Module) unless its checkpoints carry a Hugging Face config.json"
-    )
-
-
-def _data_source(series: Series, data: Path | None, earlier: dict | None) -> dict:
-    if data is not None:
-        if not Path(data).is_file():
-            raise GrokscopeError(f"--data: {data} is not a file")
-        return {"path": str(Path(data).resolve()), "sha256": formats.features.file_digest(data)}
-    if earlier:
-        return earlier["data"]
-    raise GrokscopeError(
-        f"{series.root}: not a grokscope run; probing another tool's series needs --data DATA.npz "
-        "(arrays X, y and optionally split: 0 train, 1 test)"
-    )
-
-
-def _describe(source: dict) -> str:
-    return source.get("factory") or source.get("transformers") or source.get("path") or str(source)
 
 
 # --- features of a series, checkpoint by checkpoint ----------------------------------------

@@ -26,11 +26,10 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from grokscope import dask_cluster
 from grokscope.errors import GrokscopeError
 
 SCHEDULER_ENV = "GROKSCOPE_SCHEDULER"
-# How long to wait for a scheduler before saying it cannot be reached.
-CONNECT_TIMEOUT_S = 10
 
 
 def usable_cores() -> int:
@@ -130,47 +129,16 @@ def run_task(fn: Callable[..., Any], threads: Any, args: tuple) -> Any:
     if isinstance(threads, dict):
         threads = threads["explicit"] or _cluster_threads(threads["hosts"])
     set_threads(threads)
-    _undo_malloc_trim_threshold()
+    dask_cluster.undo_malloc_trim_threshold()
     return fn(*args)
-
-
-_malloc_restored = False
-# glibc's mallopt parameters, and the ceiling its adaptive mmap threshold rises to on 64-bit Linux.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_ADAPTIVE_MMAP_CEILING = 32 * 1024 * 1024
-
-
-def _undo_malloc_trim_threshold() -> None:
-    """A worker started by a Dask nanny has ``MALLOC_TRIM_THRESHOLD_`` set, which switches off
-    glibc's adaptive mmap threshold: every large temporary array is then mapped and unmapped
-    again, and a measure task spent 4.5x the system time of the same task in the command's
-    process. Set the thresholds where the adaptive ones end up, once per process."""
-    global _malloc_restored
-    if _malloc_restored or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        return
-    _malloc_restored = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _ADAPTIVE_MMAP_CEILING)
-        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _ADAPTIVE_MMAP_CEILING)
-    except (OSError, AttributeError):  # not glibc: nothing to undo
-        pass
 
 
 def _cluster_threads(hosts: dict[str, int]) -> int:
     from distributed import get_worker
 
     worker = get_worker()
-    slots = hosts.get(_host(worker.address)) or worker.state.nthreads
+    slots = hosts.get(dask_cluster.host_of(worker.address)) or worker.state.nthreads
     return max(1, usable_cores() // max(1, slots))
-
-
-def _host(address: str) -> str:
-    from urllib.parse import urlsplit
-
-    return urlsplit(address).hostname or address
 
 
 def _leave_ctrl_c_to_the_parent() -> None:
@@ -314,115 +282,18 @@ def _spawn_pool(workers: int, per_task: Threads) -> Executor:
     return Executor("pool", workers, per_task, f"{workers} local processes", _pool=pool)
 
 
-def _quiet_dask() -> None:
-    """Dask's own log lines (worker starts, closes, slow event loops) are not grokscope's to print."""
-    import logging
-    import warnings
-
-    import dask
-
-    warnings.filterwarnings("ignore", module=r"distributed(\.|$)")
-    dask.config.set({"distributed.admin.tick.limit": "1h"})
-    for name in ("distributed", "distributed.nanny", "distributed.worker", "distributed.scheduler",
-                 "distributed.core", "distributed.comm", "distributed.client"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
 def _local_cluster(workers: int, per_task: Threads) -> Executor:
-    from distributed import Client, LocalCluster
-
-    _quiet_dask()
-    # Workers of our own cluster start with glibc's default allocator behaviour rather than
-    # Dask's MALLOC_TRIM_THRESHOLD_ (see _undo_malloc_trim_threshold).
-    import dask
-
-    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
-    # While the cluster starts, SIGINT is ignored, so that the worker processes inherit an
-    # ignored Ctrl-C (Python keeps an inherited SIG_IGN) and the command alone reacts, as with the
-    # spawned pool. A Ctrl-C in that window (seconds) is lost: blocking it instead does not reach
-    # the spawned processes, and Linux drops an ignored signal that another thread receives.
-    # A Ctrl-C ends the command within seconds (grokscope.cli), sometimes before the cluster has
-    # closed; multiprocessing's resource tracker then frees the cluster's semaphores itself, and
-    # would say so on stderr after the command's one line.
-    quiet_tracker = "ignore::UserWarning:multiprocessing.resource_tracker"
-    if quiet_tracker not in os.environ.get("PYTHONWARNINGS", ""):
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet_tracker]))
-    previous = _ignore_sigint()
-    executor = Executor("local-dask", workers, per_task, f"a local Dask cluster of {workers} processes")
-    try:
-        # The scheduler serves HTTP whatever the dashboard; on a port of its own choosing, so that
-        # another cluster on Dask's default port 8787 costs no warning.
-        executor._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                         silence_logs=50, dashboard_address=None,
-                                         scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
-        executor._client = Client(executor._cluster)
-        _restore_sigint(previous)
-    except BaseException:
-        _restore_sigint(previous)
-        executor.close()  # no worker outlives an interrupted start
-        raise
-    return executor
-
-
-def _ignore_sigint():
-    try:
-        return signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: signals are not ours to handle
-        return None
-
-
-def _restore_sigint(previous) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGINT, previous)
+    cluster, client = dask_cluster.start_local_cluster(workers)
+    return Executor("local-dask", workers, per_task, f"a local Dask cluster of {workers} processes",
+                    _client=client, _cluster=cluster)
 
 
 def _connect(address: str, threads: int | None, option: str) -> Executor:
-    try:
-        from distributed import Client
-    except ImportError:
-        raise GrokscopeError(f"{option}: running on a Dask scheduler needs Dask's distributed package: "
-                             "pip install 'grokscope[dask]'") from None
-    _quiet_dask()
-    _check_reachable(address, option)
-    try:
-        client = Client(address, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GrokscopeError(f"{option}: cannot reach the Dask scheduler at {address} ({reason})") from None
-    workers = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) \
-        else client.scheduler_info()["workers"]
-    hosts: dict[str, int] = {}
-    for info in workers.values():
-        host = _host(info.get("host") or info["id"])
-        hosts[host] = hosts.get(host, 0) + int(info.get("nthreads", 1))
+    client, hosts, n_workers = dask_cluster.connect(address, option)
     slots = max(1, sum(hosts.values()))
     per_task = Threads(threads) if threads else Threads(0, "")
-    return Executor("dask", slots, per_task, f"the Dask scheduler at {address} ({len(workers)} workers)",
+    return Executor("dask", slots, per_task, f"the Dask scheduler at {address} ({n_workers} workers)",
                     _client=client, _hosts=hosts, _explicit=threads)
-
-
-def _check_reachable(address: str, option: str) -> None:
-    """A TCP address nobody listens on is said at once; Dask's client would retry it until its
-    timeout."""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    if parts.scheme not in ("tcp", "") or parts.hostname is None:
-        return  # tls://, ucx://, inproc://: left to Dask
-    try:
-        port = parts.port or 8786
-        with socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S):
-            pass
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise GrokscopeError(f"{option}: cannot reach the Dask scheduler at {address} ({reason})") from None
-
-
-def _takes_n_workers(client) -> bool:
-    import inspect
-
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
 def failure_message(outcome: Outcome) -> str:

@@ -8,21 +8,11 @@ over all samples in batches. The same forward pass gives the model's own output,
 train/test loss and accuracy follow where that output is class logits over the labels.
 
 Rows of every feature matrix follow ``features/samples.safetensors`` (labels, split: 0 train /
-1 test, index).
-
-Layers are named by *layer specs*: ``NAME`` (the output of module ``NAME``), ``NAME:input`` (its
-input), either followed by ``@POS`` to choose a token position of a sequence output
-``(B, T, C)``: ``@-1`` the last token (where a grokking transformer reads its answer), ``@0``
-the first, ``@all`` every position flattened into ``(B, T*C)``. A sequence output without
-``@`` takes the last position. The spec as written is the features file's tensor name, and the
-file's metadata says which position was taken.
+1 test, index). Layers are named by layer specs (:mod:`grokscope.layers`).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -32,21 +22,16 @@ import torch
 from torch import nn
 
 from grokscope import formats
+from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
+from grokscope.layers import LayerSpec, select_position, user_layer_keys
 from grokscope.loading import Checkpoint, load_state
+from grokscope.state_dicts import describe_mismatch, fit_state
 
 # All of a p = 97 task (9409 samples) in one batch, so nothing is copied; a width-4096 layer of
 # a full batch is 256 MiB in float32, small enough for any GPU.
 DEFAULT_BATCH_SIZE = 16384
 STORED_MODES = ("prefer", "never", "only")
-INPUT_SUFFIX = ":input"
-POSITION_MARK = "@"
-ALL_POSITIONS = "all"
-# Elementwise functions that may stand between two layers that follow each other (balancedness).
-_ACTIVATIONS = (
-    lambda a: a, torch.relu, torch.nn.functional.gelu, lambda a: torch.nn.functional.gelu(a, approximate="tanh"),
-    torch.nn.functional.silu, torch.tanh, torch.sigmoid,
-)
 
 
 # --- samples -------------------------------------------------------------------------------
@@ -89,60 +74,6 @@ def save_samples(folder: Path, samples: Samples, force: bool = False) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     formats.features.save_samples(path, samples.labels, samples.split, samples.index)
     return True
-
-
-# --- layer specs ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """A parsed ``--layer`` value: ``NAME[:input][@POS]`` (see the module docstring)."""
-
-    key: str
-    module: str
-    is_input: bool
-    position: int | str | None  # an index, "all", or None: the last position of a sequence
-
-    @classmethod
-    def parse(cls, text: str) -> "LayerSpec":
-        key = text.strip()
-        name, mark, position_text = key.partition(POSITION_MARK)
-        position: int | str | None = None
-        if mark:
-            if position_text == ALL_POSITIONS:
-                position = ALL_POSITIONS
-            else:
-                try:
-                    position = int(position_text)
-                except ValueError:
-                    raise GrokscopeError(
-                        f"--layer {key}: cannot read position {position_text!r}; use @-1 (last token), @0, or @all"
-                    ) from None
-        is_input = name.endswith(INPUT_SUFFIX)
-        module = name.removesuffix(INPUT_SUFFIX)
-        if not module:
-            raise GrokscopeError(f"--layer {key}: names no module")
-        return cls(key, module, is_input, position)
-
-
-def select_position(value: torch.Tensor, spec: LayerSpec) -> tuple[torch.Tensor, str]:
-    """The (B, units) matrix of a captured activation, and the position taken ("none" for a
-    (B, C) output, "all", or the index)."""
-    if value.ndim <= 2:
-        if spec.position not in (None, ALL_POSITIONS):
-            raise GrokscopeError(
-                f"--layer {spec.key}: the layer's output {tuple(value.shape)} has no token axis; drop '@{spec.position}'"
-            )
-        return value.reshape(len(value), -1), "none"
-    if spec.position == ALL_POSITIONS:
-        return value.reshape(len(value), -1), ALL_POSITIONS  # (B, T*C)
-    position = -1 if spec.position is None else spec.position
-    length = value.shape[1]
-    if not -length <= position < length:
-        raise GrokscopeError(
-            f"--layer {spec.key}: position {position} is out of range for {length} tokens (use -{length}..{length - 1})"
-        )
-    return value[:, position].reshape(len(value), -1), str(position)  # (B, C)
 
 
 # --- the extractor -------------------------------------------------------------------------
@@ -193,7 +124,7 @@ class Extractor:
         try:
             self.model.load_state_dict(fitted, strict=True)
         except RuntimeError as exc:
-            raise GrokscopeError(f"the weights do not fit the model ({_mismatch(self.model, fitted, exc)})") from None
+            raise GrokscopeError(f"the weights do not fit the model ({describe_mismatch(self.model, fitted, exc)})") from None
 
     @torch.no_grad()
     def features(self) -> Activations:
@@ -290,262 +221,11 @@ def output_logits(output, position: int = -1) -> torch.Tensor | None:
     return output if output.ndim == 2 else None
 
 
-def _mismatch(model: nn.Module, state: dict, exc: Exception) -> str:
-    expected = set(model.state_dict())
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    parts = []
-    if missing:
-        parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-    if unexpected:
-        parts.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
-    if not parts:  # same names, so the shapes differ
-        lines = [l.strip() for l in str(exc).splitlines() if "size mismatch" in l]
-        parts.append(lines[0] if lines else str(exc).splitlines()[0])
-    return "; ".join(parts)
-
-
-# --- fitting a state dict to a model -------------------------------------------------------
-
-
-def fit_state(model: nn.Module, state: dict) -> dict:
-    """``state`` renamed and completed to load strictly into ``model``.
-
-    - A prefix that the checkpoint adds or lacks (Lightning's ``model.`` for a LightningModule
-      attribute, a wrapper's) is found by the best match of names, and removed or added.
-    - A tied parameter saved once (GPT-2's ``lm_head.weight`` = ``transformer.wte.weight``) is
-      filled from the name it was saved under.
-    - Constant buffers the checkpoint lacks (causal masks that newer library versions no longer
-      save) keep the model's own; masks the model no longer has are dropped.
-    Anything else that does not match is left for ``load_state_dict`` to report.
-    """
-    expected = model.state_dict()
-    state = _best_prefix(state, set(expected))
-    fitted = dict(state)
-    aliases = parameter_aliases(model)
-    buffers = {name for name, _ in model.named_buffers()}
-    for name in expected:
-        if name in fitted:
-            continue
-        saved = next((a for a in aliases.get(name, ()) if a in fitted), None)
-        if saved is not None:
-            fitted[name] = fitted[saved]
-        elif name in buffers and _is_constant_buffer(name):
-            fitted[name] = expected[name]
-    for name in list(fitted):
-        if name not in expected and _is_constant_buffer(name):
-            del fitted[name]
-    return fitted
-
-
-def _is_constant_buffer(name: str) -> bool:
-    last = name.rsplit(".", 1)[-1]
-    return last in ("mask", "IGNORE", "masked_bias") or name.endswith("attn.bias")
-
-
-def _best_prefix(state: dict, expected: set[str]) -> dict:
-    if set(state) & expected == set(state) or not state:
-        return state
-    strip = {""} | {k.split(".", 1)[0] + "." for k in state if "." in k}
-    add = {""} | {k.split(".", 1)[0] + "." for k in expected if "." in k}
-    best, best_overlap = state, len(set(state) & expected)
-    for removed in strip:
-        for added in add:
-            renamed = {added + k.removeprefix(removed): v for k, v in state.items() if k.startswith(removed)}
-            overlap = len(set(renamed) & expected)
-            if overlap > best_overlap:
-                best, best_overlap = renamed, overlap
-    return best
-
-
-def parameter_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
-    """Parameter name -> the other names of the same (tied) parameter."""
-    groups: dict[int, list[str]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        groups.setdefault(id(param), []).append(name)
-    return {name: tuple(n for n in names if n != name) for names in groups.values() for name in names}
-
-
-def parameter_groups(model: nn.Module) -> list[tuple[str, ...]]:
-    """The model's parameters, each as the tuple of its names (several when tied), in
-    registration order: what the weight measures count, once each."""
-    groups: dict[int, list[str]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        groups.setdefault(id(param), []).append(name)
-    return [tuple(names) for names in groups.values()]
-
-
-@torch.no_grad()
-def linear_chains(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str]]:
-    """Pairs (A.weight, B.weight) of nn.Linear layers where B's input is A's output through an
-    elementwise activation (identity, ReLU, GELU, SiLU, tanh, sigmoid): layers that follow each
-    other in the forward pass, found by running ``x`` (a few samples) through the model."""
-    linears = {module: name for name, module in model.named_modules() if isinstance(module, nn.Linear)}
-    records: list[tuple[str, torch.Tensor, torch.Tensor]] = []
-    hooks = [module.register_forward_hook(
-        lambda module, args, output, name=name: records.append((name, args[0], output)))
-        for module, name in linears.items()]
-    try:
-        model(x)
-    except Exception:  # noqa: BLE001 - no chains known is the honest answer for an odd model
-        return []
-    finally:
-        for hook in hooks:
-            hook.remove()
-    pairs = []
-    for (name_a, _, output_a), (name_b, input_b, _) in zip(records, records[1:]):
-        if output_a.shape == input_b.shape and any(
-                torch.allclose(f(output_a), input_b, rtol=1e-5, atol=1e-6) for f in _ACTIVATIONS):
-            pairs.append((f"{name_a}.weight", f"{name_b}.weight"))
-    return list(dict.fromkeys(pairs))
-
-
-def resolve_device(device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    from grokscope.training import resolve_device as resolve
-
-    return resolve(str(device))
-
-
 def inputs_on(x: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     # Integer inputs are token ids for an embedding; only real-valued inputs take the compute dtype.
     return tensor.to(dtype) if tensor.is_floating_point() else tensor
 
-
-# --- models and data brought by the user ---------------------------------------------------
-
-
-def build_user_model(spec: str) -> nn.Module:
-    """Call ``package.module:factory`` (or ``path/to/file.py:factory``) and check it gives an nn.Module.
-
-    A file's folder goes on the import path, so the factory can import the user's training code
-    beside it; a module is imported from the current folder, as with ``python -m``.
-    """
-    module_name, sep, attribute = spec.rpartition(":")
-    if not sep or not module_name or not attribute:
-        raise GrokscopeError(f"--model: expected package.module:factory or file.py:factory, got {spec!r}")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name)
-            if not path.is_file():
-                raise GrokscopeError(f"--model: {path} is not a file")
-            folder = str(path.resolve().parent)
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
-            module_spec = importlib.util.spec_from_file_location(f"grokscope_user_model_{path.stem}", path)
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))
-            module = importlib.import_module(module_name)
-    except GrokscopeError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the user's module failed; say where, keep it one line
-        raise GrokscopeError(f"--model: importing {module_name} failed ({type(exc).__name__}: {exc})") from None
-    factory = module
-    for part in attribute.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise GrokscopeError(f"--model: {module_name} has no {attribute!r}")
-    try:
-        model = factory()
-    except Exception as exc:  # noqa: BLE001
-        raise GrokscopeError(f"--model: {spec}() failed ({type(exc).__name__}: {exc})") from None
-    if not isinstance(model, nn.Module):
-        raise GrokscopeError(f"--model: {spec}() returned {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def build_transformers_model(config_path: Path) -> nn.Module:
-    """The architecture a Hugging Face ``config.json`` describes (its ``architectures[0]``),
-    untrained, built offline with ``transformers`` (the optional extra ``grokscope[hf]``)."""
-    import json
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
-    try:
-        import transformers
-    except ImportError:
-        raise GrokscopeError(
-            f"{config_path}: building this model needs the transformers package "
-            "(pip install 'grokscope[hf]'), or pass --model with a factory"
-        ) from None
-    transformers.logging.set_verbosity_error()  # its warnings about unused config fields are noise here
-    architecture = json.loads(Path(config_path).read_text())["architectures"][0]
-    cls = getattr(transformers, architecture, None)
-    if cls is None:
-        raise GrokscopeError(f"{config_path}: transformers has no architecture {architecture!r}; pass --model")
-    try:
-        config = transformers.AutoConfig.from_pretrained(str(Path(config_path).parent))
-        return cls(config)
-    except Exception as exc:  # noqa: BLE001 - a config this transformers cannot read
-        raise GrokscopeError(f"{config_path}: transformers could not build {architecture} ({exc})") from None
-
-
-def load_data(path: Path) -> tuple[np.ndarray, Samples]:
-    """Inputs and samples from an .npz with ``X`` (any shape, first axis = samples), integer ``y``
-    and optionally ``split`` (0 train, 1 test; without it every sample counts as training data)."""
-    path = Path(path)
-    if not path.is_file():
-        raise GrokscopeError(f"--data: {path} is not a file")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except Exception as exc:  # noqa: BLE001
-        raise GrokscopeError(f"--data: {path} is not a readable .npz file ({exc})") from None
-    if "X" not in arrays or "y" not in arrays:
-        raise GrokscopeError(f"--data: {path} must hold arrays 'X' and 'y', found {sorted(arrays)}")
-    x, y = arrays["X"], arrays["y"]
-    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
-        raise GrokscopeError(f"--data: {path}: 'y' must be 1-D integer labels, one per row of 'X'")
-    split = arrays.get("split", np.zeros(len(y), dtype=np.uint8))
-    if split.shape != y.shape or not set(np.unique(split)) <= {0, 1}:
-        raise GrokscopeError(f"--data: {path}: 'split' must be 0 (train) / 1 (test), one per row")
-    if np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.int64)
-    elif not np.issubdtype(x.dtype, np.floating):
-        raise GrokscopeError(f"--data: {path}: 'X' must be numbers, got dtype {x.dtype}")
-    return x, Samples.enumerate(y, split)
-
-
-def default_layer(model: nn.Module) -> str:
-    """The input of the model's last nn.Linear: the representation its readout sees."""
-    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise GrokscopeError("--layer: the model has no nn.Linear layer; name the layer(s) to probe with --layer")
-    return linears[-1] + INPUT_SUFFIX
-
-
-def user_layer_keys(model: nn.Module, layers: Iterable[str] | None = None,
-                    penultimate: str | None = None) -> tuple[list[str], str]:
-    """(keys input to output, penultimate key) to capture from any model; see :func:`user_extractor`.
-
-    The penultimate layer is ``penultimate`` if given, else the input of the last nn.Linear,
-    else the last of ``layers``.
-    """
-    modules = dict(model.named_modules())
-    order = {name: i for i, name in enumerate(modules)}
-    wanted = list(dict.fromkeys(spec.strip() for spec in layers or []))
-    if penultimate is None:
-        try:
-            penultimate = default_layer(model)
-        except GrokscopeError:
-            if not wanted:
-                raise
-            penultimate = wanted[-1]
-    if penultimate not in wanted:
-        wanted.append(penultimate)
-    specs = {key: LayerSpec.parse(key) for key in wanted}
-    for key, spec in specs.items():
-        if spec.module not in modules or spec.module == "":
-            close = [n for n in modules if n and (spec.module in n or n in spec.module)][:6] or list(modules)[1:8]
-            raise GrokscopeError(f"--layer {key}: the model has no module {spec.module!r}; "
-                                 f"modules with similar names: {', '.join(close)}")
-    keys = sorted(wanted, key=lambda k: (order[specs[k].module], not specs[k].is_input, k))
-    return keys, penultimate
 
 
 def user_extractor(model: nn.Module, x: np.ndarray, layers: Iterable[str] | None = None, *, device="cpu",

@@ -22,12 +22,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from grokscope.errors import GrokscopeError
-from grokscope.measures import early_synergy, grokking
+from grokscope.early_windows import window_features
+from grokscope.measures import early_synergy
 from grokscope.plotting.data import Tables
 from grokscope.plotting.summary import overall_oinfo
 
-OUTCOMES = ("generalised", "grokking")
 FEATURE_SETS = {
     "synergy": early_synergy.PEAK_FEATURES,
     "loss": early_synergy.LOSS_FEATURES,
@@ -37,50 +36,10 @@ RESULT_COLUMNS = ("k", "features", "runs", "positives", "leaked", "accuracy", "c
                   "auc_loo", "permutations")
 
 
-def run_features(tables: Tables, ks, *, outcome: str = "generalised",
-                 threshold: float = grokking.DEFAULT_THRESHOLD, delay: int = grokking.DEFAULT_DELAY,
-                 min_prominence: float = early_synergy.MIN_PROMINENCE_BITS) -> tuple[pd.DataFrame, list[str]]:
-    """One row per run and window end k: the run, its outcome (``label``), its memorisation and
-    generalisation steps, the window (``start``, ``until``), whether the window reaches the
-    generalisation step (``leaked``: the outcome was already visible), the peak and loss features;
-    and the runs left out, with why."""
-    if outcome not in OUTCOMES:
-        raise GrokscopeError(f"--outcome: unknown {outcome!r}; known: {', '.join(OUTCOMES)}")
-    synergy = overall_oinfo(tables, "synergy")
-    history = tables.history
-    rows, skipped = [], []
-    runs = list(dict.fromkeys(history["run"].astype(str))) if "run" in history.columns else []
-    for run in runs:
-        run_history = history[history["run"].astype(str) == run]
-        curve = synergy[synergy["run"].astype(str) == run] if not synergy.empty else synergy
-        if curve.empty:
-            skipped.append(f"{run}: no o-info table")
-            continue
-        if not {"train_loss", "test_loss", "train_acc", "test_acc"} <= set(run_history.columns):
-            skipped.append(f"{run}: its history lacks loss or accuracy")
-            continue
-        summary = grokking.grokking_summary(run_history, threshold=threshold, delay=delay)
-        label = summary["generalization_step"] is not None if outcome == "generalised" else (
-            summary["phase"] == "grokking")
-        start = early_synergy.transient_end(run_history)
-        anchor = summary["memorization_step"] if summary["memorization_step"] is not None else summary["last_step"]
-        sd = curve["value_sd"] if "value_sd" in curve.columns else None
-        if not np.isfinite(early_synergy.loss_features(run_history, start=start)["train_loss"]):
-            skipped.append(f"{run}: no finite training loss after the initial transient (diverged?)")
-            continue
-        for k in ks:
-            until = anchor + k
-            peak = early_synergy.first_synergy_peak(curve["step"], curve["value"], sd, start=start, until=until,
-                                                    min_prominence=min_prominence)
-            generalised = summary["generalization_step"]
-            rows.append({
-                "run": run, "k": k, "label": bool(label), "phase": summary["phase"],
-                "memorization_step": summary["memorization_step"], "generalization_step": generalised,
-                "start": start, "until": until, "leaked": generalised is not None and until >= generalised,
-                "n_steps": peak.n_steps, **peak.features(),
-                **early_synergy.loss_features(run_history, start=start, until=until),
-            })
-    return pd.DataFrame(rows), skipped
+def run_features(tables: Tables, ks, **options) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`grokscope.early_windows.window_features` of a sweep's tables (histories and o-info
+    tables), with its options."""
+    return window_features(tables.history, overall_oinfo(tables, "synergy"), ks, **options)
 
 
 def design(frame: pd.DataFrame, columns) -> np.ndarray:

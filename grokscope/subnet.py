@@ -165,8 +165,8 @@ def choose(run_dir: Path, specs: list[Spec], layer: str | None = None,
            threshold: float = DEFAULT_ACCURACY, device: str = "cpu") -> list[Choice]:
     """The multiplet each rule picks in a run's o-info table, with its neurons."""
     from grokscope.context import SeriesContext, iter_features
-    from grokscope.measures.multiplets import neuron_bins
     from grokscope.discovery import find_series
+    from grokscope.measures.multiplets import neuron_bins
 
     table_path = formats.tables.measures_path(run_dir, "oinfo")
     if not table_path.is_file():
@@ -261,3 +261,54 @@ def with_relatives(inputs: list[str]) -> list[str]:
             parent = Path(subnet["parent"])
             paths += [str(parent)] + [str(child) for child in children(parent)]
     return list(dict.fromkeys(paths))
+
+
+def train_subnets(run: Path, at: list[str], *, inverse: bool = False, out: Path | None = None, layer: str | None = None,
+                  threshold: float = 0.99, resume: bool = False, device: str = "auto", reporter=None):
+    """``grokscope subnet``: train the multiplet of every ``--at`` rule (and with ``inverse`` its
+    inverse) as a run of its own beside ``run`` (or in ``out``); returns the run folders (a
+    :class:`~grokscope.pipeline.reporter.Written`)."""
+    from grokscope.devices import resolve_device
+    from grokscope.pipeline.reporter import Recording
+    from grokscope.pipeline.runs import plan_run, prepare_out, run_folder, train_one
+
+    say = Recording(reporter)
+    if not formats.run.is_run_dir(run):
+        raise GrokscopeError(f"{run}: not a grokscope run (no {formats.run.RUN_FILE}); sub-networks are retrained "
+                             "from a run's own initialisation")
+    if not 0.0 < threshold <= 1.0:
+        raise GrokscopeError(f"--threshold: must lie in (0, 1], got {threshold}")
+    specs = [parse_spec(part) for value in at for part in value.split(",") if part.strip()]
+    if not specs:
+        raise GrokscopeError("--at: name at least one rule")
+    specs = list(dict.fromkeys(specs))
+    parent = formats.run.read_run(run)
+    if parent.subnet is not None:
+        say.warn(f"{run}: is itself a sub-network (of {parent.subnet.parent_run}); its own sub-networks "
+                 "keep only neurons that it trains")
+    torch_device = resolve_device(device)
+    configs = []
+    for choice in choose(run, specs, layer=layer, threshold=threshold, device=str(torch_device)):
+        say.info(f"{run}: --at {choice.spec.text}: step {choice.step}, bins {choice.bins} of {choice.layer}, "
+                 f"synergy {choice.synergy:.4g}, {len(choice.neurons)} of {choice.width} neurons")
+        for flip in ((False, True) if inverse else (False,)):
+            config = child_config(run, parent, choice, flip)
+            if parent.subnet is not None:
+                # Neurons the parent held at zero stay at zero in its sub-networks.
+                allowed = set(parent.subnet.neurons)
+                config.subnet.neurons = [n for n in config.subnet.neurons if n in allowed]
+                if not config.subnet.neurons:
+                    raise GrokscopeError(f"{run}: --at {choice.spec.text}{' --inverse' if flip else ''} leaves no "
+                                         "neuron that the run itself trains")
+            config.validate()
+            configs.append(config)
+    folder = prepare_out(out if out is not None else Path(run).parent)
+    run_dirs = [run_folder(folder, config.name) for config in configs]
+    plans = [plan_run(run_dir, config, resume) for run_dir, config in zip(run_dirs, configs)]
+    for run_dir, config, plan in zip(run_dirs, configs, plans):
+        if plan == "done":
+            say.info(f"{run_dir}: already complete, skipped")
+        else:
+            train_one(run_dir, config, plan, torch_device, say)
+        say.result(run_dir)
+    return say.written

@@ -41,16 +41,6 @@ class Evaluation:
     weight_norm: float
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise GrokscopeError("--device: cuda requested but no CUDA device is available")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise GrokscopeError(f"--device: unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
-
-
 def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
     optim = config.optim
     if optim.name == "adamw":

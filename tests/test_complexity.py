@@ -530,7 +530,7 @@ def trained_tied(steps=120):
 
 
 def test_tied_weights_are_coded_and_counted_once_with_finite_values():
-    from grokscope.features import parameter_groups
+    from grokscope.state_dicts import parameter_groups
 
     model, tokens, targets = trained_tied()
     state = model.state_dict()  # both names, one storage

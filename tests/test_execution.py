@@ -228,7 +228,7 @@ def same_run_files(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("kill", [1, 3, 6])  # before run.json; before the first commit; after it
 def test_a_rerun_train_task_takes_over_what_its_killed_attempt_left(tmp_path, kill):
-    from grokscope.cli.train import train_run
+    from grokscope.pipeline.runs import train_run
 
     tiny = ["--p", "5", "--width", "8", "--steps", "12", "--save-every", "4", "--save-log", "0", "-q"]
     assert invoke("train", *tiny, "--out", str(tmp_path / "whole"), "--threads", "1").exit_code == 0

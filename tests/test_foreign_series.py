@@ -474,7 +474,7 @@ def test_documented_plain_loop_walkthrough(tmp_path):
 
 
 def test_tied_weights_and_prefixes_fit_the_model():
-    from grokscope.features import fit_state
+    from grokscope.state_dicts import fit_state
 
     class Tied(nn.Module):
         def __init__(self):
@@ -525,7 +525,7 @@ def test_positions_all_and_first_and_the_record_reused(loops, tmp_path):
 
 
 def test_token_inputs_enter_nhsic_one_hot():
-    from grokscope.measuring import hsic_inputs
+    from grokscope.families.hsic import hsic_inputs
 
     tokens = np.array([[0, 2, 3], [1, 2, 3], [3, 0, 3]])
     encoded = hsic_inputs(tokens)

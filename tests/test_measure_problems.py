@@ -17,7 +17,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from grokscope import formats, measuring
+from grokscope import formats
+from grokscope.families.problems import describe_nan
 from grokscope.cli import app
 
 GROKSCOPE = [sys.executable, "-m", "grokscope"]
@@ -102,7 +103,8 @@ def test_more_neurons_than_training_samples_drop_the_dependent_ones(tmp_path):
 
 
 def test_o_info_messages_name_the_options():
-    from grokscope.measuring import MeasureOptions, oinfo_rows
+    from grokscope.families.oinfo import oinfo_rows
+    from grokscope.families.options import MeasureOptions
 
     features = torch.zeros(12, 4, dtype=torch.float64)
     features[:, 0] = torch.arange(12.0)
@@ -292,6 +294,6 @@ def test_a_lock_left_by_a_killed_process_does_not_block(run):
 
 
 def test_nan_warnings_are_grouped_by_reason():
-    text = measuring.describe_nan("runs/a", "oinfo", "singular", [0, 10, 20, 30, 40, 50, 60])
+    text = describe_nan("runs/a", "oinfo", "singular", [0, 10, 20, 30, 40, 50, 60])
     assert text == "runs/a: o-info is NaN at steps 0, 10, 20, 30, 40 and 2 more: singular"
-    assert measuring.describe_nan("runs/a", None, "diverged", [5]) == "runs/a: every measure is NaN at step 5: diverged"
+    assert describe_nan("runs/a", None, "diverged", [5]) == "runs/a: every measure is NaN at step 5: diverged"

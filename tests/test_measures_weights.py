@@ -172,7 +172,7 @@ def test_three_dimensional_weights_are_measured_per_head():
 
 
 def test_linear_chains_follow_the_data_not_the_shapes():
-    from grokscope.features import linear_chains
+    from grokscope.state_dicts import linear_chains
 
     class Block(torch.nn.Module):
         def __init__(self):

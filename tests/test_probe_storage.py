@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from grokscope import formats
 from grokscope.cli import app
-from grokscope.cli import probe as probe_command
+from grokscope.pipeline import probe_run as probe_command
 from grokscope.features import stored_features
 
 

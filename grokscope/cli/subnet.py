@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from grokscope.cli.output import Output
-from grokscope.errors import GrokscopeError
 
 EPILOG = """\
 Examples:
@@ -45,48 +44,7 @@ def subnet(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr; only paths on stdout."),
 ) -> None:
     """Train the hidden neurons of a run's most synergistic multiplet alone, from the same initialisation."""
-    from grokscope import formats
-    from grokscope import subnet as subnets
-    from grokscope.cli.train import _plan, _prepare_out, _run_dir, _train_one
-    from grokscope.training import resolve_device
+    from grokscope.subnet import train_subnets
 
-    output = Output(quiet=quiet)
-    if not formats.run.is_run_dir(run):
-        raise GrokscopeError(f"{run}: not a grokscope run (no {formats.run.RUN_FILE}); sub-networks are retrained "
-                             "from a run's own initialisation")
-    if not 0.0 < threshold <= 1.0:
-        raise GrokscopeError(f"--threshold: must lie in (0, 1], got {threshold}")
-    specs = [subnets.parse_spec(part) for value in at for part in value.split(",") if part.strip()]
-    if not specs:
-        raise GrokscopeError("--at: name at least one rule")
-    specs = list(dict.fromkeys(specs))
-    parent = formats.run.read_run(run)
-    if parent.subnet is not None:
-        output.warn(f"{run}: is itself a sub-network (of {parent.subnet.parent_run}); its own sub-networks "
-                    "keep only neurons that it trains")
-    torch_device = resolve_device(device)
-    choices = subnets.choose(run, specs, layer=layer, threshold=threshold, device=str(torch_device))
-    configs = []
-    for choice in choices:
-        output.info(f"{run}: --at {choice.spec.text}: step {choice.step}, bins {choice.bins} of {choice.layer}, "
-                    f"synergy {choice.synergy:.4g}, {len(choice.neurons)} of {choice.width} neurons")
-        for flip in ((False, True) if inverse else (False,)):
-            config = subnets.child_config(run, parent, choice, flip)
-            if parent.subnet is not None:
-                # Neurons the parent held at zero stay at zero in its sub-networks.
-                allowed = set(parent.subnet.neurons)
-                config.subnet.neurons = [n for n in config.subnet.neurons if n in allowed]
-                if not config.subnet.neurons:
-                    raise GrokscopeError(f"{run}: --at {choice.spec.text}{' --inverse' if flip else ''} leaves no "
-                                         "neuron that the run itself trains")
-            config.validate()
-            configs.append(config)
-    folder = _prepare_out(out if out is not None else Path(run).parent)
-    run_dirs = [_run_dir(folder, config.name) for config in configs]
-    plans = [_plan(run_dir, config, resume) for run_dir, config in zip(run_dirs, configs)]
-    for run_dir, config, plan in zip(run_dirs, configs, plans):
-        if plan == "done":
-            output.info(f"{run_dir}: already complete, skipped")
-        else:
-            _train_one(run_dir, config, plan, torch_device, output)
-        output.result(run_dir)
+    train_subnets(run, at, inverse=inverse, out=out, layer=layer, threshold=threshold, resume=resume, device=device,
+                  reporter=Output(quiet=quiet))

@@ -123,7 +123,7 @@ def write_probe_record(features_dir: Path, record: dict) -> None:
     SHA-256, layers), so that measure, plot and report need no flags repeated."""
     from datetime import datetime, timezone
 
-    from grokscope import __version__
+    from grokscope.version import __version__
 
     document = {"schema": PROBE_SCHEMA, **record, "grokscope_version": __version__,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -28,7 +28,7 @@ def write_run_config(run_dir: Path, config: dict) -> None:
 
     import torch
 
-    from grokscope import __version__
+    from grokscope.version import __version__
 
     document = {"schema": RUN_SCHEMA, **config}
     document.setdefault("grokscope_version", __version__)

@@ -25,14 +25,14 @@ def early_synergy(tables: Tables, options: style.FigureOptions):
     """
     import plotnine as p9
 
-    from grokscope.prediction import run_features
+    from grokscope.early_windows import window_features
 
     if options.color:
         raise GrokscopeError("--color: the early-synergy figure colours by outcome; use --facet to split it")
     k = DEFAULT_K if options.k is None else options.k
-    features, _ = run_features(tables, [k], threshold=options.threshold, delay=options.delay)
-    style.require_rows(features, "runs with a history and an o-info table")
     synergy = overall_oinfo(tables, "synergy")
+    features, _ = window_features(tables.history, synergy, [k], threshold=options.threshold, delay=options.delay)
+    style.require_rows(features, "runs with a history and an o-info table")
     facets = [c.strip() for c in options.facet.split(",")] if options.facet else []
     for column in facets:
         if column not in synergy.columns:

@@ -18,8 +18,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from grokscope import __version__, formats
+from grokscope import formats
 from grokscope.errors import GrokscopeError
+from grokscope.version import __version__
 
 PAGE_SUFFIXES = (".html", ".htm")
 # The page's only sources are itself and the figures inside it.

@@ -1,0 +1,162 @@
+"""Starting a local Dask cluster and reaching an existing scheduler, for :mod:`grokscope.execution`.
+
+Dask is optional (``pip install 'grokscope[dask]'``): nothing here imports it at module level.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from grokscope.errors import GrokscopeError
+
+# How long to wait for a scheduler before saying it cannot be reached.
+CONNECT_TIMEOUT_S = 10
+
+
+def quiet() -> None:
+    """Dask's own log lines (worker starts, closes, slow event loops) are not grokscope's to print."""
+    import logging
+    import warnings
+
+    import dask
+
+    warnings.filterwarnings("ignore", module=r"distributed(\.|$)")
+    dask.config.set({"distributed.admin.tick.limit": "1h"})
+    for name in ("distributed", "distributed.nanny", "distributed.worker", "distributed.scheduler",
+                 "distributed.core", "distributed.comm", "distributed.client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def start_local_cluster(workers: int):
+    """(cluster, client) of a local Dask cluster of ``workers`` processes, one thread each."""
+    from distributed import Client, LocalCluster
+
+    quiet()
+    # Workers of our own cluster start with glibc's default allocator behaviour rather than
+    # Dask's MALLOC_TRIM_THRESHOLD_ (see undo_malloc_trim_threshold).
+    import dask
+
+    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+    # While the cluster starts, SIGINT is ignored, so that the worker processes inherit an
+    # ignored Ctrl-C (Python keeps an inherited SIG_IGN) and the command alone reacts, as with the
+    # spawned pool. A Ctrl-C in that window (seconds) is lost: blocking it instead does not reach
+    # the spawned processes, and Linux drops an ignored signal that another thread receives.
+    # A Ctrl-C ends the command within seconds (grokscope.cli), sometimes before the cluster has
+    # closed; multiprocessing's resource tracker then frees the cluster's semaphores itself, and
+    # would say so on stderr after the command's one line.
+    quiet_tracker = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if quiet_tracker not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet_tracker]))
+    previous = _ignore_sigint()
+    cluster = client = None
+    try:
+        # The scheduler serves HTTP whatever the dashboard; on a port of its own choosing, so that
+        # another cluster on Dask's default port 8787 costs no warning.
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               silence_logs=50, dashboard_address=None,
+                               scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+        client = Client(cluster)
+        _restore_sigint(previous)
+    except BaseException:
+        _restore_sigint(previous)
+        for started in (client, cluster):  # no worker outlives an interrupted start
+            if started is not None:
+                try:
+                    started.close()
+                except Exception:  # noqa: BLE001 - closing what half started: nothing more to do
+                    pass
+        raise
+    return cluster, client
+
+
+def _ignore_sigint():
+    try:
+        return signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        return None
+
+
+def _restore_sigint(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
+def connect(address: str, option: str):
+    """(client, host -> task slots, number of workers) of an existing Dask scheduler; mistakes
+    are GrokscopeErrors naming ``option``."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise GrokscopeError(f"{option}: running on a Dask scheduler needs Dask's distributed package: "
+                             "pip install 'grokscope[dask]'") from None
+    quiet()
+    _check_reachable(address, option)
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GrokscopeError(f"{option}: cannot reach the Dask scheduler at {address} ({reason})") from None
+    workers = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) \
+        else client.scheduler_info()["workers"]
+    hosts: dict[str, int] = {}
+    for info in workers.values():
+        host = host_of(info.get("host") or info["id"])
+        hosts[host] = hosts.get(host, 0) + int(info.get("nthreads", 1))
+    return client, hosts, len(workers)
+
+
+def _check_reachable(address: str, option: str) -> None:
+    """A TCP address nobody listens on is said at once; Dask's client would retry it until its
+    timeout."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "") or parts.hostname is None:
+        return  # tls://, ucx://, inproc://: left to Dask
+    try:
+        port = parts.port or 8786
+        with socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise GrokscopeError(f"{option}: cannot reach the Dask scheduler at {address} ({reason})") from None
+
+
+def _takes_n_workers(client) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+def host_of(address: str) -> str:
+    """The host name of a Dask address (``tcp://10.0.0.5:40000`` -> ``10.0.0.5``)."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(address).hostname or address
+
+
+_malloc_restored = False
+# glibc's mallopt parameters, and the ceiling its adaptive mmap threshold rises to on 64-bit Linux.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_ADAPTIVE_MMAP_CEILING = 32 * 1024 * 1024
+
+
+def undo_malloc_trim_threshold() -> None:
+    """A worker started by a Dask nanny has ``MALLOC_TRIM_THRESHOLD_`` set, which switches off
+    glibc's adaptive mmap threshold: every large temporary array is then mapped and unmapped
+    again, and a measure task spent 4.5x the system time of the same task in the command's
+    process. Set the thresholds where the adaptive ones end up, once per process."""
+    global _malloc_restored
+    if _malloc_restored or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    _malloc_restored = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _ADAPTIVE_MMAP_CEILING)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _ADAPTIVE_MMAP_CEILING)
+    except (OSError, AttributeError):  # not glibc: nothing to undo
+        pass

@@ -1,0 +1,47 @@
+"""The weights family (norms, balancedness, spectra of the weight matrices), straight from the checkpoints."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from grokscope.discovery import Series
+from grokscope.errors import GrokscopeError
+from grokscope.families.architecture import check_architecture, reference_shapes
+from grokscope.families.options import MeasureOptions
+from grokscope.families.problems import Problem
+
+
+def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions | None = None, device: str = "cpu",
+                     threads: int | None = None) -> Iterator[tuple[int, list[dict], list[Problem]]]:
+    """(step, rows, problems) of the weight measures, checkpoint by checkpoint: no data needed
+    (``options``, ``device`` and ``threads`` are those of every checkpoint family, unused here).
+
+    A checkpoint that cannot be read, or that holds another architecture than the series' (other
+    parameter names or shapes than the model's; for a series without a model, than its first
+    checkpoint's), is an "error" problem and has no rows.
+    """
+    from grokscope.context import SeriesContext
+    from grokscope.loading import load_state
+    from grokscope.measures.weights import weight_measures
+
+    layout = SeriesContext.open(series).weight_layout()
+    checkpoints = {c.step: c for c in series.checkpoints}
+    reference = reference_shapes(layout, series)
+    for step in steps:
+        try:
+            state = layout.fit(load_state(checkpoints[step]))
+            check_architecture(checkpoints[step], state, reference)
+        except GrokscopeError as exc:
+            yield step, [], [Problem("error", str(exc), step=step)]
+            continue
+        measured = weight_measures(state, parameters=layout.groups, pairs=layout.pairs)
+        yield step, [{"step": step, "split": None, **row} for row in measured], []
+
+
+def weight_rows(series: Series, steps: list[int]) -> tuple[list[dict], list[Problem]]:
+    """Weight measures of the given steps, straight from the checkpoints (see :func:`iter_weight_rows`)."""
+    rows, problems = [], []
+    for _, new, found in iter_weight_rows(series, steps):
+        rows += new
+        problems += found
+    return rows, problems
