@@ -262,11 +262,7 @@ class SubnetConfig:
     inverse: bool
     # The neurons that train, ascending.
     neurons: list[int]
-    # A size-matched control (--control random, grokscope.subnet_controls): its kind, draw and the
-    # draws' base seed; None for the multiplet and its inverse (their run.json has no such keys).
-    control: str | None = None
-    draw: int | None = None
-    control_seed: int | None = None
+    control: dict | None = None  # a --control random draw: {"kind", "draw", "base_seed"} (subnet_controls)
 
     def validate(self) -> None:
         neurons = list(self.neurons)
@@ -313,8 +309,6 @@ class RunConfig:
         document = dataclasses.asdict(self)
         if document["subnet"] is None:
             del document["subnet"]
-        elif document["subnet"]["control"] is None:
-            document["subnet"] = {k: v for k, v in document["subnet"].items() if k not in ("control", "draw", "control_seed")}
         return document
 
     @classmethod
@@ -355,9 +349,8 @@ def hyperparameters(config: RunConfig) -> dict:
     ``--train-size`` replaced it.
 
     A sub-network (``grokscope subnet``) adds what sets it apart from its parent: ``parent_run``,
-    ``subnet_rule``, ``subnet_step``, ``subnet_inverse``, ``subnet_neurons`` (how many hidden
-    neurons train), ``subnet_control`` and ``subnet_draw`` (a random control's kind and draw);
-    all None for an ordinary run.
+    ``subnet_rule``, ``subnet_step``, ``subnet_inverse``, ``subnet_neurons`` (hidden neurons trained)
+    and ``subnet_control`` (a random control's kind); all None for an ordinary run.
     """
     task, model, optim = config.task, config.model, config.optim
     columns = {
@@ -385,8 +378,7 @@ def hyperparameters(config: RunConfig) -> dict:
         "subnet_step": subnet.step if subnet else None,
         "subnet_inverse": subnet.inverse if subnet else None,
         "subnet_neurons": len(subnet.neurons) if subnet else None,
-        "subnet_control": subnet.control if subnet else None,
-        "subnet_draw": subnet.draw if subnet else None,
+        "subnet_control": subnet.control["kind"] if subnet and subnet.control else None,
     })
     leading = {name: columns.pop(name) for name in _LEADING_COLUMNS}
     return {**leading, **columns}

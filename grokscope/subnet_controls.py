@@ -45,8 +45,8 @@ def control_configs(parent_dir, parent, choice, size: int, candidates, draws: in
     :class:`grokscope.subnet.Choice`) of ``parent`` (its RunConfig): ``size`` neurons each, drawn
     from ``candidates`` by :func:`random_neuron_sets`; same settings and seed as the parent (so the
     same initialisation and split), named ``PARENT-subnet-RULE-randomJ``, the ``subnet`` record
-    that of the multiplet with the drawn neurons, ``control`` ``"random"``, the draw and the base
-    seed."""
+    that of the multiplet with the drawn neurons and ``control`` ``{"kind": "random", "draw": j,
+    "base_seed": base_seed}``."""
     import dataclasses
     import os
 
@@ -56,7 +56,8 @@ def control_configs(parent_dir, parent, choice, size: int, candidates, draws: in
     for draw, neurons in enumerate(random_neuron_sets(candidates, size, draws, base_seed)):
         record = SubnetConfig(parent=os.path.abspath(parent_dir), parent_run=parent.name, rule=choice.spec.text,
                               step=choice.step, bins=choice.bins, synergy=choice.synergy, layer=choice.layer,
-                              inverse=False, neurons=neurons, control="random", draw=draw, control_seed=base_seed)
+                              inverse=False, neurons=neurons,
+                              control={"kind": "random", "draw": draw, "base_seed": base_seed})
         configs.append(dataclasses.replace(parent, name=f"{parent.name}-subnet-{choice.spec.label}-random{draw}",
                                            subnet=record))
     return configs

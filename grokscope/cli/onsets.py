@@ -11,13 +11,13 @@ from grokscope.errors import GrokscopeError
 EPILOG = """\
 Examples:
 
-  grokscope onsets runs/add-p97                     # every measured curve's events, one row each
+  grokscope onsets runs/add-p97              # every curve's events, one row each
 
-  grokscope onsets runs/ --over-seeds               # the lead or lag of each event over seeds
+  grokscope onsets runs/ --over-seeds        # each event's lead or lag over seeds
 
-  grokscope onsets runs/ --metric synergy,loss --where "split != 'train'" --format csv > onsets.csv
+  grokscope onsets runs/ --metric synergy,loss --format csv > onsets.csv
 
-  grokscope plot onsets runs/ -o onsets.png         # the lead-lag figure
+  grokscope plot onsets runs/ -o onsets.png  # the lead-lag figure
 
 Curves: synergy and redundancy (the headline O-information curves), rnc1, nhsic_x, nhsic_y,
 complexity, restricted_loss, excluded_loss, weight_norm, llc, alpha (those measured), and loss

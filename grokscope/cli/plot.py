@@ -37,7 +37,7 @@ Examples:
 
   grokscope plot early-synergy runs/ --k 300 --facet alpha,weight_decay -o early.png
 
-  grokscope plot onsets runs/ -o onsets.png                         # which measure moves first, over seeds
+  grokscope plot onsets runs/ -o onsets.png        # which measure moves first
 
 INPUTS are run directories, folders of runs (searched recursively), Parquet tables (measure
 tables or histories), or - to read paths from stdin. --where is a pandas query over the tables'
