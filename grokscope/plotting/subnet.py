@@ -12,10 +12,11 @@ from grokscope.plotting.data import Tables
 
 ROLE_COLOURS = {"original": "#222222", "sub-network": "#1f77b4", "inverse": "#d62728", "random control": "#999999"}
 SPLIT_LINES = {"test": "solid", "train": "dotted"}
-# The strip below the curves where each network's generalisation step is marked.
-STRIP_Y = -0.08
+# The strip below the curves where each network's generalisation step is marked, a row per role.
+STRIP_ROWS = {"original": -0.05, "sub-network": -0.09, "inverse": -0.13, "random control": -0.17}
 CAPTION = ("Points below the curves: each network's generalisation step (first evaluation with test "
-           "accuracy >= {:g});\nx at the right edge: never within the run.")
+           "accuracy >= {:g}), a row per role;\nx at the right edge: never within the run "
+           "(how many controls never generalise is written beside their row).")
 
 
 def subnet(tables: Tables, options: style.FigureOptions):
@@ -68,26 +69,34 @@ def subnet(tables: Tables, options: style.FigureOptions):
     # Each network's size, in its colour, stacked in the panel's upper left.
     labels = pd.DataFrame(sizes).assign(step=float(data["step"].min()), accuracy=lambda f: 0.97 - 0.07 * f["order"])
     labels["role"] = pd.Categorical(labels["role"], categories=list(ROLE_COLOURS))
-    marks = pd.DataFrame(marks).assign(accuracy=STRIP_Y)
-    marks = marks[marks["step"] > 0]
-    marks["role"] = pd.Categorical(marks["role"], categories=list(ROLE_COLOURS))
+    marks = pd.DataFrame(marks)
+    marks = marks[marks["step"] > 0].assign(accuracy=lambda f: f["role"].map(STRIP_ROWS))
+    never = marks[(marks["role"] == "random control") & (marks["reached"] == "never")].groupby("panel").agg(
+        step=("step", "max"), count=("run", "size")).reset_index()
+    totals = marks[marks["role"] == "random control"].groupby("panel")["run"].size()
+    never = never.assign(accuracy=STRIP_ROWS["random control"], role="random control",
+                         label=[f"{n} of {totals[p]} never  " for p, n in zip(never["panel"], never["count"])])
+    for frame in (marks, never):
+        frame["role"] = pd.Categorical(frame["role"], categories=list(ROLE_COLOURS))
     # Controls drawn first and thin, so the networks they are the control for stay on top.
     controls = data["role"] == "random control"
     return (
         p9.ggplot(data, p9.aes("step", "accuracy", color="role", linetype="split", group="line"))
         + p9.geom_vline(p9.aes(xintercept="step"), data=pd.DataFrame(events), color="#999999", size=0.4,
                         linetype="dashed")
-        + p9.geom_hline(yintercept=STRIP_Y, color="#dddddd", size=0.3)
+        + p9.geom_hline(yintercept=0.0, color="#dddddd", size=0.3)
         + p9.geom_line(data=data[controls], size=0.35, alpha=0.6)
         + p9.geom_line(data=data[~controls], size=0.7)
         + p9.geom_point(p9.aes(x="step", y="accuracy", color="role", shape="reached"), data=marks,
                         inherit_aes=False, size=2.2, alpha=0.8, show_legend=False)
         + p9.geom_text(p9.aes(x="step", y="accuracy", color="role", label="label"), data=labels,
                        inherit_aes=False, ha="left", va="top", size=7, show_legend=False)
+        + p9.geom_text(p9.aes(x="step", y="accuracy", color="role", label="label"), data=never,
+                       inherit_aes=False, ha="right", va="center", size=6, show_legend=False)
         + p9.scale_color_manual(values=ROLE_COLOURS, drop=True)
         + p9.scale_shape_manual(values={"yes": "o", "never": "x"})
         + p9.scale_linetype_manual(values=SPLIT_LINES)
-        + p9.scale_y_continuous(limits=(STRIP_Y - 0.04, 1), breaks=[0, 0.25, 0.5, 0.75, 1])
+        + p9.scale_y_continuous(limits=(min(STRIP_ROWS.values()) - 0.03, 1), breaks=[0, 0.25, 0.5, 0.75, 1])
         + style.log_step_axis()
         + p9.labs(y="accuracy", color="", linetype="", caption=CAPTION.format(options.threshold))
         + p9.facet_wrap("panel")
