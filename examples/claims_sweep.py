@@ -40,6 +40,18 @@ Rerunning resumes: finished runs and measured checkpoints are skipped; rerun wit
 --seeds and grid options, since run names hold the values that vary. The options that make the
 sweep smaller (--p, --width, --train-fraction, --steps, --seeds, --weight-decays, --alphas,
 --families, --bins) are for checking the script on a laptop; the claims need the defaults.
+
+Compute. The full sweep has not been run yet (no CPU for it in the session that wrote this); its
+cost belongs in docs/claims.md with its results. The script was checked end to end on a 2-run
+miniature, every stage:
+
+    python examples/claims_sweep.py mini --p 31 --width 128 --train-fraction 0.8 --steps 800 \
+        --seeds 0 --weight-decays 2 --alphas 8 --families o-info,grokking,collapse,hsic,weights,fourier \
+        --bins 4 --subnet-rule min --draws 2 --jobs 2
+
+(both runs generalise; predict is skipped, leave-one-out needs 3 runs): 108 s CPU in all (train
+23, measure 23, subnet 12, onsets and report 16, figures 31) and 6.7 min of wall time on the
+project's shared 2-core machine under load from other jobs, so not a clean timing.
 """
 
 from __future__ import annotations
