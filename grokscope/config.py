@@ -262,6 +262,7 @@ class SubnetConfig:
     inverse: bool
     # The neurons that train, ascending.
     neurons: list[int]
+    control: dict | None = None  # a --control random draw: {"kind", "draw", "base_seed"} (subnet_controls)
 
     def validate(self) -> None:
         neurons = list(self.neurons)
@@ -348,8 +349,8 @@ def hyperparameters(config: RunConfig) -> dict:
     ``--train-size`` replaced it.
 
     A sub-network (``grokscope subnet``) adds what sets it apart from its parent: ``parent_run``,
-    ``subnet_rule``, ``subnet_step``, ``subnet_inverse`` and ``subnet_neurons`` (how many hidden
-    neurons train); all None for an ordinary run.
+    ``subnet_rule``, ``subnet_step``, ``subnet_inverse``, ``subnet_neurons`` (hidden neurons trained)
+    and ``subnet_control`` (a random control's kind); all None for an ordinary run.
     """
     task, model, optim = config.task, config.model, config.optim
     columns = {
@@ -377,6 +378,7 @@ def hyperparameters(config: RunConfig) -> dict:
         "subnet_step": subnet.step if subnet else None,
         "subnet_inverse": subnet.inverse if subnet else None,
         "subnet_neurons": len(subnet.neurons) if subnet else None,
+        "subnet_control": subnet.control["kind"] if subnet and subnet.control else None,
     })
     leading = {name: columns.pop(name) for name in _LEADING_COLUMNS}
     return {**leading, **columns}

@@ -264,13 +264,16 @@ def with_relatives(inputs: list[str]) -> list[str]:
 
 
 def train_subnets(run: Path, at: list[str], *, inverse: bool = False, out: Path | None = None, layer: str | None = None,
-                  threshold: float = 0.99, resume: bool = False, device: str = "auto", reporter=None):
-    """``grokscope subnet``: train the multiplet of every ``--at`` rule (and with ``inverse`` its
-    inverse) as a run of its own beside ``run`` (or in ``out``); returns the run folders (a
-    :class:`~grokscope.pipeline.reporter.Written`)."""
+                  threshold: float = 0.99, resume: bool = False, device: str = "auto", reporter=None,
+                  control: str | None = None, draws: int | None = None, control_seed: int = 0):
+    """``grokscope subnet``: train the multiplet of every ``--at`` rule (with ``inverse`` its
+    inverse, with ``control="random"`` ``draws`` random sets of its size:
+    :mod:`grokscope.subnet_controls`) as a run of its own beside ``run`` (or in ``out``); returns
+    the run folders (a :class:`~grokscope.pipeline.reporter.Written`)."""
     from grokscope.devices import resolve_device
     from grokscope.pipeline.reporter import Recording
     from grokscope.pipeline.runs import plan_run, prepare_out, run_folder, train_one
+    from grokscope.subnet_controls import CONTROLS, control_configs
 
     say = Recording(reporter)
     if not formats.run.is_run_dir(run):
@@ -278,6 +281,10 @@ def train_subnets(run: Path, at: list[str], *, inverse: bool = False, out: Path 
                              "from a run's own initialisation")
     if not 0.0 < threshold <= 1.0:
         raise GrokscopeError(f"--threshold: must lie in (0, 1], got {threshold}")
+    if control is not None and control not in CONTROLS:
+        raise GrokscopeError(f"--control: unknown {control!r}; known: {', '.join(CONTROLS)}")
+    if (control is None) != (draws is None):
+        raise GrokscopeError("--control and --draws: give both (--control random --draws N) or neither")
     specs = [parse_spec(part) for value in at for part in value.split(",") if part.strip()]
     if not specs:
         raise GrokscopeError("--at: name at least one rule")
@@ -302,6 +309,10 @@ def train_subnets(run: Path, at: list[str], *, inverse: bool = False, out: Path 
                                          "neuron that the run itself trains")
             config.validate()
             configs.append(config)
+            if control is not None and not flip:
+                candidates = parent.subnet.neurons if parent.subnet is not None else range(choice.width)
+                configs += control_configs(run, parent, choice, len(config.subnet.neurons), candidates, draws,
+                                           control_seed)
     folder = prepare_out(out if out is not None else Path(run).parent)
     run_dirs = [run_folder(folder, config.name) for config in configs]
     plans = [plan_run(run_dir, config, resume) for run_dir, config in zip(run_dirs, configs)]

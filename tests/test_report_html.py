@@ -22,9 +22,10 @@ from typer.testing import CliRunner
 from grokscope import __version__
 from grokscope.cli import app
 
-# What the fixture's runs have tables for (collapse, hsic, oinfo, weights; a history) and what not.
+# What the fixture's runs have tables for (collapse, hsic, oinfo, weights; a history) and what not
+# (onsets: its x axis is relative to the generalisation step, and no run of the fixture generalises).
 DRAWN = {"curves", "phases", "pareto", "info-plane", "collapse", "sweep", "early-synergy"}
-NOT_DRAWN = {"fourier", "complexity", "subnet"}
+NOT_DRAWN = {"fourier", "complexity", "subnet", "onsets"}
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and os.path.exists(p)), None)
 
 

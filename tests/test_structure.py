@@ -103,8 +103,8 @@ def test_the_numerics_import_only_numerics():
 FLOORS = [
     ("errors", "version", "measures"),
     ("config", "formats", "devices", "sweep", "dask_cluster"),
-    ("checkpoint_contents", "loading", "discovery", "scanning", "stored_steps", "tasks", "model", "masking", "layers",
-     "state_dicts", "execution"),
+    ("checkpoint_contents", "loading", "discovery", "scanning", "stored_steps", "tasks", "model", "masking",
+     "subnet_controls", "layers", "state_dicts", "execution"),
     ("features", "fingerprints", "user_models", "logs", "training"),
     ("context",),
     ("families",),

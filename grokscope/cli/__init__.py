@@ -40,7 +40,7 @@ def _root(
     pass
 
 
-COMMANDS = ("train", "probe", "measure", "plot", "report", "export", "subnet", "predict", "demo")
+COMMANDS = ("train", "probe", "measure", "plot", "report", "onsets", "export", "subnet", "predict", "demo")
 
 
 def _register() -> None:

@@ -11,7 +11,7 @@ from grokscope.errors import GrokscopeError
 
 EPILOG = """\
 Kinds: curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, subnet,
-early-synergy, metric NAME.
+early-synergy, onsets, metric NAME.
 
 Examples:
 
@@ -37,6 +37,8 @@ Examples:
 
   grokscope plot early-synergy runs/ --k 300 --facet alpha,weight_decay -o early.png
 
+  grokscope plot onsets runs/ -o onsets.png        # which measure moves first
+
 INPUTS are run directories, folders of runs (searched recursively), Parquet tables (measure
 tables or histories), or - to read paths from stdin. --where is a pandas query over the tables'
 columns (hyperparameters, split, layer, ...). The figure's path is printed on stdout.
@@ -44,7 +46,7 @@ columns (hyperparameters, split, layer, ...). The figure's path is printed on st
 
 
 def plot(
-    kind: str = typer.Argument(..., help="curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, subnet, early-synergy, or metric (then NAME)."),
+    kind: str = typer.Argument(..., help="curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, subnet, early-synergy, onsets, or metric (then NAME)."),
     inputs: List[str] = typer.Argument(..., help="Runs, folders of runs, Parquet tables, or - for paths on stdin (after NAME for metric)."),
     output: Path = typer.Option(..., "--output", "-o", help="Figure file; the format follows the extension (.png, .svg, .pdf)."),
     color: Optional[str] = typer.Option(None, "--color", "--colour", help="Colour lines by this column (default: run)."),

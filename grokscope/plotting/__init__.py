@@ -20,11 +20,12 @@ KINDS = {
     "complexity": "complexity against step with the grokking steps marked; size against tolerance with --steps",
     "subnet": "test and train accuracy of a run, its synergistic sub-network and the inverse",
     "early-synergy": "synergy curves with the first peak before memorisation + --k, coloured by outcome",
+    "onsets": "each measure's peak, steepest change and change point relative to the generalisation step, over seeds",
 }
 
 
 def draw(kind: str, tables, options, metric: str | None = None):
-    from grokscope.plotting import complexity, early_synergy, fourier, info_plane, lines, oinfo, subnet, sweep
+    from grokscope.plotting import complexity, early_synergy, fourier, info_plane, lines, oinfo, onsets, subnet, sweep
 
     builders = {
         "curves": lines.curves,
@@ -37,6 +38,7 @@ def draw(kind: str, tables, options, metric: str | None = None):
         "fourier": fourier.fourier,
         "subnet": subnet.subnet,
         "early-synergy": early_synergy.early_synergy,
+        "onsets": onsets.onsets,
     }
     if kind == "metric":
         if not metric:
