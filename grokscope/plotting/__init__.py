@@ -19,12 +19,14 @@ KINDS = {
     "metric": "any measured quantity against step (metric NAME)",
     "complexity": "complexity against step with the grokking steps marked; size against tolerance with --steps",
     "subnet": "test and train accuracy of a run, its synergistic sub-network and the inverse",
+    "llc": "local learning coefficient against step, chain spread as a ribbon, the grokking steps marked",
+    "alpha": "power-law exponent alpha of each weight matrix's spectrum against step",
     "early-synergy": "synergy curves with the first peak before memorisation + --k, coloured by outcome",
 }
 
 
 def draw(kind: str, tables, options, metric: str | None = None):
-    from grokscope.plotting import complexity, early_synergy, fourier, info_plane, lines, oinfo, subnet, sweep
+    from grokscope.plotting import complexity, early_synergy, fourier, info_plane, lines, llc, oinfo, subnet, sweep
 
     builders = {
         "curves": lines.curves,
@@ -37,6 +39,8 @@ def draw(kind: str, tables, options, metric: str | None = None):
         "fourier": fourier.fourier,
         "subnet": subnet.subnet,
         "early-synergy": early_synergy.early_synergy,
+        "llc": llc.llc,
+        "alpha": llc.alpha,
     }
     if kind == "metric":
         if not metric:
