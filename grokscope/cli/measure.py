@@ -34,6 +34,8 @@ Examples:
 
   grokscope measure runs/add-p97 --metric complexity --tolerance 0.01,0.03,0.1,0.3,1 --steps every:10
 
+  grokscope measure runs/add-p97 --metric llc --workers 2     # local learning coefficient (docs/llc.md)
+
   grokscope measure runs/add-p113-transformer --metric fourier --key-frequencies 14,35,41,42,52
 
 Families: collapse (within_var, between_var, nc1, rnc1, rnc1_sup, nc1_papyan, nc2_*, nc3, nc4),
@@ -42,7 +44,9 @@ balancedness, spectral_entropy, effective_rank, stable_rank), grokking (memoriza
 generalization_step, grokking_gap), complexity (complexity in bits, complexity_tau,
 complexity_bin_size, complexity_loss, complexity_bound, complexity_rank, ...), fourier
 (modular arithmetic: fourier_norm, fourier_gini, key_frequency, restricted_loss, excluded_loss;
-Nanda et al. 2023), or all. A metric name computes its family and reports that
+Nanda et al. 2023), spectra (alpha, alpha_weighted, alpha_xmin, alpha_ks_distance, lambda_max, ...
+per weight matrix; WeightWatcher's fit), llc (llc, llc_sd, llc_chain per chain, llc_max_loss, ...;
+the local learning coefficient by SGLD, --llc-*; not part of all: name it), or all. A metric name computes its family and reports that
 metric. Runs that were never probed get their features computed in memory. Checkpoints already
 measured with the same settings are skipped unless --force. Tables are saved as measuring goes
 (every 30 s, GROKSCOPE_SAVE_EVERY; and on Ctrl-C): a rerun computes only the rest. -o and
@@ -92,6 +96,13 @@ def measure(
     tolerance: str = typer.Option("0.1", "--tolerance", help="complexity: loss increase allowed to the coarse-grained network; a list ('0.01,0.1,1') gives a rate-distortion curve."),
     compressor: str = typer.Option("bz2", "--compressor", help="complexity: bz2 (the authors') or lzma."),
     key_frequencies: Optional[str] = typer.Option(None, "--key-frequencies", help="fourier: the key frequencies, e.g. 14,35,41 (default: read off each run's last checkpoint)."),
+    llc_step_size: Optional[float] = typer.Option(None, "--llc-step-size", help="llc: SGLD step size epsilon (default by model: mlp 1e-3, transformer 1e-5)."),
+    llc_localization: float = typer.Option(100.0, "--llc-localization", help="llc: localisation strength gamma."),
+    llc_nbeta: Optional[float] = typer.Option(None, "--llc-nbeta", help="llc: inverse temperature n*beta (default n / log n, n the training samples)."),
+    llc_chains: int = typer.Option(4, "--llc-chains", help="llc: SGLD chains, run together; their spread is llc_sd."),
+    llc_draws: int = typer.Option(500, "--llc-draws", help="llc: draws per chain averaged after the burn-in."),
+    llc_burnin: int = typer.Option(200, "--llc-burnin", help="llc: steps per chain left out of the mean."),
+    llc_batch_size: int = typer.Option(64, "--llc-batch-size", help="llc: minibatch size of each SGLD step."),
     workers: int = typer.Option(1, "--workers", "-j", help="Measure checkpoints in N local worker processes (a local Dask cluster when Dask is installed)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Measure on an existing Dask scheduler, e.g. tcp://head:8786 (or set GROKSCOPE_SCHEDULER); see docs/scaling.md."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per task (default: the cores shared among the workers, fewer on a busy machine)."),
@@ -118,7 +129,9 @@ def measure(
         hsic_estimator=hsic_estimator, hsic_passes=hsic_passes, hsic_order=hsic_order, bins=bins, variables=variables,
         min_size=min_size, max_size=max_size, search=search, per_size=per_size, ties=ties, tie_draws=tie_draws,
         seed=seed, units=units, bias_correction=bias_correction, threshold=threshold, tolerance=tolerance,
-        compressor=compressor, key_frequencies=key_frequencies, workers=workers, scheduler=scheduler,
+        compressor=compressor, key_frequencies=key_frequencies, llc_step_size=llc_step_size,
+        llc_localization=llc_localization, llc_nbeta=llc_nbeta, llc_chains=llc_chains, llc_draws=llc_draws,
+        llc_burnin=llc_burnin, llc_batch_size=llc_batch_size, workers=workers, scheduler=scheduler,
         threads=threads, device=device, allow_global=allow_global or [], force=force, reporter=output)
     if fmt is not None:
         output.rows(written.table, fmt)

@@ -11,7 +11,7 @@ from grokscope.errors import GrokscopeError
 
 EPILOG = """\
 Kinds: curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, subnet,
-early-synergy, onsets, metric NAME.
+early-synergy, onsets, llc, alpha, metric NAME.
 
 Examples:
 
@@ -33,6 +33,8 @@ Examples:
 
   grokscope plot fourier runs/add-p113-transformer -o fourier.png   # needs a fourier table
 
+  grokscope plot llc runs/add-p97 -o llc.png                       # needs an llc table (docs/llc.md)
+
   grokscope plot subnet runs/add-p97-wd2 -o subnet.png             # with its sub-networks beside it
 
   grokscope plot early-synergy runs/ --k 300 --facet alpha,weight_decay -o early.png
@@ -46,7 +48,7 @@ columns (hyperparameters, split, layer, ...). The figure's path is printed on st
 
 
 def plot(
-    kind: str = typer.Argument(..., help="curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, subnet, early-synergy, onsets, or metric (then NAME)."),
+    kind: str = typer.Argument(..., help="curves, phases, pareto, info-plane, collapse, sweep, complexity, fourier, subnet, early-synergy, onsets, llc, alpha, or metric (then NAME)."),
     inputs: List[str] = typer.Argument(..., help="Runs, folders of runs, Parquet tables, or - for paths on stdin (after NAME for metric)."),
     output: Path = typer.Option(..., "--output", "-o", help="Figure file; the format follows the extension (.png, .svg, .pdf)."),
     color: Optional[str] = typer.Option(None, "--color", "--colour", help="Colour lines by this column (default: run)."),

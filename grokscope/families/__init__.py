@@ -5,8 +5,9 @@ and the columns it needs), one module each; the numerics live in :mod:`grokscope
 
 - feature families (:data:`FEATURE_FAMILIES`: collapse, hsic, oinfo) read a checkpoint's
   features, stored or computed in memory (:mod:`grokscope.families.feature_steps`);
-- checkpoint families (weights, complexity, fourier; :mod:`grokscope.families.checkpoints`)
-  read the weights, and complexity and fourier also run the model on the data;
+- checkpoint families (weights, spectra, complexity, fourier, llc;
+  :mod:`grokscope.families.checkpoints`) read the weights, and complexity, fourier and llc also
+  run the model on the data;
 - series families (:data:`SERIES_FAMILIES`: grokking) read the history once per series.
 
 ``measure`` (:mod:`grokscope.pipeline.measure`) plans, runs and saves them.
@@ -31,7 +32,16 @@ FAMILY_METRICS = {
                    "complexity_reference_loss", "complexity_error", "complexity_bound", "complexity_rank",
                    "spectral_entropy", "effective_rank"),
     "fourier": ("fourier_norm", "fourier_gini", "key_frequency", "restricted_loss", "excluded_loss"),
+    "llc": ("llc", "llc_sd", "llc_chain", "llc_mean_loss", "llc_max_loss", "llc_final_loss", "llc_diverged",
+            "llc_reference_loss", "llc_nbeta", "llc_parameters", "llc_step_size"),
+    "spectra": ("alpha", "alpha_weighted", "alpha_xmin", "alpha_xmax", "alpha_ks_distance", "alpha_tail_size",
+                "lambda_max"),
 }
+# Families that ``--metric all`` leaves out, measured only when named: llc samples thousands of
+# SGLD steps per checkpoint (seconds each, minutes for a series) and its step size depends on
+# the model; spectra (milliseconds) stays out so that ``all`` keeps giving the tables it always
+# gave (scripts and the report read that set), and is one word away: ``--metric all,spectra``.
+ONLY_WHEN_NAMED = ("llc", "spectra")
 FAMILY_ALIASES = {"o-info": "oinfo", "o_info": "oinfo", "nc": "collapse", "nhsic": "hsic"}
 FEATURE_FAMILIES = ("collapse", "hsic", "oinfo")
 # Families with one set of rows per series (from its history), replaced whole when measured again.
@@ -47,7 +57,7 @@ def resolve_metrics(names: Iterable[str]) -> dict[str, set[str] | None]:
         for name in (n.strip() for n in raw.split(",") if n.strip()):
             family = FAMILY_ALIASES.get(name, name)
             if family == "all":
-                wanted.update(dict.fromkeys(FAMILY_METRICS))
+                wanted.update(dict.fromkeys(f for f in FAMILY_METRICS if f not in ONLY_WHEN_NAMED))
             elif family in FAMILY_METRICS:
                 wanted[family] = None
             else:

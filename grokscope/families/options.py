@@ -51,6 +51,16 @@ class MeasureOptions:
     # fourier: None reads the key frequencies off the run's last checkpoint, as Nanda et al. fix
     # them from the trained model; give them to pin them.
     key_frequencies: tuple[int, ...] | None = None
+    # llc: the SGLD settings of grokscope.measures.llc.SGLDSettings (calibrated on the default
+    # MLP, docs/llc.md); step size None is the model kind's default (families/llc.py), nbeta
+    # None is n / log n. The chains are seeded by `seed`.
+    llc_step_size: float | None = None
+    llc_localization: float = 100.0
+    llc_nbeta: float | None = None
+    llc_chains: int = 4
+    llc_draws: int = 500
+    llc_burnin: int = 200
+    llc_batch_size: int = 64
 
     def params(self, family: str) -> str:
         """The options that shape a family's values, as the JSON stored beside them."""
@@ -64,5 +74,8 @@ class MeasureOptions:
             "grokking": ("threshold",),
             "complexity": ("tolerance", "compressor"),
             "fourier": ("key_frequencies",),
+            "llc": ("llc_step_size", "llc_localization", "llc_nbeta", "llc_chains", "llc_draws", "llc_burnin",
+                    "llc_batch_size", "seed"),
+            "spectra": (),
         }[family]
         return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True)

@@ -33,6 +33,8 @@ def measure(paths: Iterable[str], *, metrics: Sequence[str] | str = ("collapse",
             max_size: int | None = None, search: str = "auto", per_size: bool = False, ties: str = "random",
             tie_draws: int = 10, seed: int = 0, units: str = "bits", bias_correction: bool = True,
             threshold: float = 0.99, tolerance=0.1, compressor: str = "bz2", key_frequencies=None,
+            llc_step_size: float | None = None, llc_localization: float = 100.0, llc_nbeta: float | None = None,
+            llc_chains: int = 4, llc_draws: int = 500, llc_burnin: int = 200, llc_batch_size: int = 64,
             workers: int = 1, scheduler: str | None = None, threads: int | None = None, device: str = "auto",
             allow_global: Sequence[str] = (), force: bool = False, reporter: Reporter | None = None) -> Written:
     """Measure ``paths`` (runs, series, folders of them, ``-`` for paths on stdin) as ``grokscope
@@ -57,6 +59,8 @@ def measure(paths: Iterable[str], *, metrics: Sequence[str] | str = ("collapse",
         hsic_order=hsic_order, bins=bins, variables=variables, min_size=min_size, max_size=max_size, search=search,
         per_size=per_size, ties=ties, tie_draws=tie_draws, seed=seed, units=units, bias_correction=bias_correction,
         threshold=threshold, tolerance=tolerance, compressor=compressor, key_frequencies=key_frequencies)
+    options = llc_options(options, step_size=llc_step_size, localization=llc_localization, nbeta=llc_nbeta,
+                          chains=llc_chains, draws=llc_draws, burnin=llc_burnin, batch_size=llc_batch_size)
     if output is not None:
         output = Path(output)
         if output.suffix != ".parquet":
@@ -141,3 +145,21 @@ def measure_options(names, *, split, layers, hsic_split, hsic_batch_size, hsic_s
         threshold=threshold, tolerance=tolerances, compressor=compressor, key_frequencies=keys,
     )
     return options, wanted
+
+
+def llc_options(options, **settings):
+    """``options`` with the llc family's SGLD settings (``--llc-*``), each checked and named by its
+    option (the batch size against the training set is checked per series)."""
+    import dataclasses
+
+    from grokscope.families.llc import option_named
+    from grokscope.measures.llc import SGLDSettings
+
+    sgld = SGLDSettings(**{**settings, "step_size": settings["step_size"] or 1.0}, seed=options.seed)
+    if settings["step_size"] is not None and not settings["step_size"] > 0:
+        raise GrokscopeError(f"--llc-step-size: must be a finite number positive, got {settings['step_size']!r}")
+    try:
+        sgld.validate(n_samples=max(sgld.batch_size, 2))
+    except GrokscopeError as exc:
+        raise GrokscopeError(option_named(str(exc))) from None
+    return dataclasses.replace(options, **{f"llc_{name}": value for name, value in settings.items()})

@@ -19,13 +19,15 @@ KINDS = {
     "metric": "any measured quantity against step (metric NAME)",
     "complexity": "complexity against step with the grokking steps marked; size against tolerance with --steps",
     "subnet": "test and train accuracy of a run, its synergistic sub-network and the inverse",
+    "llc": "local learning coefficient against step, chain spread as a ribbon, the grokking steps marked",
+    "alpha": "power-law exponent alpha of each weight matrix's spectrum against step",
     "early-synergy": "synergy curves with the first peak before memorisation + --k, coloured by outcome",
     "onsets": "each measure's peak, steepest change and change point relative to the generalisation step, over seeds",
 }
 
 
 def draw(kind: str, tables, options, metric: str | None = None):
-    from grokscope.plotting import complexity, early_synergy, fourier, info_plane, lines, oinfo, onsets, subnet, sweep
+    from grokscope.plotting import complexity, early_synergy, fourier, info_plane, lines, llc, oinfo, onsets, subnet, sweep
 
     builders = {
         "curves": lines.curves,
@@ -39,6 +41,8 @@ def draw(kind: str, tables, options, metric: str | None = None):
         "subnet": subnet.subnet,
         "early-synergy": early_synergy.early_synergy,
         "onsets": onsets.onsets,
+        "llc": llc.llc,
+        "alpha": llc.alpha,
     }
     if kind == "metric":
         if not metric:

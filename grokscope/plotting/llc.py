@@ -1,4 +1,4 @@
-"""LLC and heavy-tailed-spectrum figures from their tidy rows (wiring into ``plot`` comes later).
+"""LLC and heavy-tailed-spectrum figures from their tidy rows: ``plot llc`` and ``plot alpha``.
 
 ``llc_curve``: the local learning coefficient against step (log), one line per run, the spread
 over chains as a ribbon (mean ± sd), vertical lines at each run's memorisation (dashed) and
@@ -13,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from grokscope.plotting import style
+from grokscope.plotting.data import Tables
 
 EVENTS = {"memorisation": "dashed", "generalisation": "solid"}
 
@@ -28,6 +29,32 @@ def _event_lines(events: pd.DataFrame | None, runs):
     return [p9.geom_vline(p9.aes(xintercept="step", color="run", linetype="event"), data=shown, size=0.45,
                           alpha=0.8, show_legend=False),
             p9.scale_linetype_manual(values=EVENTS)]
+
+
+def grokking_events(tables: Tables, options: style.FigureOptions) -> pd.DataFrame:
+    """``run``, ``event``, ``step``: each run's memorisation and generalisation step (from its
+    history, at ``options.threshold``), where it reached them."""
+    from grokscope.plotting.summary import run_summaries
+
+    rows = []
+    for _, summary in run_summaries(tables, threshold=options.threshold, delay=options.delay).iterrows():
+        for event, column in (("memorisation", "memorization_step"), ("generalisation", "generalization_step")):
+            if pd.notna(summary[column]) and summary[column] > 0:
+                rows.append({"run": summary["run"], "event": event, "step": float(summary[column])})
+    return pd.DataFrame(rows, columns=["run", "event", "step"])
+
+
+def llc(tables: Tables, options: style.FigureOptions):
+    """``plot llc``: :func:`llc_curve` of the tables' llc rows, the runs' grokking steps marked."""
+    rows = tables.measures
+    style.require_rows(tables.metric("llc"), "rows with metric 'llc' (grokscope measure --metric llc)")
+    return llc_curve(rows, grokking_events(tables, options), options)
+
+
+def alpha(tables: Tables, options: style.FigureOptions):
+    """``plot alpha``: :func:`alpha_curves` of the tables' alpha rows, the runs' grokking steps marked."""
+    style.require_rows(tables.metric("alpha"), "rows with metric 'alpha' (grokscope measure --metric spectra)")
+    return alpha_curves(tables.measures, grokking_events(tables, options), options)
 
 
 def llc_curve(rows: pd.DataFrame, events: pd.DataFrame | None = None,

@@ -1,0 +1,113 @@
+"""The local learning coefficient family (localised SGLD at each checkpoint), checkpoint by checkpoint."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+from grokscope.discovery import Series
+from grokscope.errors import GrokscopeError
+from grokscope.families.architecture import check_architecture, reference_shapes
+from grokscope.families.options import MeasureOptions
+from grokscope.families.problems import Problem
+
+# --llc-step-size by model kind when it is not given. The MLP's 1e-3 is the calibration of
+# grokscope.measures.llc (docs/llc.md). A grokscope transformer's chains leave the checkpoint at
+# 1e-3 (past the divergence bound within 5 steps), and at 1e-4 they stay below the bound but give
+# an LLC 16 times that of 1e-5 (not the local posterior); at 1e-5 no chain diverged at any
+# checkpoint measured (docs/llc.md, "Step size by model").
+DEFAULT_STEP_SIZE = {"mlp": 1e-3, "transformer": 1e-5}
+# Another tool's series: the MLP's calibration, stated in the warning when a chain diverges.
+FOREIGN_STEP_SIZE = 1e-3
+
+
+def step_size_for(options: MeasureOptions, config) -> float:
+    """The SGLD step size of a series: ``--llc-step-size``, or the default of its model kind."""
+    if options.llc_step_size is not None:
+        return options.llc_step_size
+    if config is None:
+        return FOREIGN_STEP_SIZE
+    return DEFAULT_STEP_SIZE.get(config.model.kind, FOREIGN_STEP_SIZE)
+
+
+def option_named(message: str) -> str:
+    """An :meth:`SGLDSettings.validate` message with the setting named by its CLI option."""
+    setting, _, rest = message.partition(":")
+    option = "--seed" if setting == "seed" else "--llc-" + setting.replace("_", "-")
+    return f"{option}:{rest}"
+
+
+def sgld_settings(options: MeasureOptions, step_size: float):
+    from grokscope.measures.llc import SGLDSettings
+
+    return SGLDSettings(step_size=step_size, localization=options.llc_localization, nbeta=options.llc_nbeta,
+                        chains=options.llc_chains, draws=options.llc_draws, burnin=options.llc_burnin,
+                        batch_size=options.llc_batch_size, seed=options.seed)
+
+
+def iter_llc_rows(series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
+                  threads: int | None = None) -> Iterator[tuple[int, list[dict], list[Problem]]]:
+    """(step, rows, problems) of the LLC family (Lau et al. 2023), checkpoint by checkpoint.
+
+    The model and the training set come from the series (a run's run.json, another series' probe
+    record); the loss is the run's own training loss (cross-entropy on the class logits for
+    another tool's series, read out as probe reads them). Every checkpoint is sampled with the
+    same seed, so the same command gives the same values. Rows: those of
+    :func:`grokscope.measures.llc.llc_rows` (per-chain rows carry a ``chain`` column) and once
+    ``llc_step_size``, the step size used. A checkpoint with a diverged chain gets NaN ``llc``,
+    ``llc_sd`` and chain values and a "nan" problem with the reason.
+    """
+    from grokscope.context import SeriesContext
+    from grokscope.devices import resolve_device
+    from grokscope.features import inputs_on, output_logits
+    from grokscope.loading import load_state
+    from grokscope.measures.llc import estimate_llc, llc_rows
+
+    if threads:
+        torch.set_num_threads(threads)
+    context = SeriesContext.open(series)
+    layout = context.weight_layout()
+    model = layout.model
+    if model is None:
+        context.layer_keys()  # raises: never probed, and how to probe
+    x, samples = context.data()
+    torch_device = resolve_device(device)
+    train = samples.split == 0
+    inputs = inputs_on(x[train], torch_device, torch.float32)  # (n, ...)
+    targets = torch.from_numpy(samples.labels[train]).to(torch_device)  # (n,)
+    model = model.to(torch_device).eval()
+    if context.config is not None:
+        from grokscope.training import loss_fn
+
+        criterion = lambda logits, y: loss_fn(logits, y, context.config)  # noqa: E731
+    else:
+        criterion = torch.nn.functional.cross_entropy
+    position = context.answer_position()
+    readout = lambda output: output_logits(output, position)  # noqa: E731
+    step_size = step_size_for(options, context.config)
+    settings = sgld_settings(options, step_size)
+    try:
+        settings.validate(len(targets))
+    except GrokscopeError as exc:
+        raise GrokscopeError(f"{series.root}: {option_named(str(exc))}") from None
+    checkpoints = {c.step: c for c in series.checkpoints}
+    reference = reference_shapes(layout, series)
+    for step in steps:
+        try:
+            state = layout.fit(load_state(checkpoints[step], device=torch_device))
+            check_architecture(checkpoints[step], state, reference)
+        except GrokscopeError as exc:
+            yield step, [], [Problem("error", str(exc), step=step)]
+            continue
+        estimate = estimate_llc(model, state, criterion, inputs, targets, settings, readout=readout)
+        rows = [{"step": step, "split": "train", **row} for row in llc_rows(estimate)]
+        rows.append({"step": step, "split": "train", "metric": "llc_step_size", "layer": None, "chain": None,
+                     "value": float(step_size)})
+        found = []
+        if math.isnan(estimate.llc):
+            reason = estimate.reason or "not finite"
+            found.append(Problem("nan", f"{reason} (--llc-step-size {step_size:g}; a smaller one may not diverge)",
+                                 "llc", step))
+        yield step, rows, found
