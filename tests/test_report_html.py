@@ -25,7 +25,7 @@ from grokscope.cli import app
 # What the fixture's runs have tables for (collapse, hsic, oinfo, weights; a history) and what not
 # (onsets: its x axis is relative to the generalisation step, and no run of the fixture generalises).
 DRAWN = {"curves", "phases", "pareto", "info-plane", "collapse", "sweep", "early-synergy"}
-NOT_DRAWN = {"fourier", "complexity", "subnet", "onsets"}
+NOT_DRAWN = {"fourier", "complexity", "subnet", "onsets", "llc", "alpha"}
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and os.path.exists(p)), None)
 
 

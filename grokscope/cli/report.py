@@ -54,10 +54,6 @@ def report(
     from grokscope.cli.checks import paths_exist
     from grokscope.cli.output import Output
 
-    paths_exist(inputs)
-    from grokscope.plotting.data import load
-    from grokscope.plotting.summary import run_summaries
-
     if fmt not in FORMATS:
         raise GrokscopeError(f"--format: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     if early is not None and early < 0:
@@ -66,6 +62,10 @@ def report(
         from grokscope.reporting.html import page_inputs
 
         inputs = page_inputs(html, inputs)
+    paths_exist(inputs)
+    from grokscope.plotting.data import load
+    from grokscope.plotting.summary import run_summaries
+
     tables = load(inputs).where(where)
     summaries = run_summaries(tables, threshold=threshold, delay=delay, early=early)
     if summaries.empty:
