@@ -91,7 +91,11 @@ def task_threads(workers: int, threads: int | None = None) -> Threads:
 
 
 def set_threads(n: int) -> None:
-    """torch's intra-op threads in this process (a task's first act)."""
+    """torch's intra-op threads in this process (a task's first act), with results that do not
+    depend on them (grokscope.reproducibility: also for a ``dask worker`` started by hand)."""
+    from grokscope.reproducibility import make_reproducible
+
+    make_reproducible()
     import torch
 
     if torch.get_num_threads() != n:
