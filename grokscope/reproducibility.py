@@ -59,8 +59,14 @@ def record() -> dict:
     return {"mkl_cbwr": os.environ.get(MKL_MODE_VARIABLE), "mkl_reproducible": in_effect()}
 
 
-NOT_IN_EFFECT = (
-    "torch computed before grokscope could set MKL_CBWR=AUTO,STRICT, so results may depend on the "
-    "thread count (and with it on the machine's load); set MKL_CBWR=AUTO,STRICT in the environment "
-    "before Python starts, or call grokscope before using torch"
-)
+def warning(numerics: dict) -> str | None:
+    """What to tell the user when ``numerics`` (from :func:`record`) are not thread-independent."""
+    if numerics["mkl_reproducible"] is not False:
+        return None
+    mode = numerics["mkl_cbwr"]
+    if mode != REPRODUCIBLE_MKL_MODE:
+        return (f"MKL_CBWR={mode} (set in the environment) is not a strict mode, so results may depend "
+                f"on the thread count; MKL_CBWR={REPRODUCIBLE_MKL_MODE} makes them independent of it")
+    return ("torch computed before grokscope could set MKL_CBWR=AUTO,STRICT, so results may depend on "
+            "the thread count (and with it on the machine's load); set MKL_CBWR=AUTO,STRICT in the "
+            "environment before Python starts, or call grokscope before using torch")

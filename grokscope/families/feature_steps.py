@@ -16,7 +16,7 @@ from grokscope.families.collapse import check_classes, collapse_rows
 from grokscope.families.hsic import hsic_inputs, hsic_references, hsic_rows
 from grokscope.families.oinfo import oinfo_rows
 from grokscope.families.options import MeasureOptions
-from grokscope.families.problems import Problem, nan_rows
+from grokscope.families.problems import Problem, describe_failure, nan_rows
 
 
 def _finite(tensor: torch.Tensor) -> bool:
@@ -105,9 +105,9 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
                     continue
                 try:
                     new += family_rows(family, item, layer)
-                except (GrokscopeError, torch.linalg.LinAlgError) as exc:
+                except Exception as exc:  # any, foreseen or not: this family's rows only
                     new += nan_rows(family, [layer], options)
-                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    reason = describe_failure(exc)
                     problems.append(Problem("nan", f"{layer}: {reason}" if len(layers) > 1 else reason,
                                             family, item.step))
             found[family] = [{"step": item.step, **row} for row in new]

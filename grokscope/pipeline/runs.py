@@ -104,8 +104,8 @@ def train_one(run_dir: Path, config, plan: str, device, say: Reporter, threads: 
     else:
         reproducibility.make_reproducible()
     numerics = reproducibility.record()
-    if numerics["mkl_reproducible"] is False:
-        say.warn(f"{run_dir}: {reproducibility.NOT_IN_EFFECT}")
+    if reproducibility.warning(numerics):
+        say.warn(f"{run_dir}: {reproducibility.warning(numerics)}")
     started = time.perf_counter()
     trainer = Trainer(config, run_dir, device)
     digest = trainer.data.split_digest()
