@@ -95,3 +95,15 @@ def test_weights_of_a_diverged_checkpoint_warn_like_the_other_families(run):
     assert weights.loc[weights.step == 20, "value"].isna().any()
     assert weights.loc[weights.step != 20, "value"].notna().all()
     assert warnings_of(result.stderr) == [f"warning: {run}: weights is NaN at step 20: weights not finite (diverged?)"]
+
+
+def test_hsic_references_that_fail_leave_hsic_nan_and_the_other_families_whole(run, monkeypatch):
+    from grokscope.families import feature_steps
+
+    monkeypatch.setattr(feature_steps, "hsic_references", failing_on_call(feature_steps.hsic_references, 1))
+    result = invoke("measure", run, "--metric", "collapse,hsic", "-q")
+    assert result.exit_code == 0, result.output
+    assert table(run, "hsic")["value"].isna().all()
+    assert table(run, "collapse")["value"].notna().any()
+    assert warnings_of(result.stderr) == [
+        f"warning: {run}: hsic is NaN at steps 0, 10, 20, 30: RuntimeError: an unforeseen failure"]

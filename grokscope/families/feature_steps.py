@@ -57,10 +57,15 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
     split = torch.from_numpy(samples.split).to(torch_device)
     if "collapse" in steps:
         check_classes(series, labels, split, options)
-    references, inputs = None, None
+    references, inputs, hsic_failure = None, None, None
     if "hsic" in steps:
-        inputs = torch.from_numpy(hsic_inputs(context.inputs())).to(torch_device)
-        references = hsic_references(inputs, labels, split, options)
+        try:
+            inputs = torch.from_numpy(hsic_inputs(context.inputs())).to(torch_device)
+            references = hsic_references(inputs, labels, split, options)
+        except GrokscopeError:
+            raise
+        except Exception as exc:  # e.g. out of memory: nHSIC is NaN at every step, the others go on
+            hsic_failure = exc
 
     def on_error(step, error):
         problems.append(Problem("error", str(error), step=step))
@@ -80,6 +85,8 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
                 return rows
             return collapse_rows(item.layers, labels, split, [layer], weight, item.penultimate, options)
         if family == "hsic":
+            if hsic_failure is not None:
+                raise hsic_failure
             return hsic_rows(item.layers, references, split, [layer], options, inputs, labels)
         return oinfo_rows(item.layers, split, [layer], options)
 
