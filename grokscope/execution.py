@@ -177,8 +177,9 @@ class Executor:
     def __enter__(self) -> "Executor":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, error, trace) -> None:
+        # After a Ctrl-C the command has seconds to end: a local cluster's workers end with it.
+        self.close(hurry=kind is KeyboardInterrupt)
 
     def map(self, tasks: list[Task]) -> Iterator[Outcome]:
         """Run ``tasks``; yield each :class:`Outcome` as it completes (in any order but in-process,
@@ -221,19 +222,22 @@ class Executor:
             if pending:
                 self._client.cancel(pending)
 
-    def close(self) -> None:
+    def close(self, hurry: bool = False) -> None:
+        """Stop the workers of a local pool or cluster, disconnect from a scheduler; ``hurry``:
+        wait at most a second for each."""
+        timeout = {"timeout": 1} if hurry else {}
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         if self._client is not None:
             try:
-                self._client.close()
+                self._client.close(**timeout)
             except Exception:  # a scheduler already gone: nothing left to close
                 pass
             self._client = None
         if self._cluster is not None:
             try:
-                self._cluster.close()
+                self._cluster.close(**timeout)
             except Exception:
                 pass
             self._cluster = None

@@ -101,7 +101,7 @@ def test_the_numerics_import_only_numerics():
 
 # The floors of docs/development.md's map, ground up: a room imports its own floor or below.
 FLOORS = [
-    ("errors", "version", "measures", "reproducibility"),
+    ("errors", "version", "measures", "reproducibility", "worker_signals"),
     ("config", "formats", "devices", "sweep", "dask_cluster"),
     ("loading", "discovery", "tasks", "model", "masking", "layers", "state_dicts", "execution"),
     ("features", "user_models", "logs", "training"),
