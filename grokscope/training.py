@@ -220,6 +220,11 @@ class Trainer:
         self.history = history[history["step"] <= step].to_dict(orient="records")
         self.step = step
         warnings = []
+        missing = [column for column in HISTORY_COLUMNS if column not in history.columns]
+        if missing:
+            # Written by another tool or edited: the resumed rows would hold NaN in these columns.
+            warnings.append(f"{self.run_dir / formats.run.HISTORY_FILE}: lacks the column(s) {', '.join(missing)}; "
+                            "the rows before the resume point hold NaN there")
         if not self.history or self.history[-1]["step"] != step:
             # Only runs saved by an older grokscope (optimizer state before history) get here.
             warnings.append(f"{self.run_dir / formats.run.HISTORY_FILE}: has no evaluation of step {step}; "

@@ -69,3 +69,27 @@ def test_a_corrupt_run_json_is_one_line_naming_the_key(trained, tmp_path, change
 def test_a_valid_run_json_reads_back_as_written(trained):
     config = formats.run.read_run(trained)
     assert (config.model.width, config.task.p, config.schedule.steps) == (8, 5, 4)
+
+
+def test_resume_with_a_history_lacking_test_columns_warns(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    options = ["--p", "5", "--width", "8", "--steps", "4", "--save-every", "2", "--save-log", "0",
+               "--out", str(tmp_path), "-q"]
+    # Killed before its 7th rename: the optimizer state of step 2, so the run resumes from step 0.
+    env = {**os.environ, "GROKSCOPE_TEST_KILL_BEFORE_RENAME": "7",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.run([sys.executable, "-m", "grokscope", "train", *options], env=env, capture_output=True)
+    assert killed.returncode != 0
+    run = tmp_path / "add-p5"
+    history = pd.read_parquet(run / "history.parquet").drop(columns=["test_acc", "test_loss"])
+    history.to_parquet(run / "history.parquet")
+    result = invoke("train", *options, "--resume")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {run / 'history.parquet'}: lacks the column(s) test_loss, test_acc; "
+                        "the rows before the resume point hold NaN there"]
