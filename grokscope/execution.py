@@ -66,6 +66,8 @@ class Threads:
 
     per_task: int
     reason: str = ""
+    # Said on stderr by the command: the workers asked for cannot run faster than fewer would.
+    warning: str = ""
 
 
 def task_threads(workers: int, threads: int | None = None) -> Threads:
@@ -76,18 +78,30 @@ def task_threads(workers: int, threads: int | None = None) -> Threads:
     leave idle: on a busy machine torch's default of one thread per core made one training step
     of the default model many times slower (benchmarks/threads.py).
     """
+    cores = usable_cores()
     if threads is not None:
         if threads < 1:
             raise GrokscopeError(f"--threads: must be at least 1, got {threads}")
-        return Threads(threads)
-    cores = usable_cores()
+        return Threads(threads, warning=_oversubscribed(workers, threads, cores))
     share = max(1, cores // max(1, workers))
     idle = idle_cores(cores)
     busy = max(1, idle // max(1, workers))
     if busy < share:
         return Threads(busy, f"{busy} thread(s) per task: the machine is busy "
-                             f"(load {os.getloadavg()[0]:.1f} on {cores} cores)")
-    return Threads(share)
+                             f"(load {os.getloadavg()[0]:.1f} on {cores} cores)", _oversubscribed(workers, busy, cores))
+    return Threads(share, warning=_oversubscribed(workers, share, cores))
+
+
+def _oversubscribed(workers: int, threads: int, cores: int) -> str:
+    """What to say when ``workers`` x ``threads`` exceed the usable cores: the tasks then take
+    turns on the cores, and more workers only cost memory (and CPU time, in torch's spinning)."""
+    if workers * threads <= cores:
+        return ""
+    if workers > cores:
+        return (f"--workers {workers}: more workers than the {cores} usable core(s), which they share; "
+                f"expect no gain over --workers {cores}")
+    return (f"--workers {workers} x --threads {threads}: more threads than the {cores} usable core(s); "
+            f"expect no gain over --threads {max(1, cores // workers)}")
 
 
 def set_threads(n: int) -> None:
