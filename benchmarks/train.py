@@ -14,6 +14,13 @@ checkpoints per step as the default run has, so the bookkeeping has its real wei
 
     .venv/bin/python benchmarks/train.py --model mlp --steps 1000 --repeats 3
     .venv/bin/python benchmarks/train.py --model transformer --steps 400 --repeats 3
+
+``--load``: seconds per training step of the default model with 1 thread and with torch's
+default threads, on an idle machine and beside two busy processes (``python -c "while True:
+pass"``), each with MKL's strict reproducible mode (``MKL_CBWR=AUTO,STRICT``, what grokscope sets)
+and without it. MKL reads the mode once per process, so every cell is a child process.
+
+    .venv/bin/python benchmarks/train.py --load --steps 200
 """
 
 from __future__ import annotations
@@ -107,8 +114,47 @@ def grokscope_loop(config: RunConfig, device: torch.device) -> float:
         return time.perf_counter() - started
 
 
+def step_seconds(model: str, steps: int, threads: int, mkl_mode: str | None, busy: bool) -> float:
+    """Seconds per step of grokscope's trainer in a child process (``threads`` 0: torch's default)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if mkl_mode:
+        env["MKL_CBWR"] = mkl_mode
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 if busy else 0)]
+    try:
+        done = subprocess.run([sys.executable, __file__, "--child", "--model", model, "--steps", str(steps),
+                               "--threads", str(threads)], env=env, capture_output=True, text=True, check=True)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    return float(done.stdout.split()[-1])
+
+
+def load_table(model: str, steps: int) -> None:
+    """Step time by threads, load and MKL mode, as ratios to 1 thread, idle, strict."""
+    cells = {}
+    for busy in (False, True):
+        for threads in (1, 0):
+            for mode in ("AUTO,STRICT", None):
+                cells[busy, threads, mode] = step_seconds(model, steps, threads, mode, busy)
+    base = cells[False, 1, "AUTO,STRICT"]
+    print(f"{model}, {steps} steps per cell, seconds per step (ratio to 1 thread, idle, strict)")
+    print(f"{'load':<22}{'threads':<16}{'MKL strict':>18}{'MKL default':>18}{'strict/default':>16}")
+    for busy in (False, True):
+        for threads in (1, 0):
+            strict, plain = cells[busy, threads, "AUTO,STRICT"], cells[busy, threads, None]
+            print(f"{'2 busy processes' if busy else 'idle':<22}{'1' if threads else 'torch default':<16}"
+                  f"{strict:>10.4f} ({strict / base:4.2f}){plain:>10.4f} ({plain / base:4.2f}){strict / plain:>16.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--load", action="store_true", help="step time by threads, load and MKL mode")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=("mlp", "transformer"), default="mlp")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
@@ -116,7 +162,16 @@ def main() -> None:
     # One thread: on a shared 2-core machine a second thread waits on the other jobs' cores.
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.load:
+        load_table(args.model, args.steps)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        config = benchmark_config(args.model, args.steps)
+        torch.set_flush_denormal(True)
+        print(grokscope_loop(config, torch.device("cpu")) / args.steps)
+        return
     device = torch.device(args.device)
     config = benchmark_config(args.model, args.steps)
     n_checkpoints = len(config.schedule.checkpoint_steps())

@@ -21,6 +21,11 @@ __all__ = ["__version__", "load", "measure", "probe", "runs", "train"]
 
 
 def __getattr__(name: str):
+    if name in __all__:
+        # Before the names' modules load torch (grokscope.reproducibility says why).
+        from grokscope.reproducibility import make_reproducible
+
+        make_reproducible()
     if name == "__version__":
         from grokscope.version import __version__ as found
     elif name == "measure":

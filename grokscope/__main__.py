@@ -16,6 +16,10 @@ def _leave_at_once(signum, frame):
 
 def main() -> None:
     signal.signal(signal.SIGINT, _leave_at_once)
+    # Before anything can load torch: MKL reads its reproducibility mode once, at its first call.
+    from grokscope.reproducibility import make_reproducible
+
+    make_reproducible()
     from grokscope.cli import main as cli_main
 
     cli_main()

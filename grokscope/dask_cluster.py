@@ -6,7 +6,6 @@ Dask is optional (``pip install 'grokscope[dask]'``): nothing here imports it at
 from __future__ import annotations
 
 import os
-import signal
 
 from grokscope.errors import GrokscopeError
 
@@ -38,48 +37,46 @@ def start_local_cluster(workers: int):
     import dask
 
     dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
-    # While the cluster starts, SIGINT is ignored, so that the worker processes inherit an
-    # ignored Ctrl-C (Python keeps an inherited SIG_IGN) and the command alone reacts, as with the
-    # spawned pool. A Ctrl-C in that window (seconds) is lost: blocking it instead does not reach
-    # the spawned processes, and Linux drops an ignored signal that another thread receives.
-    # A Ctrl-C ends the command within seconds (grokscope.cli), sometimes before the cluster has
-    # closed; multiprocessing's resource tracker then frees the cluster's semaphores itself, and
-    # would say so on stderr after the command's one line.
-    quiet_tracker = "ignore::UserWarning:multiprocessing.resource_tracker"
-    if quiet_tracker not in os.environ.get("PYTHONWARNINGS", ""):
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet_tracker]))
-    previous = _ignore_sigint()
-    cluster = client = None
-    try:
-        # The scheduler serves HTTP whatever the dashboard; on a port of its own choosing, so that
-        # another cluster on Dask's default port 8787 costs no warning.
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               silence_logs=50, dashboard_address=None,
-                               scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
-        client = Client(cluster)
-        _restore_sigint(previous)
-    except BaseException:
-        _restore_sigint(previous)
-        for started in (client, cluster):  # no worker outlives an interrupted start
-            if started is not None:
-                try:
-                    started.close()
-                except Exception:  # noqa: BLE001 - closing what half started: nothing more to do
-                    pass
-        raise
-    return cluster, client
+    # The workers ignore Ctrl-C from their first instant (grokscope.worker_signals says how),
+    # while this process takes it at any instant of a start that takes tens of seconds on a busy
+    # machine: the cluster starts in a thread and this one waits for it. An interrupted start is
+    # left behind: the command exits at once, and the workers, whose parent is gone, end
+    # themselves. A Ctrl-C that ends the command before the cluster has closed leaves
+    # multiprocessing's resource tracker to free the cluster's semaphores, which it would say on
+    # stderr: its warning is filtered too.
+    filters = ["ignore::UserWarning:multiprocessing.resource_tracker", "ignore::grokscope.worker_signals.WorkerCtrlC"]
+    present = os.environ.get("PYTHONWARNINGS", "")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [present] + [f for f in filters if f not in present]))
+    started: dict = {}
 
+    def start() -> None:
+        cluster = client = None
+        try:
+            # The scheduler serves HTTP whatever the dashboard; on a port of its own choosing, so
+            # that another cluster on Dask's default port 8787 costs no warning.
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   silence_logs=50, dashboard_address=None,
+                                   scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+            client = Client(cluster)
+            started["cluster"] = (cluster, client)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            started["error"] = exc
+            for half in (client, cluster):  # no worker outlives a failed start
+                if half is not None:
+                    try:
+                        half.close()
+                    except Exception:  # noqa: BLE001 - closing what half started: nothing more to do
+                        pass
 
-def _ignore_sigint():
-    try:
-        return signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: signals are not ours to handle
-        return None
+    import threading
 
-
-def _restore_sigint(previous) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGINT, previous)
+    starter = threading.Thread(target=start, name="grokscope: starting a local Dask cluster", daemon=True)
+    starter.start()
+    while starter.is_alive():
+        starter.join(0.05)  # short waits: a Ctrl-C is raised here between them
+    if "error" in started:
+        raise started["error"]
+    return started["cluster"]
 
 
 def connect(address: str, option: str):

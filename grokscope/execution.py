@@ -66,6 +66,8 @@ class Threads:
 
     per_task: int
     reason: str = ""
+    # Said on stderr by the command: the workers asked for cannot run faster than fewer would.
+    warning: str = ""
 
 
 def task_threads(workers: int, threads: int | None = None) -> Threads:
@@ -76,22 +78,38 @@ def task_threads(workers: int, threads: int | None = None) -> Threads:
     leave idle: on a busy machine torch's default of one thread per core made one training step
     of the default model many times slower (benchmarks/threads.py).
     """
+    cores = usable_cores()
     if threads is not None:
         if threads < 1:
             raise GrokscopeError(f"--threads: must be at least 1, got {threads}")
-        return Threads(threads)
-    cores = usable_cores()
+        return Threads(threads, warning=_oversubscribed(workers, threads, cores))
     share = max(1, cores // max(1, workers))
     idle = idle_cores(cores)
     busy = max(1, idle // max(1, workers))
     if busy < share:
         return Threads(busy, f"{busy} thread(s) per task: the machine is busy "
-                             f"(load {os.getloadavg()[0]:.1f} on {cores} cores)")
-    return Threads(share)
+                             f"(load {os.getloadavg()[0]:.1f} on {cores} cores)", _oversubscribed(workers, busy, cores))
+    return Threads(share, warning=_oversubscribed(workers, share, cores))
+
+
+def _oversubscribed(workers: int, threads: int, cores: int) -> str:
+    """What to say when ``workers`` x ``threads`` exceed the usable cores: the tasks then take
+    turns on the cores, and more workers only cost memory (and CPU time, in torch's spinning)."""
+    if workers * threads <= cores:
+        return ""
+    if workers > cores:
+        return (f"--workers {workers}: more workers than the {cores} usable core(s), which they share; "
+                f"expect no gain over --workers {cores}")
+    return (f"--workers {workers} x --threads {threads}: more threads than the {cores} usable core(s); "
+            f"expect no gain over --threads {max(1, cores // workers)}")
 
 
 def set_threads(n: int) -> None:
-    """torch's intra-op threads in this process (a task's first act)."""
+    """torch's intra-op threads in this process (a task's first act), with results that do not
+    depend on them (grokscope.reproducibility: also for a ``dask worker`` started by hand)."""
+    from grokscope.reproducibility import make_reproducible
+
+    make_reproducible()
     import torch
 
     if torch.get_num_threads() != n:
@@ -173,8 +191,9 @@ class Executor:
     def __enter__(self) -> "Executor":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, error, trace) -> None:
+        # After a Ctrl-C the command has seconds to end: a local cluster's workers end with it.
+        self.close(hurry=kind is KeyboardInterrupt)
 
     def map(self, tasks: list[Task]) -> Iterator[Outcome]:
         """Run ``tasks``; yield each :class:`Outcome` as it completes (in any order but in-process,
@@ -217,19 +236,22 @@ class Executor:
             if pending:
                 self._client.cancel(pending)
 
-    def close(self) -> None:
+    def close(self, hurry: bool = False) -> None:
+        """Stop the workers of a local pool or cluster, disconnect from a scheduler; ``hurry``:
+        wait at most a second for each."""
+        timeout = {"timeout": 1} if hurry else {}
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         if self._client is not None:
             try:
-                self._client.close()
+                self._client.close(**timeout)
             except Exception:  # a scheduler already gone: nothing left to close
                 pass
             self._client = None
         if self._cluster is not None:
             try:
-                self._cluster.close()
+                self._cluster.close(**timeout)
             except Exception:
                 pass
             self._cluster = None

@@ -292,7 +292,3 @@ def build_model(input_dim: int, n_classes: int, config: ModelConfig, seed: int) 
         if config.zero_last:
             model.get_parameter(output_weight_key(config)).zero_()
     return model
-
-
-def global_norm(params) -> torch.Tensor:
-    return torch.sqrt(sum((p.detach() ** 2).sum() for p in params))

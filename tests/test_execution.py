@@ -338,3 +338,19 @@ def test_the_model_running_checkpoint_families_on_a_scheduler_equal_a_serial_run
             expected = pd.read_parquet(formats.tables.measures_path(run, family))
             assert len(expected) and expected["step"].nunique() > 1
             pd.testing.assert_frame_equal(pd.read_parquet(formats.tables.measures_path(pooled / run.name, family)), expected)
+
+
+def test_workers_that_cannot_gain_are_named_and_those_that_can_are_not():
+    from grokscope.execution import _oversubscribed, task_threads, usable_cores
+
+    assert _oversubscribed(2, 1, 2) == "" and _oversubscribed(1, 2, 2) == "" and _oversubscribed(4, 4, 16) == ""
+    assert _oversubscribed(3, 1, 2) == ("--workers 3: more workers than the 2 usable core(s), which they share; "
+                                        "expect no gain over --workers 2")
+    assert _oversubscribed(2, 2, 2) == ("--workers 2 x --threads 2: more threads than the 2 usable core(s); "
+                                        "expect no gain over --threads 1")
+    cores = usable_cores()
+    # The default share never oversubscribes: workers x threads <= cores whenever workers <= cores.
+    for workers in range(1, cores + 1):
+        chosen = task_threads(workers)
+        assert workers * chosen.per_task <= cores and chosen.warning == ""
+    assert "more workers than" in task_threads(cores + 1).warning

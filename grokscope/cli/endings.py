@@ -19,7 +19,7 @@ from grokscope.errors import GrokscopeError, GrokscopeWarning, describe_os_error
 INTERRUPTED = "interrupted; files already written are complete, the rest were not written"
 # A Ctrl-C that Python loses (raised inside an import lock's or a destructor's callback, where it
 # is "ignored") still ends the process this long after it arrived.
-INTERRUPT_GRACE_SECONDS = 3.0
+INTERRUPT_GRACE_SECONDS = 1.0
 _interrupt_reported = False
 _interrupted = False
 # Set by ``main``: the process is the grokscope command, not a library user's (or a test's).

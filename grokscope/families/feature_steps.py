@@ -16,7 +16,7 @@ from grokscope.families.collapse import check_classes, collapse_rows
 from grokscope.families.hsic import hsic_inputs, hsic_references, hsic_rows
 from grokscope.families.oinfo import oinfo_rows
 from grokscope.families.options import MeasureOptions
-from grokscope.families.problems import Problem, nan_rows
+from grokscope.families.problems import Problem, describe_failure, nan_rows
 from grokscope.fingerprints import SOURCE_COLUMN
 
 
@@ -58,10 +58,15 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
     split = torch.from_numpy(samples.split).to(torch_device)
     if "collapse" in steps:
         check_classes(series, labels, split, options)
-    references, inputs = None, None
+    references, inputs, hsic_failure = None, None, None
     if "hsic" in steps:
-        inputs = torch.from_numpy(hsic_inputs(context.inputs())).to(torch_device)
-        references = hsic_references(inputs, labels, split, options)
+        try:
+            inputs = torch.from_numpy(hsic_inputs(context.inputs())).to(torch_device)
+            references = hsic_references(inputs, labels, split, options)
+        except GrokscopeError:
+            raise
+        except Exception as exc:  # e.g. out of memory: nHSIC is NaN at every step, the others go on
+            hsic_failure = exc
 
     def on_error(step, error):
         problems.append(Problem("error", str(error), step=step))
@@ -81,6 +86,8 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
                 return rows
             return collapse_rows(item.layers, labels, split, [layer], weight, item.penultimate, options)
         if family == "hsic":
+            if hsic_failure is not None:
+                raise hsic_failure
             return hsic_rows(item.layers, references, split, [layer], options, inputs, labels)
         return oinfo_rows(item.layers, split, [layer], options)
 
@@ -106,9 +113,9 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
                     continue
                 try:
                     new += family_rows(family, item, layer)
-                except (GrokscopeError, torch.linalg.LinAlgError) as exc:
+                except Exception as exc:  # any, foreseen or not: this family's rows only
                     new += nan_rows(family, [layer], options)
-                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    reason = describe_failure(exc)
                     problems.append(Problem("nan", f"{layer}: {reason}" if len(layers) > 1 else reason,
                                             family, item.step))
             # The features' checkpoint digest: a later measure recomputes the step once it differs.

@@ -30,6 +30,17 @@ class Problem:
         return item if isinstance(item, Problem) else cls(*item)
 
 
+def describe_failure(exc: BaseException) -> str:
+    """Why a family could not be computed, in one line: a foreseen failure (a user's setting, a
+    singular matrix) by its message, any other also by its kind."""
+    from grokscope.errors import GrokscopeError
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, GrokscopeError) or type(exc).__name__ == "LinAlgError":
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def describe_nan(root, family: str | None, reason: str, steps: list[int]) -> str:
     """One warning for every step where a family could not be computed for the same reason."""
     shown = ", ".join(str(s) for s in steps[:5]) + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 from grokscope.discovery import Series
@@ -35,7 +36,10 @@ def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions |
             yield step, [], [Problem("error", str(exc), step=step)]
             continue
         measured = weight_measures(state, parameters=layout.groups, pairs=layout.pairs)
-        yield step, [{"step": step, "split": None, **row} for row in measured], []
+        # Said like the other families' NaN (once per reason, with its steps), not left silent.
+        diverged = any(not math.isfinite(row["value"]) for row in measured)
+        found = [Problem("nan", "weights not finite (diverged?)", "weights", step)] if diverged else []
+        yield step, [{"step": step, "split": None, **row} for row in measured], found
 
 
 def weight_rows(series: Series, steps: list[int]) -> tuple[list[dict], list[Problem]]:

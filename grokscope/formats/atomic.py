@@ -213,8 +213,13 @@ def table_lock(path: Path, on_wait=None) -> Iterator[None]:
                 same = False
             if not same:
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{_host_tag()} {os.getpid()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{_host_tag()} {os.getpid()}\n".encode())
+            except OSError as exc:  # a full disk: say which table, not its lock file
+                with contextlib.suppress(OSError):
+                    os.unlink(lock_path)
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
             try:
                 yield
             finally:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import types
+import typing
 from pathlib import Path
 
 from grokscope.errors import GrokscopeError
@@ -57,10 +59,65 @@ def read_run(run_dir: Path):
     """The run's :class:`~grokscope.config.RunConfig`, rebuilt from its run.json."""
     from grokscope.config import RunConfig
 
+    path = Path(run_dir) / RUN_FILE
+    document = read_run_config(run_dir)
+    check_schema(path, document, RunConfig)
     try:
-        return RunConfig.from_dict(read_run_config(run_dir))
+        config = RunConfig.from_dict(document)
     except (KeyError, TypeError) as exc:
-        raise GrokscopeError(f"{Path(run_dir) / RUN_FILE}: lacks a valid {exc} entry") from None
+        raise GrokscopeError(f"{path}: lacks a valid {exc} entry") from None
+    try:
+        config.validate()
+    except GrokscopeError as exc:  # a range: said by the option that sets the key
+        raise GrokscopeError(f"{path}: holds a setting train would refuse: {exc}") from None
+    return config
+
+
+def check_schema(path: Path, document: dict, kind, prefix: str = "") -> None:
+    """Every entry of ``document`` that the dataclass ``kind`` (a config) has a field for is of
+    the field's type, and every field without a default is there; else one line naming the key."""
+    import dataclasses
+
+    hints = typing.get_type_hints(kind)
+    for field in dataclasses.fields(kind):
+        key = f"{prefix}{field.name}"
+        if field.name not in document:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING \
+                    or not prefix and field.name in ("name", "seed", "task", "model", "optim", "schedule"):
+                raise GrokscopeError(f"{path}: lacks the {key!r} entry")
+            continue
+        value, hint = document[field.name], hints[field.name]
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        if value is None and type(None) in allowed:
+            continue
+        nested = next((t for t in allowed if dataclasses.is_dataclass(t)), None)
+        if nested is not None:
+            if not isinstance(value, dict):
+                raise GrokscopeError(f"{path}: {key!r} is {_json_type(value)}, not an object")
+            check_schema(path, value, nested, f"{key}.")
+        elif not any(_is_of(value, t) for t in allowed if t is not type(None)):
+            wanted = " or ".join(_JSON_NAMES.get(typing.get_origin(t) or t, str(t)) for t in allowed)
+            raise GrokscopeError(f"{path}: {key!r} is {json.dumps(value)}, not {wanted}")
+
+
+_JSON_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list of integers",
+               type(None): "null"}
+
+
+def _is_of(value, hint) -> bool:
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_is_of(item, hint.__args__[0]) for item in value)
+    return isinstance(value, hint)
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string"}.get(type(value), repr(value))
 
 
 def is_unfinished_start(run_dir: Path) -> bool:

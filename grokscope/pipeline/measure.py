@@ -73,6 +73,8 @@ def measure(paths: Iterable[str], *, metrics: Sequence[str] | str = ("collapse",
     # -o and --format write nothing into the series' homes (which may be read-only): they only
     # read what is already measured there.
     with execution.open_executor(workers, scheduler, threads) as executor, say.progress() as bar:
+        if executor.threads.warning:
+            say.warn(executor.threads.warning)
         measuring = Measuring(say, bar, wanted, options, write=output is None and not table)
         for batch in iter_series(formats.inputs.InputPaths(paths)):
             plans = [plan_series(found, wanted, options, selection.select, force, where_applicable)

@@ -57,6 +57,8 @@ def probe(paths: Iterable[str], *, model: str | None = None, data: Path | None =
     probing = Probing(say, device, dtype, batch_size, force, storage)
     plans = probing.plans
     with execution.open_executor(workers, scheduler, threads) as executor, say.progress() as bar:
+        if executor.threads.warning:
+            say.warn(executor.threads.warning)
         if executor.in_process:
             execution.set_threads(executor.threads.per_task)
         task = bar.add_task("probe", total=0)

@@ -96,9 +96,16 @@ def train_one(run_dir: Path, config, plan: str, device, say: Reporter, threads: 
     from grokscope.devices import resolve_device
     from grokscope.execution import set_threads
 
+    from grokscope import reproducibility
+
     device = resolve_device(device)
     if threads:
         set_threads(threads)
+    else:
+        reproducibility.make_reproducible()
+    numerics = reproducibility.record()
+    if reproducibility.warning(numerics):
+        say.warn(f"{run_dir}: {reproducibility.warning(numerics)}")
     started = time.perf_counter()
     trainer = Trainer(config, run_dir, device)
     digest = trainer.data.split_digest()
@@ -116,7 +123,8 @@ def train_one(run_dir: Path, config, plan: str, device, say: Reporter, threads: 
         # start over (see formats.run.is_unfinished_start).
         run_dir.mkdir(parents=True, exist_ok=True)
         formats.run.write_run_config(run_dir, {**config.to_dict(), "split_sha256": digest,
-                                         "n_samples": len(trainer.data.y), "n_classes": trainer.data.n_classes})
+                                         "n_samples": len(trainer.data.y), "n_classes": trainer.data.n_classes,
+                                               "numerics": numerics})
         (run_dir / formats.run.CHECKPOINTS_DIR).mkdir(exist_ok=True)
     warned = False
 

@@ -74,6 +74,8 @@ def train(*, out: Path = Path("runs"), name: str | None = None, task: ListOption
     run_dirs = [run_folder(prepare_out(Path(out)), n) for n in names]
     plans = [plan_run(run_dir, config, resume) for run_dir, config in zip(run_dirs, configs)]
     with execution.open_executor(workers, scheduler, threads) as executor:
+        if executor.threads.warning:
+            say.warn(executor.threads.warning)
         todo = []
         for run_dir, config, plan in zip(run_dirs, configs, plans):
             if plan == "done":
