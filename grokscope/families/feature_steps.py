@@ -13,7 +13,7 @@ from grokscope import formats
 from grokscope.discovery import Series
 from grokscope.errors import GrokscopeError
 from grokscope.families.collapse import check_classes, collapse_rows
-from grokscope.families.hsic import hsic_inputs, hsic_references, hsic_rows
+from grokscope.families.hsic import hsic_references, hsic_rows
 from grokscope.families.oinfo import oinfo_rows
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem, nan_rows
@@ -59,7 +59,11 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
         check_classes(series, labels, split, options)
     references, inputs = None, None
     if "hsic" in steps:
-        inputs = torch.from_numpy(hsic_inputs(context.inputs())).to(torch_device)
+        from grokscope.measures.hsic import as_hsic_inputs
+
+        # Token ids stay ids (TokenInputs): their one-hot kernel follows from Hamming distances,
+        # per minibatch, so nothing of size n x T*V is ever built.
+        inputs = as_hsic_inputs(context.inputs()).to(torch_device)
         references = hsic_references(inputs, labels, split, options)
 
     def on_error(step, error):
