@@ -78,6 +78,9 @@ def measure(
     threshold: float = typer.Option(0.99, "--threshold", help="grokking: the accuracy that counts as reached."),
     tolerance: str = typer.Option("0.1", "--tolerance", help="complexity: loss increase allowed to the coarse-grained network; a list ('0.01,0.1,1') gives a rate-distortion curve."),
     compressor: str = typer.Option("bz2", "--compressor", help="complexity: bz2 (the authors') or lzma."),
+    complexity_samples: Optional[int] = typer.Option(None, "--complexity-samples", help="complexity: training samples the loss is evaluated on, seeded by --seed; 0 all (default: all where one evaluation costs <= 2^35 multiply-adds, else a subsample that does)."),
+    complexity_evaluations: int = typer.Option(64, "--complexity-evaluations", help="complexity: most new loss evaluations per tolerance (0: no bound); where they run out the size is the best point evaluated."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Memory a forward pass's activations may take, e.g. 512M (default: a quarter of the available memory, at most 512M)."),
     key_frequencies: Optional[str] = typer.Option(None, "--key-frequencies", help="fourier: the key frequencies, e.g. 14,35,41 (default: read off each run's last checkpoint)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Measure checkpoints in N local worker processes (a local Dask cluster when Dask is installed)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Measure on an existing Dask scheduler, e.g. tcp://head:8786 (or set GROKSCOPE_SCHEDULER); see docs/scaling.md."),
@@ -99,7 +102,8 @@ def measure(
         hsic_estimator=hsic_estimator, hsic_passes=hsic_passes, hsic_order=hsic_order, bins=bins, variables=variables,
         min_size=min_size, max_size=max_size, search=search, per_size=per_size, ties=ties, tie_draws=tie_draws,
         seed=seed, units=units, bias_correction=bias_correction, threshold=threshold, tolerance=tolerance,
-        compressor=compressor, key_frequencies=key_frequencies, workers=workers, scheduler=scheduler,
+        compressor=compressor, key_frequencies=key_frequencies, complexity_samples=complexity_samples,
+        complexity_evaluations=complexity_evaluations, max_memory=max_memory, workers=workers, scheduler=scheduler,
         threads=threads, device=device, allow_global=allow_global or [], force=force, reporter=output)
     if fmt is not None:
         output.rows(written.table, fmt)

@@ -29,7 +29,8 @@ FAMILY_METRICS = {
     # the coarse-graining); a bare --metric spectral_entropy still means the cheap weights family.
     "complexity": ("complexity", "complexity_raw", "complexity_tau", "complexity_bin_size", "complexity_loss",
                    "complexity_reference_loss", "complexity_error", "complexity_bound", "complexity_rank",
-                   "spectral_entropy", "effective_rank"),
+                   "complexity_loss_evaluations", "complexity_exhausted", "complexity_loss_samples",
+                   "complexity_loss_seed", "spectral_entropy", "effective_rank"),
     "fourier": ("fourier_norm", "fourier_gini", "key_frequency", "restricted_loss", "excluded_loss"),
 }
 FAMILY_ALIASES = {"o-info": "oinfo", "o_info": "oinfo", "nc": "collapse", "nhsic": "hsic"}

@@ -87,7 +87,8 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
             return hsic_rows(item.layers, references, split, [layer], options, inputs, labels)
         return oinfo_rows(item.layers, split, [layer], options)
 
-    for item in iter_features(context, all_steps, layers=layers, device=torch_device, on_error=on_error):
+    for item in iter_features(context, all_steps, layers=layers, device=torch_device, max_memory=options.max_memory,
+                              on_error=on_error):
         wrong = next((layer for layer in layers if item.layers[layer].shape[0] != len(samples)), None)
         if wrong is not None:
             source = series.features_dir / formats.steps.step_file_name(item.step) if item.from_store else item.checkpoint.path
