@@ -345,11 +345,17 @@ class CheckpointFeatures:
 
 def compute_checkpoint(extractor: Extractor, checkpoint: Checkpoint, device) -> CheckpointFeatures:
     """Features of one checkpoint, computed; errors name the checkpoint."""
+    from grokscope.memory import allocation_message, is_allocation_failure
+
     state = load_state(checkpoint, device)
     try:
         activations = extractor(state)
     except GrokscopeError as exc:
         raise GrokscopeError(f"{checkpoint.path}: {exc}") from None
+    except (MemoryError, RuntimeError) as exc:
+        if not is_allocation_failure(exc):
+            raise
+        raise GrokscopeError(f"{checkpoint.path}: {allocation_message('features', exc, '--max-memory')}") from None
     return CheckpointFeatures(checkpoint.step, activations.layers, extractor.penultimate, checkpoint, device, False,
                               state, activations.evaluation)
 

@@ -103,7 +103,7 @@ def test_the_numerics_import_only_numerics():
 FLOORS = [
     ("errors", "version", "measures"),
     ("config", "formats", "devices", "sweep", "dask_cluster"),
-    ("loading", "discovery", "tasks", "model", "masking", "layers", "state_dicts", "execution"),
+    ("loading", "discovery", "tasks", "model", "masking", "layers", "state_dicts", "execution", "memory"),
     ("features", "user_models", "logs", "training"),
     ("context",),
     ("families",),

@@ -48,7 +48,7 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
     from grokscope.features import inputs_on, output_logits
     from grokscope.loading import load_state
     from grokscope.measures.complexity import model_error, model_loss, rate_distortion
-    from grokscope.memory import measure_footprint, memory_budget
+    from grokscope.memory import allocation_message, is_allocation_failure, measure_footprint, memory_budget
     from grokscope.state_dicts import parameter_groups
 
     if threads:
@@ -90,8 +90,16 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
         except GrokscopeError as exc:
             yield step, [], [Problem("error", str(exc), step=step)]
             continue
-        results = rate_distortion(state, loss, options.tolerance, compressor=options.compressor, error=error,
-                                  names=names, tied=tied or None, max_loss_evaluations=evaluations)
+        try:
+            results = rate_distortion(state, loss, options.tolerance, compressor=options.compressor, error=error,
+                                      names=names, tied=tied or None, max_loss_evaluations=evaluations)
+        except (MemoryError, RuntimeError) as exc:  # one line; the other families keep their rows
+            if not is_allocation_failure(exc):
+                raise
+            lower = "--max-memory or --complexity-samples"
+            yield step, [], [Problem("error", f"{checkpoints[step].path}: {allocation_message('complexity', exc, lower)}",
+                                     step=step)]
+            continue
         found = []
         if any(math.isnan(r.bits) for r in results):
             found.append(Problem("nan", "weights or loss not finite (diverged?)", "complexity", step))

@@ -17,6 +17,11 @@ from grokscope.families.hsic import hsic_references, hsic_rows
 from grokscope.families.oinfo import oinfo_rows
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem, nan_rows
+from grokscope.memory import allocation_message, is_allocation_failure
+
+# The options that lower what a family asks for, named when an allocation fails.
+LOWER = {"collapse": "--layer (fewer, narrower layers)", "hsic": "--hsic-batch-size",
+         "oinfo": "--bins or --max-size"}
 
 
 def _finite(tensor: torch.Tensor) -> bool:
@@ -64,7 +69,13 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
         # Token ids stay ids (TokenInputs): their one-hot kernel follows from Hamming distances,
         # per minibatch, so nothing of size n x T*V is ever built.
         inputs = as_hsic_inputs(context.inputs()).to(torch_device)
-        references = hsic_references(inputs, labels, split, options)
+        try:
+            references = hsic_references(inputs, labels, split, options)
+        except (MemoryError, RuntimeError) as exc:  # the other families keep their rows
+            if not is_allocation_failure(exc):
+                raise
+            problems.append(Problem("error", f"{series.root}: {allocation_message('hsic', exc, LOWER['hsic'])}"))
+            steps = {family: wanted for family, wanted in steps.items() if family != "hsic"}
 
     def on_error(step, error):
         problems.append(Problem("error", str(error), step=step))
@@ -110,9 +121,13 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
                     continue
                 try:
                     new += family_rows(family, item, layer)
-                except (GrokscopeError, torch.linalg.LinAlgError) as exc:
+                except (GrokscopeError, torch.linalg.LinAlgError, MemoryError, RuntimeError) as exc:
+                    if not isinstance(exc, (GrokscopeError, torch.linalg.LinAlgError)) and not is_allocation_failure(exc):
+                        raise
                     new += nan_rows(family, [layer], options)
                     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    if is_allocation_failure(exc):
+                        reason = allocation_message(family, exc, LOWER[family])
                     problems.append(Problem("nan", f"{layer}: {reason}" if len(layers) > 1 else reason,
                                             family, item.step))
             found[family] = [{"step": item.step, **row} for row in new]
