@@ -56,7 +56,7 @@ def build_series(folder: Path, size: dict, steps: int, seed: int = 0) -> tuple[P
     np.savez(data, X=x, y=y, split=split)
     config = transformers.GPT2Config(vocab_size=size["vocabulary"], n_positions=size["tokens"], n_embd=size["width"],
                                      n_layer=size["layers"], n_head=size["heads"], num_labels=10,
-                                     pad_token_id=size["vocabulary"] - 1)  # never in the data: the last token is read
+                                     pad_token_id=size["vocabulary"] - 1, bos_token_id=0, eos_token_id=0)  # the pad id is never in the data: the last token is read
     torch.manual_seed(seed)
     model = transformers.GPT2ForSequenceClassification(config)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -108,11 +108,9 @@ def main() -> None:
         home = folder / "home"
         commands = [("probe", ["probe", str(series), "--data", str(data), "--out", str(home), "--force", "-q"])]
         for family in options.family or FAMILIES:
-            commands.append((f"measure {family}", ["measure", str(home), "--metric", family, "--force", "-q", "-o",
-                                                   str(folder / f"{family}.parquet")]))
+            commands.append((f"measure {family}", ["measure", str(home), "--metric", family, "--force", "-q"]))
         if not options.family:
-            commands.append(("measure all", ["measure", str(home), "--metric", "all", "--force", "-q", "-o",
-                                             str(folder / "all.parquet")]))
+            commands.append(("measure all", ["measure", str(home), "--metric", "all", "--force", "-q"]))
         load = os.getloadavg()
         print(f"# {checkpoints} checkpoints; {size}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
               f"{os.cpu_count()} cores; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")

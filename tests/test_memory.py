@@ -47,7 +47,7 @@ def test_footprint_counts_every_module_output_and_the_matrix_products():
 def _gpt2_series(root: Path) -> tuple[Path, Path]:
     transformers = pytest.importorskip("transformers")
     config = transformers.GPT2Config(vocab_size=31, n_positions=8, n_embd=16, n_layer=2, n_head=2, num_labels=3,
-                                     pad_token_id=30)
+                                     pad_token_id=30, bos_token_id=0, eos_token_id=0)
     torch.manual_seed(0)
     model = transformers.GPT2ForSequenceClassification(config).eval()
     series = root / "series"
@@ -97,3 +97,31 @@ def test_allocation_failures_are_told_apart_and_become_one_line():
     line = allocation_message("hsic", failed, "--hsic-batch-size")
     assert line == "hsic: could not allocate 24.00 GiB (RuntimeError); lower it with --hsic-batch-size"
     assert "\n" not in allocation_message("probe", MemoryError(), "--max-memory")
+
+
+def test_complexity_on_a_seeded_subsample_records_it_and_evaluates_that_loss(tmp_path):
+    import pandas as pd
+    import transformers
+
+    series, data = _gpt2_series(tmp_path)
+    home = tmp_path / "home"
+    assert invoke("probe", series, "--data", data, "--out", home, "-q").exit_code == 0
+    measured = invoke("measure", home, "--metric", "complexity", "--complexity-samples", "8", "--seed", "3",
+                      "--complexity-evaluations", "5", "--max-memory", "4K", "-q")
+    assert measured.exit_code == 0, measured.output
+    table = pd.read_parquet(home / "measures" / "complexity.parquet")
+    values = {(row.step, row.metric): row.value for row in table.itertuples() if pd.isna(row.layer)}
+    assert '"complexity_samples": 8' in table["params"].iloc[0] and '"complexity_evaluations": 5' in table["params"].iloc[0]
+    # The loss of the original weights on the 8 training samples a CPU generator seeded with 3 picks.
+    stored = np.load(data)
+    train = stored["split"] == 0
+    chosen = torch.sort(torch.randperm(int(train.sum()), generator=torch.Generator().manual_seed(3))[:8]).values
+    for step in (0, 1):
+        model = transformers.GPT2ForSequenceClassification.from_pretrained(series / f"checkpoint-{step}").eval()
+        with torch.no_grad():
+            logits = model(torch.from_numpy(stored["X"][train][chosen.numpy()])).logits
+        want = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(stored["y"][train][chosen.numpy()])))
+        assert values[(step, "complexity_reference_loss")] == pytest.approx(want, rel=1e-5)
+        assert values[(step, "complexity_loss_samples")] == 8 and values[(step, "complexity_loss_seed")] == 3
+        assert 1 <= values[(step, "complexity_loss_evaluations")] <= 5
+        assert values[(step, "complexity_exhausted")] in (0.0, 1.0)
