@@ -9,6 +9,8 @@ mod 10, so the features have structure to measure; three quarters are the traini
 
 Each command runs in its own subprocess (``python -m grokscope ...``), one after the other; its
 CPU time (user + system) and peak resident memory come from ``os.wait4`` of that child alone.
+Linux carries a parent's peak RSS into a child it starts, so this process imports neither torch
+nor the series: the series is built in a subprocess of its own (``--build DIR``).
 Printed per command: wall and CPU seconds, CPU seconds per checkpoint, peak RSS, and whether it
 met the issue's goals (probe and ``measure --metric all`` exit 0 with peak RSS <= 2 GiB; probe
 <= 5 s CPU per checkpoint; complexity <= 2 CPU-minutes per checkpoint). The machine's load
@@ -33,8 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 GIB = 2**30
 SIZES = {
     "issue": dict(layers=4, width=256, heads=4, vocabulary=50257, sequences=2000, tokens=64),
@@ -45,6 +45,7 @@ FAMILIES = ("collapse", "hsic", "oinfo", "weights", "complexity")
 
 def build_series(folder: Path, size: dict, steps: int, seed: int = 0) -> tuple[Path, Path]:
     """checkpoint-0 .. checkpoint-<steps> of a GPT-2 classifier and its data npz under ``folder``."""
+    import numpy as np
     import torch
     import transformers
 
@@ -92,8 +93,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="the series' --data npz")
     parser.add_argument("--steps", type=int, default=2, help="SGD steps after the initialisation (checkpoints - 1)")
     parser.add_argument("--family", action="append", help="measure only these families (repeatable)")
+    parser.add_argument("--only", help="run only these commands: probe, all and family names, comma-separated")
     parser.add_argument("--keep", type=Path, help="build and measure under this folder and keep it")
+    parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)  # the subprocess that builds the series
     options = parser.parse_args()
+    if options.build is not None:
+        build_series(options.build, SIZES["small" if options.small else "issue"], options.steps)
+        return
     size = SIZES["small" if options.small else "issue"]
     folder = options.keep or Path(tempfile.mkdtemp(prefix="grokscope-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,7 +108,9 @@ def main() -> None:
             series, data = options.series, options.data
         else:
             started = time.perf_counter()
-            series, data = build_series(folder, size, options.steps)
+            subprocess.run([sys.executable, __file__, "--build", str(folder), "--steps", str(options.steps)]
+                           + (["--small"] if options.small else []), check=True, stdout=subprocess.DEVNULL)
+            series, data = folder / "series", folder / "data.npz"
             print(f"built {series} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
         checkpoints = len(list(Path(series).glob("checkpoint-*")))
         home = folder / "home"
@@ -111,6 +119,9 @@ def main() -> None:
             commands.append((f"measure {family}", ["measure", str(home), "--metric", family, "--force", "-q"]))
         if not options.family:
             commands.append(("measure all", ["measure", str(home), "--metric", "all", "--force", "-q"]))
+        if options.only:
+            keep = {"probe" if name == "probe" else f"measure {name}" for name in options.only.split(",")}
+            commands = [(name, args) for name, args in commands if name in keep]
         load = os.getloadavg()
         print(f"# {checkpoints} checkpoints; {size}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
               f"{os.cpu_count()} cores; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
