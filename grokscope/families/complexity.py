@@ -14,7 +14,7 @@ from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
 
 # The forward cost of one loss evaluation that the default subsample keeps within: 2^35
-# multiply-accumulates (about a CPU-second). The default MLP's whole training set costs ~1/50 of
+# multiply-accumulates (about a CPU-second). The default MLP's whole training set costs 1/125 of
 # it, so it is evaluated on every sample as before; a 4 x 256 GPT-2 classifier at 64 tokens
 # (2e8 a sequence) gets a seeded subsample of ~170 sequences, so that its ~30-64 evaluations
 # per checkpoint stay near a CPU-minute instead of 22.
