@@ -106,7 +106,7 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
         if any(r.exhausted for r in results):
             found.append(Problem("warning", f"the search ran out of its {evaluations} loss evaluations: the size is "
                                             "the best point evaluated, an upper bound (--complexity-evaluations)",
-                                 "complexity", step))
+                                 "complexity"))  # said once for every step where it happens
         yield step, [{"step": step, **row} for row in complexity_result_rows(results, len(targets))], found
 
 
@@ -124,8 +124,8 @@ def complexity_result_rows(results, n_train: int) -> list[dict]:
             "complexity_reference_loss": result.original_loss, "complexity_error": result.error,
             "complexity_bound": generalisation_bound(result.bits, result.error, n_train),
             # How the value was searched: new loss evaluations, whether the budget ran out (1),
-            # and the training samples the loss was evaluated on and the seed that chose them
-            # (NaN: every sample, nothing chosen).
+            # the training samples the loss was evaluated on (all unless subsampled) and the seed
+            # that chose them (NaN: every sample, nothing chosen).
             "complexity_loss_evaluations": float(result.loss_evaluations),
             "complexity_exhausted": float(result.exhausted),
             "complexity_loss_samples": float(result.loss_samples) if result.loss_samples is not None else math.nan,
