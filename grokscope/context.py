@@ -213,20 +213,24 @@ class SeriesContext:
             return []
 
     def extractor(self, layers: Iterable[str] | None = None, *, device="cpu", dtype: torch.dtype = torch.float32,
-                  batch_size: int = DEFAULT_BATCH_SIZE) -> Extractor:
+                  batch_size: int = DEFAULT_BATCH_SIZE, max_memory: int | str | None = None) -> Extractor:
         """Model and inputs on the device, ready to map a checkpoint's state to features (and to
-        score the model's output against the labels)."""
+        score the model's output against the labels), in batches of at most ``batch_size``
+        samples whose activations fit ``max_memory`` (:func:`grokscope.memory.memory_budget`)."""
+        from grokscope.memory import memory_budget
+
+        budget = memory_budget(max_memory)
         keys, penultimate = self.layer_keys(layers)
         device = resolve_device(device)
         x, samples = self.data()
         if self.config is None:
             return user_extractor(self.model(), x, keys, device=device, batch_size=batch_size, dtype=dtype,
-                                  penultimate=penultimate, samples=samples)
+                                  penultimate=penultimate, samples=samples, max_memory=budget)
         model = self.model().to(device=device, dtype=dtype)
         labels = torch.from_numpy(samples.labels).to(device)
         split = torch.from_numpy(samples.split).to(device)
         return Extractor(model, inputs_on(x, device, dtype), model.hidden_features, keys, penultimate, batch_size,
-                         labels=labels, split=split)
+                         labels=labels, split=split, max_memory=budget)
 
     def answer_position(self) -> int:
         """The token position whose output is read as the answer: the penultimate layer's chosen
@@ -324,7 +328,7 @@ def open_series(path) -> SeriesContext:
 
 def iter_features(source, steps: Iterable[int] | None = None, *, layers: Iterable[str] | None = None,
                   device="cpu", batch_size: int = DEFAULT_BATCH_SIZE, dtype: torch.dtype = torch.float32,
-                  stored: str = "prefer",
+                  stored: str = "prefer", max_memory: int | str | None = None,
                   on_error: Callable[[int, GrokscopeError], None] | None = None) -> Iterator[CheckpointFeatures]:
     """The features of a series, checkpoint by checkpoint in step order.
 
@@ -335,7 +339,9 @@ def iter_features(source, steps: Iterable[int] | None = None, *, layers: Iterabl
     layers : layer keys wanted; the penultimate layer is always included. Default: every hidden
         layer of a run, the probed layers of another tool's series.
     device : "cpu", "cuda", "auto" or a torch.device; features (and ``state``) land there.
-    batch_size : samples per forward pass.
+    batch_size : samples per forward pass, at most.
+    max_memory : bytes (or text, ``512M``) of activations one forward pass may take; default a
+        share of the available memory (:func:`grokscope.memory.memory_budget`).
     dtype : compute and return dtype. Keep float32 (or float64) for rank-based estimators: half
         precision quantises activations into ties.
     stored : "prefer" reads ``features/step-*.safetensors`` where they hold the wanted layers and
@@ -373,7 +379,8 @@ def iter_features(source, steps: Iterable[int] | None = None, *, layers: Iterabl
         use_stored = path is not None and holds_layers(path, keys)
         if not use_stored and extractor is None and stored != "only" and step in checkpoints:
             # Series-level problems (a changed split or data file) are raised here, not per checkpoint.
-            extractor = context.extractor(keys, device=device, batch_size=batch_size, dtype=dtype)
+            extractor = context.extractor(keys, device=device, batch_size=batch_size, dtype=dtype,
+                                          max_memory=max_memory)
         try:
             if use_stored:
                 if data is None:

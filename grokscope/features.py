@@ -100,7 +100,8 @@ class Extractor:
 
     def __init__(self, model: nn.Module, x: torch.Tensor, capture: Callable, keys: list[str],
                  penultimate: str, batch_size: int = DEFAULT_BATCH_SIZE, *,
-                 labels: torch.Tensor | None = None, split: torch.Tensor | None = None):
+                 labels: torch.Tensor | None = None, split: torch.Tensor | None = None,
+                 max_memory: int | None = None):
         if batch_size < 1:
             raise GrokscopeError(f"--batch-size: must be positive, got {batch_size}")
         self.model = model.eval()
@@ -110,6 +111,9 @@ class Extractor:
         self.specs = {key: LayerSpec.parse(key) for key in self.keys}
         self.penultimate = penultimate
         self.batch_size = batch_size
+        # Bytes of activations one batch may take (None: batches of batch_size whatever they cost).
+        self.max_memory = max_memory
+        self._batch: int | None = None  # the batch size, once the footprint is measured
         self.labels, self.split = labels, split
         self.positions: dict[str, str] = {}  # key -> position taken, known after the first pass
 
@@ -126,22 +130,45 @@ class Extractor:
         except RuntimeError as exc:
             raise GrokscopeError(f"the weights do not fit the model ({describe_mismatch(self.model, fitted, exc)})") from None
 
+    def samples_per_batch(self) -> int:
+        """``batch_size``, or fewer where a batch's activations would exceed ``max_memory``
+        (the footprint per sample measured once, on the first few samples)."""
+        if self._batch is None:
+            self._batch = self.batch_size
+            if self.max_memory is not None and self.n_samples:
+                from grokscope.memory import measure_footprint
+
+                footprint = self._guarded(lambda: measure_footprint(self.capture, self.x))
+                self._batch = footprint.batch_size(self.max_memory, self.batch_size)
+        return self._batch
+
+    @staticmethod
+    def _guarded(forward):
+        try:
+            return forward()
+        except GrokscopeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. --data whose shape the model cannot take
+            from grokscope.memory import is_allocation_failure
+
+            if is_allocation_failure(exc):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise GrokscopeError(f"the forward pass failed ({type(exc).__name__}: {message})") from None
+
     @torch.no_grad()
     def features(self) -> Activations:
-        """Activations of the loaded weights, and the evaluation of the model's output."""
+        """Activations of the loaded weights, and the evaluation of the model's output; the
+        model runs on batches of :meth:`samples_per_batch` samples, the features are stacked
+        into one (n, units) matrix per layer."""
         n = self.n_samples
         out: dict[str, torch.Tensor] = {}
         storages: set[int] = set()
         scores = _Scores(self.labels, self.split)
-        for start in range(0, n, self.batch_size):
-            stop = min(start + self.batch_size, n)
-            try:
-                captured, output = self.capture(self.x[start:stop])
-            except GrokscopeError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - e.g. --data whose shape the model cannot take
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise GrokscopeError(f"the forward pass failed ({type(exc).__name__}: {message})") from None
+        size = self.samples_per_batch()
+        for start in range(0, n, size):
+            stop = min(start + size, n)
+            captured, output = self._guarded(lambda: self.capture(self.x[start:stop]))
             for key in self.keys:
                 if key not in captured:
                     raise GrokscopeError(f"layer {key!r} was not reached by the forward pass")
@@ -230,7 +257,8 @@ def inputs_on(x: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.
 
 def user_extractor(model: nn.Module, x: np.ndarray, layers: Iterable[str] | None = None, *, device="cpu",
                    batch_size: int = DEFAULT_BATCH_SIZE, dtype: torch.dtype = torch.float32,
-                   penultimate: str | None = None, samples: Samples | None = None) -> Extractor:
+                   penultimate: str | None = None, samples: Samples | None = None,
+                   max_memory: int | None = None) -> Extractor:
     """An extractor for any model, with forward hooks on the named modules.
 
     ``NAME`` captures the output of module ``NAME``, ``NAME:input`` its input, ``@POS`` a token
@@ -274,7 +302,7 @@ def user_extractor(model: nn.Module, x: np.ndarray, layers: Iterable[str] | None
 
     labels, split = _label_tensors(samples, device)
     return Extractor(model, inputs_on(x, device, dtype), capture, keys, penultimate, batch_size,
-                     labels=labels, split=split)
+                     labels=labels, split=split, max_memory=max_memory)
 
 
 def _label_tensors(samples: Samples | None, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -319,11 +347,17 @@ class CheckpointFeatures:
 
 def compute_checkpoint(extractor: Extractor, checkpoint: Checkpoint, device) -> CheckpointFeatures:
     """Features of one checkpoint, computed; errors name the checkpoint."""
+    from grokscope.memory import allocation_message, is_allocation_failure
+
     state, digest = load_state_and_digest(checkpoint, device)
     try:
         activations = extractor(state)
     except GrokscopeError as exc:
         raise GrokscopeError(f"{checkpoint.path}: {exc}") from None
+    except (MemoryError, RuntimeError) as exc:
+        if not is_allocation_failure(exc):
+            raise
+        raise GrokscopeError(f"{checkpoint.path}: {allocation_message('features', exc, '--max-memory')}") from None
     return CheckpointFeatures(checkpoint.step, activations.layers, extractor.penultimate, checkpoint, device, False,
                               state, activations.evaluation, digest)
 

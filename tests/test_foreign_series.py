@@ -525,19 +525,25 @@ def test_positions_all_and_first_and_the_record_reused(loops, tmp_path):
 
 
 def test_token_inputs_enter_nhsic_one_hot():
-    from grokscope.families.hsic import hsic_inputs
+    # The hsic family hands token ids to nHSIC as TokenInputs (never a dense n x T*V one-hot):
+    # its values are those of the one-hot encoding built here, and real inputs pass as they are.
+    from grokscope.measures.hsic import TokenInputs, as_hsic_inputs, hsic_measures
 
-    tokens = np.array([[0, 2, 3], [1, 2, 3], [3, 0, 3]])
-    encoded = hsic_inputs(tokens)
-    assert encoded.shape == (3, 3 * 4)
-    for i, row in enumerate(tokens):
-        want = np.concatenate([np.eye(4)[t] for t in row])
-        np.testing.assert_array_equal(encoded[i], want)
-    # Two samples that differ in one token are equally far apart whatever the token ids.
+    tokens = np.array([[0, 2, 3], [1, 2, 3], [3, 0, 3], [2, 2, 1], [0, 1, 3], [3, 3, 0]])
+    encoded = np.stack([np.concatenate([np.eye(4)[t] for t in row]) for row in tokens])  # (6, 3 * 4)
     distances = ((encoded[:, None] - encoded[None]) ** 2).sum(-1)
-    assert distances[0, 1] == distances[0, 2] / 2 == 2.0
+    assert distances[0, 1] == distances[0, 2] / 2 == 2.0  # equally far apart whatever the token ids
+    inputs = as_hsic_inputs(tokens)
+    assert isinstance(inputs, TokenInputs) and inputs.vocabulary == 4
+    t = np.random.default_rng(1).normal(size=(6, 5))
+    y = np.array([0, 1, 0, 1, 1, 0])
+    options = dict(batch_size=None, passes=1, seed=None)
+    via_tokens = hsic_measures(t, inputs, y, **options)
+    via_one_hot = hsic_measures(t, encoded, y, **options)
+    for key in via_one_hot:
+        assert via_tokens[key] == pytest.approx(via_one_hot[key], rel=1e-12, abs=1e-12)
     real = np.random.default_rng(0).normal(size=(4, 2, 3))
-    np.testing.assert_array_equal(hsic_inputs(real), real.reshape(4, 6))
+    np.testing.assert_array_equal(np.asarray(as_hsic_inputs(real)), real)
 
 
 def test_a_copy_of_the_last_checkpoint_is_not_a_second_step(lightning_run, tmp_path):

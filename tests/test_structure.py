@@ -104,7 +104,7 @@ FLOORS = [
     ("errors", "version", "measures", "reproducibility", "worker_signals"),
     ("config", "formats", "devices", "sweep", "dask_cluster"),
     ("checkpoint_contents", "loading", "discovery", "scanning", "stored_steps", "tasks", "model", "masking",
-     "subnet_controls", "layers", "state_dicts", "execution"),
+     "subnet_controls", "layers", "state_dicts", "execution", "memory"),
     ("features", "fingerprints", "user_models", "logs", "training"),
     ("context",),
     ("families",),

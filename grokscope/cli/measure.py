@@ -95,6 +95,9 @@ def measure(
     threshold: float = typer.Option(0.99, "--threshold", help="grokking: the accuracy that counts as reached."),
     tolerance: str = typer.Option("0.1", "--tolerance", help="complexity: loss increase allowed to the coarse-grained network; a list ('0.01,0.1,1') gives a rate-distortion curve."),
     compressor: str = typer.Option("bz2", "--compressor", help="complexity: bz2 (the authors') or lzma."),
+    complexity_samples: Optional[int] = typer.Option(None, "--complexity-samples", help="complexity: training samples the loss is evaluated on, seeded by --seed; 0 all (default: all where one evaluation costs <= 2^35 multiply-adds, else a subsample that does)."),
+    complexity_evaluations: int = typer.Option(64, "--complexity-evaluations", help="complexity: most new loss evaluations per tolerance (0: no bound); where they run out the size is the best point evaluated."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Memory a forward pass's activations may take, e.g. 512M (default: a quarter of the available memory, at most 512M)."),
     key_frequencies: Optional[str] = typer.Option(None, "--key-frequencies", help="fourier: the key frequencies, e.g. 14,35,41 (default: read off each run's last checkpoint)."),
     llc_step_size: Optional[float] = typer.Option(None, "--llc-step-size", help="llc: SGLD step size epsilon (default by model: mlp 1e-3, transformer 1e-5)."),
     llc_localization: float = typer.Option(100.0, "--llc-localization", help="llc: localisation strength gamma."),
@@ -131,7 +134,8 @@ def measure(
         seed=seed, units=units, bias_correction=bias_correction, threshold=threshold, tolerance=tolerance,
         compressor=compressor, key_frequencies=key_frequencies, llc_step_size=llc_step_size,
         llc_localization=llc_localization, llc_nbeta=llc_nbeta, llc_chains=llc_chains, llc_draws=llc_draws,
-        llc_burnin=llc_burnin, llc_batch_size=llc_batch_size, workers=workers, scheduler=scheduler,
+        llc_burnin=llc_burnin, llc_batch_size=llc_batch_size, complexity_samples=complexity_samples,
+        complexity_evaluations=complexity_evaluations, max_memory=max_memory, workers=workers, scheduler=scheduler,
         threads=threads, device=device, allow_global=allow_global or [], force=force, reporter=output)
     if fmt is not None:
         output.rows(written.table, fmt)

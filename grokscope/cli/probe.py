@@ -57,7 +57,8 @@ def probe(
     steps: Optional[str] = typer.Option(None, "--steps", help="Checkpoints to probe: '1200', '0-1000', '2000-', 'every:5', comma-separated (default all)."),
     force: bool = typer.Option(False, "--force", help="Recompute features that are already stored (and accept a new --model or --data)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    batch_size: int = typer.Option(16384, "--batch-size", help="Samples per forward pass."),
+    batch_size: int = typer.Option(16384, "--batch-size", help="Samples per forward pass, at most (fewer where --max-memory says so)."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Memory a forward pass's activations may take, e.g. 512M or 2G (default: a quarter of the available memory, at most 512M); the model runs on batches that fit."),
     dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32, float64, float16, bfloat16. Files are float32 either way (see --storage); half precision rounds activations into ties that rank-based estimators suffer from."),
     storage: str = typer.Option("float32", "--storage", help="Dtype of the stored features: float32 (the format's default) or float16 (half the disk; rounds activations into ties). measure needs no stored features: it computes them in memory."),
     allow_global: Optional[List[str]] = typer.Option(None, "--allow-global", help="Let pickled checkpoints hold this class (module.Name, repeatable; e.g. argparse.Namespace in Lightning hyperparameters). Only for files you trust."),
@@ -75,6 +76,6 @@ def probe(
     written = grokscope.probe(paths, model=model, data=data, layers=layer, out=out, steps=steps, force=force,
                               device=device, batch_size=batch_size, dtype=dtype, storage=storage,
                               allow_global=allow_global or [], workers=workers, scheduler=scheduler, threads=threads,
-                              reporter=Output(quiet=quiet, waiting=waiting_for(paths)))
+                              max_memory=max_memory, reporter=Output(quiet=quiet, waiting=waiting_for(paths)))
     if written.exit_code:
         raise typer.Exit(written.exit_code)

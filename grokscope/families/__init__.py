@@ -30,7 +30,8 @@ FAMILY_METRICS = {
     # the coarse-graining); a bare --metric spectral_entropy still means the cheap weights family.
     "complexity": ("complexity", "complexity_raw", "complexity_tau", "complexity_bin_size", "complexity_loss",
                    "complexity_reference_loss", "complexity_error", "complexity_bound", "complexity_rank",
-                   "spectral_entropy", "effective_rank"),
+                   "complexity_loss_evaluations", "complexity_exhausted", "complexity_loss_samples",
+                   "complexity_loss_seed", "spectral_entropy", "effective_rank"),
     "fourier": ("fourier_norm", "fourier_gini", "key_frequency", "restricted_loss", "excluded_loss"),
     "llc": ("llc", "llc_sd", "llc_chain", "llc_mean_loss", "llc_max_loss", "llc_final_loss", "llc_diverged",
             "llc_reference_loss", "llc_nbeta", "llc_parameters", "llc_step_size"),

@@ -13,6 +13,24 @@ from grokscope.families.architecture import check_architecture, reference_shapes
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
 
+# The forward cost of one loss evaluation that the default subsample keeps within: 2^35
+# multiply-accumulates (about a CPU-second). The default MLP's whole training set costs 1/125 of
+# it, so it is evaluated on every sample as before; a 4 x 256 GPT-2 classifier at 64 tokens
+# (2e8 a sequence) gets a seeded subsample of ~170 sequences, so that its ~30-64 evaluations
+# per checkpoint stay near a CPU-minute instead of 22.
+LOSS_MACS = 2**35
+
+
+def loss_subsample(n_train: int, macs_per_sample: float, samples: int | None) -> int | None:
+    """The training samples complexity's loss is evaluated on: ``samples`` as given (0: all),
+    or by default (None) all of them where one evaluation costs at most :data:`LOSS_MACS`, else
+    the most that do (at least 1); None means every sample."""
+    if samples == 0:
+        return None
+    if samples is None:
+        samples = max(1, int(LOSS_MACS // max(macs_per_sample, 1.0)))
+    return None if samples >= n_train else samples
+
 
 def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
                          threads: int | None = None) -> Iterator[tuple[int, list[dict], list[Problem]]]:
@@ -20,14 +38,17 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
 
     The model and the training set come from the series (a run's run.json, another series' probe
     record); the loss is the run's own training loss (cross-entropy for another tool's series) over
-    the whole training split, on the model's output read as class logits. Runs in a worker
-    process with ``--workers``.
+    the training split (or a seeded subsample of it, :func:`loss_subsample`), on the model's
+    output read as class logits, in batches that fit ``--max-memory``; each tolerance's search
+    makes at most ``--complexity-evaluations`` new loss evaluations. Runs in a worker process
+    with ``--workers``.
     """
     from grokscope.context import SeriesContext
     from grokscope.devices import resolve_device
     from grokscope.features import inputs_on, output_logits
     from grokscope.loading import load_state
     from grokscope.measures.complexity import model_error, model_loss, rate_distortion
+    from grokscope.memory import allocation_message, is_allocation_failure, measure_footprint, memory_budget
     from grokscope.state_dicts import parameter_groups
 
     if threads:
@@ -51,8 +72,15 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
     else:
         criterion = torch.nn.functional.cross_entropy
     readout = lambda output: output_logits(output, context.answer_position())  # noqa: E731
-    loss = model_loss(model, inputs, targets, criterion, readout=readout)
-    error = model_error(model, inputs, targets, readout=readout)
+    footprint = measure_footprint(model, inputs)
+    subsample = loss_subsample(len(targets), footprint.macs, options.complexity_samples)
+    batch = footprint.batch_size(memory_budget(options.max_memory))
+    sampling = dict(readout=readout, subsample=subsample, seed=options.seed,
+                    batch_size=None if batch >= (subsample or len(targets)) else batch)
+    loss = model_loss(model, inputs, targets, criterion, **sampling)
+    error = model_error(model, inputs, targets, **sampling)
+    tied = [group for group in parameter_groups(model) if len(group) > 1]
+    evaluations = options.complexity_evaluations or None
     checkpoints = {c.step: c for c in series.checkpoints}
     reference = reference_shapes(layout, series)
     for step in steps:
@@ -62,11 +90,23 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
         except GrokscopeError as exc:
             yield step, [], [Problem("error", str(exc), step=step)]
             continue
-        results = rate_distortion(state, loss, options.tolerance, compressor=options.compressor, error=error,
-                                  names=names)
+        try:
+            results = rate_distortion(state, loss, options.tolerance, compressor=options.compressor, error=error,
+                                      names=names, tied=tied or None, max_loss_evaluations=evaluations)
+        except (MemoryError, RuntimeError) as exc:  # one line; the other families keep their rows
+            if not is_allocation_failure(exc):
+                raise
+            lower = "--max-memory or --complexity-samples"
+            yield step, [], [Problem("error", f"{checkpoints[step].path}: {allocation_message('complexity', exc, lower)}",
+                                     step=step)]
+            continue
         found = []
         if any(math.isnan(r.bits) for r in results):
             found.append(Problem("nan", "weights or loss not finite (diverged?)", "complexity", step))
+        if any(r.exhausted for r in results):
+            found.append(Problem("warning", f"the search ran out of its {evaluations} loss evaluations: the size is "
+                                            "the best point evaluated, an upper bound (--complexity-evaluations)",
+                                 "complexity"))  # said once for every step where it happens
         yield step, [{"step": step, **row} for row in complexity_result_rows(results, len(targets))], found
 
 
@@ -83,6 +123,13 @@ def complexity_result_rows(results, n_train: int) -> list[dict]:
             "complexity_bin_size": result.bin_size, "complexity_loss": result.loss,
             "complexity_reference_loss": result.original_loss, "complexity_error": result.error,
             "complexity_bound": generalisation_bound(result.bits, result.error, n_train),
+            # How the value was searched: new loss evaluations, whether the budget ran out (1),
+            # the training samples the loss was evaluated on (all unless subsampled) and the seed
+            # that chose them (NaN: every sample, nothing chosen).
+            "complexity_loss_evaluations": float(result.loss_evaluations),
+            "complexity_exhausted": float(result.exhausted),
+            "complexity_loss_samples": float(result.loss_samples) if result.loss_samples is not None else math.nan,
+            "complexity_loss_seed": float(result.loss_seed) if result.loss_seed is not None else math.nan,
         }
         rows += [{"metric": k, "value": v, "layer": None, "tolerance": result.tolerance} for k, v in scalars.items()]
         rows += [{"metric": "complexity_rank", "value": float(rank), "layer": name, "tolerance": result.tolerance}

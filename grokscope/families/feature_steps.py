@@ -13,11 +13,16 @@ from grokscope import formats
 from grokscope.discovery import Series
 from grokscope.errors import GrokscopeError
 from grokscope.families.collapse import check_classes, collapse_rows
-from grokscope.families.hsic import hsic_inputs, hsic_references, hsic_rows
+from grokscope.families.hsic import hsic_references, hsic_rows
 from grokscope.families.oinfo import oinfo_rows
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem, describe_failure, nan_rows
 from grokscope.fingerprints import SOURCE_COLUMN
+from grokscope.memory import allocation_message, is_allocation_failure
+
+# The options that lower what a family asks for, named when an allocation fails.
+LOWER = {"collapse": "--layer (fewer, narrower layers)", "hsic": "--hsic-batch-size",
+         "oinfo": "--bins or --max-size"}
 
 
 def _finite(tensor: torch.Tensor) -> bool:
@@ -60,8 +65,12 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
         check_classes(series, labels, split, options)
     references, inputs, hsic_failure = None, None, None
     if "hsic" in steps:
+        from grokscope.measures.hsic import as_hsic_inputs
+
+        # Token ids stay ids (TokenInputs): their one-hot kernel follows from Hamming distances,
+        # per minibatch, so nothing of size n x T*V is ever built.
         try:
-            inputs = torch.from_numpy(hsic_inputs(context.inputs())).to(torch_device)
+            inputs = as_hsic_inputs(context.inputs()).to(torch_device)
             references = hsic_references(inputs, labels, split, options)
         except GrokscopeError:
             raise
@@ -91,7 +100,8 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
             return hsic_rows(item.layers, references, split, [layer], options, inputs, labels)
         return oinfo_rows(item.layers, split, [layer], options)
 
-    for item in iter_features(context, all_steps, layers=layers, device=torch_device, on_error=on_error):
+    for item in iter_features(context, all_steps, layers=layers, device=torch_device, max_memory=options.max_memory,
+                              on_error=on_error):
         wrong = next((layer for layer in layers if item.layers[layer].shape[0] != len(samples)), None)
         if wrong is not None:
             source = series.features_dir / formats.steps.step_file_name(item.step) if item.from_store else item.checkpoint.path
@@ -115,7 +125,8 @@ def measure_steps(series: Series, steps: dict[str, list[int]], options: MeasureO
                     new += family_rows(family, item, layer)
                 except Exception as exc:  # any, foreseen or not: this family's rows only
                     new += nan_rows(family, [layer], options)
-                    reason = describe_failure(exc)
+                    reason = (allocation_message(family, exc, LOWER[family]) if is_allocation_failure(exc)
+                              else describe_failure(exc))
                     problems.append(Problem("nan", f"{layer}: {reason}" if len(layers) > 1 else reason,
                                             family, item.step))
             # The features' checkpoint digest: a later measure recomputes the step once it differs.

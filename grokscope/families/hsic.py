@@ -7,24 +7,7 @@ import math
 import numpy as np
 import torch
 
-from grokscope.errors import GrokscopeError
 from grokscope.families.options import SPLIT_NAMES, SPLITS, MeasureOptions
-
-
-def hsic_inputs(x: np.ndarray) -> np.ndarray:
-    """Model inputs as nHSIC's X: real inputs flattened to (n, d); integer inputs (token ids) one-hot
-    encoded per position and concatenated, (n, T * V), so that the Gaussian kernel compares which
-    tokens are equal rather than how far apart their ids are."""
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.integer):
-        return x.reshape(len(x), -1)
-    tokens = x.reshape(len(x), -1)  # (n, T)
-    if tokens.min() < 0:
-        raise GrokscopeError("hsic: integer inputs must be non-negative token ids")
-    vocabulary = int(tokens.max()) + 1
-    one_hot = np.zeros((len(tokens), tokens.shape[1], vocabulary), dtype=np.float32)  # (n, T, V)
-    np.put_along_axis(one_hot, tokens[:, :, None], 1.0, axis=2)
-    return one_hot.reshape(len(tokens), -1)
 
 
 def _hsic_batching(options: MeasureOptions) -> dict:

@@ -48,6 +48,14 @@ class MeasureOptions:
     # DeMoss et al. log 2^-4 ... 4), one value per curve; bz2 is the authors' compressor.
     tolerance: tuple[float, ...] = (0.1,)
     compressor: str = "bz2"
+    # complexity's loss: None evaluates it on the whole training set where one evaluation costs at
+    # most 2^35 multiply-accumulates, else on a seeded subsample that does (families/complexity.py);
+    # 0 always on every sample. At most 64 new loss evaluations per tolerance (0: no bound).
+    complexity_samples: int | None = None
+    complexity_evaluations: int = 64
+    # Bytes (or "512M") of activations one forward pass may take; None: a share of the free memory.
+    # It sizes batches only, so it is not among the options that shape values.
+    max_memory: int | str | None = None
     # fourier: None reads the key frequencies off the run's last checkpoint, as Nanda et al. fix
     # them from the trained model; give them to pin them.
     key_frequencies: tuple[int, ...] | None = None
@@ -72,7 +80,7 @@ class MeasureOptions:
                       "seed", "units", "bias_correction", "layers"),
             "weights": (),
             "grokking": ("threshold",),
-            "complexity": ("tolerance", "compressor"),
+            "complexity": ("tolerance", "compressor", "complexity_samples", "complexity_evaluations"),
             "fourier": ("key_frequencies",),
             "llc": ("llc_step_size", "llc_localization", "llc_nbeta", "llc_chains", "llc_draws", "llc_burnin",
                     "llc_batch_size", "seed"),

@@ -35,6 +35,8 @@ def measure(paths: Iterable[str], *, metrics: Sequence[str] | str = ("collapse",
             threshold: float = 0.99, tolerance=0.1, compressor: str = "bz2", key_frequencies=None,
             llc_step_size: float | None = None, llc_localization: float = 100.0, llc_nbeta: float | None = None,
             llc_chains: int = 4, llc_draws: int = 500, llc_burnin: int = 200, llc_batch_size: int = 64,
+            complexity_samples: int | None = None, complexity_evaluations: int = 64,
+            max_memory: str | int | None = None,
             workers: int = 1, scheduler: str | None = None, threads: int | None = None, device: str = "auto",
             allow_global: Sequence[str] = (), force: bool = False, reporter: Reporter | None = None) -> Written:
     """Measure ``paths`` (runs, series, folders of them, ``-`` for paths on stdin) as ``grokscope
@@ -58,7 +60,8 @@ def measure(paths: Iterable[str], *, metrics: Sequence[str] | str = ("collapse",
         hsic_sigma=hsic_sigma, hsic_bandwidth=hsic_bandwidth, hsic_estimator=hsic_estimator, hsic_passes=hsic_passes,
         hsic_order=hsic_order, bins=bins, variables=variables, min_size=min_size, max_size=max_size, search=search,
         per_size=per_size, ties=ties, tie_draws=tie_draws, seed=seed, units=units, bias_correction=bias_correction,
-        threshold=threshold, tolerance=tolerance, compressor=compressor, key_frequencies=key_frequencies)
+        threshold=threshold, tolerance=tolerance, compressor=compressor, key_frequencies=key_frequencies,
+        complexity_samples=complexity_samples, complexity_evaluations=complexity_evaluations, max_memory=max_memory)
     options = llc_options(options, step_size=llc_step_size, localization=llc_localization, nbeta=llc_nbeta,
                           chains=llc_chains, draws=llc_draws, burnin=llc_burnin, batch_size=llc_batch_size)
     if output is not None:
@@ -95,7 +98,8 @@ def measure(paths: Iterable[str], *, metrics: Sequence[str] | str = ("collapse",
 
 def measure_options(names, *, split, layers, hsic_split, hsic_batch_size, hsic_sigma, hsic_bandwidth, hsic_estimator,
                     hsic_passes, hsic_order, bins, variables, min_size, max_size, search, per_size, ties, tie_draws,
-                    seed, units, bias_correction, threshold, tolerance, compressor, key_frequencies):
+                    seed, units, bias_correction, threshold, tolerance, compressor, key_frequencies,
+                    complexity_samples=None, complexity_evaluations=64, max_memory=None):
     """(MeasureOptions, family -> metrics wanted) of ``measure``'s arguments, each checked and
     named by its option."""
     from grokscope.families import resolve_metrics
@@ -132,6 +136,13 @@ def measure_options(names, *, split, layers, hsic_split, hsic_batch_size, hsic_s
         raise GrokscopeError(f"--tolerance: every value must be a finite number >= 0, got {tolerance!r}")
     if compressor not in CHOICES["--compressor"]:
         raise GrokscopeError(f"--compressor: unknown {compressor!r}; known: bz2, lzma")
+    for option, value in (("--complexity-samples", complexity_samples), ("--complexity-evaluations",
+                                                                        complexity_evaluations)):
+        if value is not None and value < 0:
+            raise GrokscopeError(f"{option}: must be at least 0 (0: no bound), got {value}")
+    from grokscope.memory import memory_budget
+
+    memory_budget(max_memory)  # a malformed size is said here, before any series is read
     keys = None
     if key_frequencies is not None:
         keys = listed("--key-frequencies", key_frequencies, int)
@@ -145,6 +156,7 @@ def measure_options(names, *, split, layers, hsic_split, hsic_batch_size, hsic_s
         bins=bins, variables=variables, min_size=min_size, max_size=max_size, search=search,
         per_size=per_size, ties=ties, tie_draws=tie_draws, seed=seed, units=units, bias_correction=bias_correction,
         threshold=threshold, tolerance=tolerances, compressor=compressor, key_frequencies=keys,
+        complexity_samples=complexity_samples, complexity_evaluations=complexity_evaluations, max_memory=max_memory,
     )
     return options, wanted
 

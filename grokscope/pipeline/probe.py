@@ -22,10 +22,12 @@ def probe(paths: Iterable[str], *, model: str | None = None, data: Path | None =
           layers: Sequence[str] | None = None, out: Path | None = None, steps: str | None = None,
           force: bool = False, device: str = "auto", batch_size: int | None = None, dtype: str = "float32",
           storage: str = "float32", allow_global: Sequence[str] = (), workers: int = 1, scheduler: str | None = None,
-          threads: int | None = None, reporter: Reporter | None = None) -> Written:
+          threads: int | None = None, max_memory: str | int | None = None,
+          reporter: Reporter | None = None) -> Written:
     """Probe ``paths`` (runs, series, folders of them, single checkpoints, ``-`` for paths on
     stdin) as ``grokscope probe`` does, with its options by the same names (``layers`` is
-    ``--layer``; ``batch_size`` None is :data:`grokscope.features.DEFAULT_BATCH_SIZE`). Returns the features files (see :class:`~grokscope.pipeline.reporter.Written`;
+    ``--layer``; ``batch_size`` None is :data:`grokscope.features.DEFAULT_BATCH_SIZE`; ``max_memory`` bounds
+    a forward pass's activations, :func:`grokscope.memory.memory_budget`). Returns the features files (see :class:`~grokscope.pipeline.reporter.Written`;
     ``failed`` names the checkpoints that could not be probed)."""
     import torch
 
@@ -33,6 +35,7 @@ def probe(paths: Iterable[str], *, model: str | None = None, data: Path | None =
     from grokscope.devices import resolve_device
     from grokscope.discovery import iter_series, parse_steps
     from grokscope.features import DEFAULT_BATCH_SIZE
+    from grokscope.memory import memory_budget
     from grokscope.pipeline.probe_plan import plan_series, with_home
     from grokscope.pipeline.probe_run import Probing, probe_elsewhere, probe_series
 
@@ -54,7 +57,7 @@ def probe(paths: Iterable[str], *, model: str | None = None, data: Path | None =
         say.warn(f"--storage {storage}: features are stored rounded to half precision; measures computed from "
                  "them see ties (measure computes float32 features in memory where none are stored)")
     inputs = formats.inputs.InputPaths(paths)
-    probing = Probing(say, device, dtype, batch_size, force, storage)
+    probing = Probing(say, device, dtype, batch_size, force, storage, memory_budget(max_memory))
     plans = probing.plans
     with execution.open_executor(workers, scheduler, threads) as executor, say.progress() as bar:
         if executor.threads.warning:

@@ -34,6 +34,7 @@ class Probing:
     batch_size: int
     force: bool
     storage: str
+    max_memory: int | None = None  # bytes of activations a forward pass may take
     plans: list[ProbePlan] = field(default_factory=list)
     probed: int = 0
     skipped: int = 0
@@ -90,7 +91,7 @@ def probe_series(plan: ProbePlan, probing: Probing, torch_device, compute_dtype,
     if todo:
         try:
             extractor = prepare(plan, probing.force, device=torch_device, dtype=compute_dtype,
-                                batch_size=probing.batch_size)
+                                batch_size=probing.batch_size, max_memory=probing.max_memory)
         except GrokscopeError as exc:
             probing.fail(str(exc), len(todo))
             for _ in todo:
@@ -127,7 +128,7 @@ def probe_checkpoint(extractor, context: SeriesContext, checkpoint, device, dtyp
 
 
 def probe_checkpoints(series, keys: list, steps: list[int], device: str, dtype: str, batch_size: int,
-                      storage: str) -> list[tuple[int, str | None, str | None, int]]:
+                      storage: str, max_memory: int | None = None) -> list[tuple[int, str | None, str | None, int]]:
     """A worker's task: probe the checkpoints of ``series`` at ``steps`` (the model built once)
     and write their features files. Returns (step, path or None, error or None, bytes) per
     checkpoint. Writing the same file twice gives the same bytes, so a rerun task is harmless."""
@@ -136,7 +137,8 @@ def probe_checkpoints(series, keys: list, steps: list[int], device: str, dtype: 
     context = SeriesContext.open(series)
     torch_device = resolve_device(device)
     compute_dtype = getattr(torch, dtype)
-    extractor = context.extractor(keys, device=torch_device, dtype=compute_dtype, batch_size=batch_size)
+    extractor = context.extractor(keys, device=torch_device, dtype=compute_dtype, batch_size=batch_size,
+                                  max_memory=max_memory)
     wanted = set(steps)
     done = []
     for checkpoint in series.checkpoints:
@@ -174,7 +176,7 @@ def probe_elsewhere(plans: list[ProbePlan], probing: Probing, executor: Executor
             continue
         for part in chunk([c.step for c in plan.todo], parts):
             work.add(index, probe_checkpoints, (context.series, list(plan.keys), part, probing.device, probing.dtype,
-                                                probing.batch_size, probing.storage),
+                                                probing.batch_size, probing.storage, probing.max_memory),
                      weight=len(part), label=f"{context.series.root} (steps {part[0]}-{part[-1]})")
 
     def on_outcome(index, what, outcome) -> None:
