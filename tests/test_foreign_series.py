@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -557,3 +558,19 @@ def test_a_copy_of_the_last_checkpoint_is_not_a_second_step(lightning_run, tmp_p
     found = find_series([str(folder)])
     assert [c.step for c in found[0].checkpoints] == [3, 6, 9, 12]
     assert all(c.path.name != "last.ckpt" for c in found[0].checkpoints)
+
+
+def test_one_combined_table_where_a_family_does_not_apply(loops, tmp_path):
+    # --metric all brings fourier to modular-arithmetic runs only: the combined table of another
+    # tool's series holds the families that apply, with the rows their own tables hold.
+    series = tmp_path / "plain"
+    shutil.copytree(loops / "plain", series)
+    probed = invoke("probe", series, "--model", loops / "nets.py:mlp", "--data", loops / "onehot.npz", "-q")
+    assert probed.exit_code == 0, probed.stderr
+    combined = tmp_path / "all.parquet"
+    measured = invoke("measure", series, "--metric", "all", "-o", combined, "-q")
+    assert measured.exit_code == 0, measured.stderr
+    table = pd.read_parquet(combined)
+    assert not table["metric"].str.startswith(("restricted", "excluded", "fourier")).any()
+    for metric in ("rnc1", "nhsic_x", "synergy", "weight_norm"):
+        assert sorted(set(table.loc[table["metric"] == metric, "step"])) == [0, 10, 20, 30], metric

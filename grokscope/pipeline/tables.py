@@ -148,6 +148,8 @@ def combined_table(wanted: dict[str, set[str] | None], results: dict[Path, Serie
     selected = []
     for home, tables in results.items():
         for family in wanted:
+            if family not in tables.rows:  # a family --metric all brings only where it applies
+                continue
             table = tables.table(family)
             if len(table) and wanted[family] is not None:
                 table = table[table["metric"].isin(wanted[family])]
