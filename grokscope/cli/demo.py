@@ -23,10 +23,10 @@ Trains (a+b) mod 97 with weight decay 0.1 (grokking: test accuracy follows train
 thousands of steps later) and 2.0 (fast generalisation), probes a few checkpoints, measures
 the five families its figures and report use (collapse, hsic, o-info, weights, grokking; not
 complexity or fourier), draws the figures, writes the report and one page with every figure
-and the report (report.html: its path is the last line on stderr). Each step is an ordinary
+and the report (report.html, the last path printed). Each step is an ordinary
 grokscope command, printed on stderr as it runs, so the demo doubles as a worked example.
-Running it again reuses what is already there. The figures' and the report's paths are printed
-on stdout.
+Running it again reuses what is already there. The figures', the report's and the page's paths
+are printed on stdout.
 """
 
 FIGURES = (
@@ -76,10 +76,10 @@ def demo(
         output.console.print(_step(output, ["report", str(runs)], echo=False), soft_wrap=True)
     page = folder / "report.html"
     _step(output, ["report", str(runs), "--html", str(page)])
-    for path in written + [report]:
+    output.info(f"demo finished in {time.perf_counter() - started:.0f}s; figures in {figures}/, report in {report}, "
+                f"every figure and the report on one page: {page}")
+    for path in written + [report, page]:
         output.result(path)
-    output.info(f"demo finished in {time.perf_counter() - started:.0f}s; figures in {figures}/, report in {report}")
-    output.info(f"every figure and the report on one page: {page}")
 
 
 def _step(output: Output, args: list[str], echo: bool = True) -> str:
