@@ -340,21 +340,17 @@ def iter_features(source, steps: Iterable[int] | None = None, *, layers: Iterabl
         layer of a run, the probed layers of another tool's series.
     device : "cpu", "cuda", "auto" or a torch.device; features (and ``state``) land there.
     batch_size : samples per forward pass, at most.
-    max_memory : bytes (or text, ``512M``) of activations one forward pass may take; default a
-        share of the available memory (:func:`grokscope.memory.memory_budget`).
-    dtype : compute and return dtype. Keep float32 (or float64) for rank-based estimators: half
-        precision quantises activations into ties.
+    max_memory : bytes (or ``512M``) one forward pass's activations may take (:mod:`grokscope.memory`).
+    dtype : compute and return dtype; float32 or float64 for rank-based estimators (half precision ties).
     stored : "prefer" reads ``features/step-*.safetensors`` where they hold the wanted layers and
         computes the rest in memory; "never" always computes; "only" never computes.
-    on_error : called with (step, error) for a checkpoint that cannot be read, which is then
-        skipped; without it the error is raised. Errors name the file.
+    on_error : called with (step, error) for a checkpoint that cannot be read (then skipped), else raised.
 
     Yields
     ------
     CheckpointFeatures with ``.step``, ``.layers`` (key -> (n, units) on ``device``),
-    ``.penultimate``, ``.state`` (the checkpoint's state dict, read lazily for stored features)
-    and ``.evaluation`` (for computed features). The model and the inputs are built on the
-    device once, at the first computed checkpoint.
+    ``.penultimate``, ``.state`` (read lazily for stored features) and ``.evaluation`` (computed
+    features); the model and inputs are built on the device once, at the first computed checkpoint.
     """
     if stored not in STORED_MODES:
         raise GrokscopeError(f"stored: must be one of {', '.join(STORED_MODES)}, got {stored!r}")
@@ -368,10 +364,7 @@ def iter_features(source, steps: Iterable[int] | None = None, *, layers: Iterabl
         keys, _ = context.layer_keys(layers)
     checkpoints = {c.step: c for c in series.checkpoints}
     feature_files = dict(formats.features.list_features(series.home)) if stored != "never" else {}
-    if steps is None:
-        wanted = sorted(set(checkpoints) | set(feature_files))
-    else:
-        wanted = sorted(set(int(s) for s in steps))
+    wanted = sorted(set(checkpoints) | set(feature_files) if steps is None else {int(s) for s in steps})
     extractor: Extractor | None = None
     data: list | None = None  # the series' data fingerprint, once a stored file needs it
     for step in wanted:
