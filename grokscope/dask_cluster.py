@@ -29,7 +29,6 @@ def quiet() -> None:
 
 def start_local_cluster(workers: int):
     """(cluster, client) of a local Dask cluster of ``workers`` processes, one thread each."""
-    from distributed import Client, LocalCluster
 
     quiet()
     # Workers of our own cluster start with glibc's default allocator behaviour rather than
@@ -44,9 +43,30 @@ def start_local_cluster(workers: int):
     # themselves. A Ctrl-C that ends the command before the cluster has closed leaves
     # multiprocessing's resource tracker to free the cluster's semaphores, which it would say on
     # stderr: its warning is filtered too.
+    # Python resolves a filter's category before site-packages (and an editable install's finder)
+    # are on its path, so the workers are also given the folder that holds this package. Both
+    # variables are this cluster's workers' alone: they are put back once it has started, so no
+    # later child of this process ignores Ctrl-C.
     filters = ["ignore::UserWarning:multiprocessing.resource_tracker", "ignore::grokscope.worker_signals.WorkerCtrlC"]
-    present = os.environ.get("PYTHONWARNINGS", "")
+    saved = {name: os.environ.get(name) for name in ("PYTHONWARNINGS", "PYTHONPATH")}
+    present = saved["PYTHONWARNINGS"] or ""
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [present] + [f for f in filters if f not in present]))
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, saved["PYTHONPATH"]]))
+    try:
+        return _start_in_a_thread(workers)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _start_in_a_thread(workers: int):
+    """Start the cluster in a thread; this one waits in short steps, so a Ctrl-C is taken at once."""
+    from distributed import Client, LocalCluster
+
     started: dict = {}
 
     def start() -> None:
