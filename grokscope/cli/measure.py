@@ -61,8 +61,11 @@ PANELS = {
              "hsic_order"),
     "o-info": ("bins", "variables", "min_size", "max_size", "search", "per_size", "ties", "tie_draws", "seed", "units",
                "bias_correction"),
-    "grokking, complexity, fourier": ("threshold", "tolerance", "compressor", "key_frequencies"),
-    "Execution": ("workers", "scheduler", "threads", "device", "allow_global"),
+    "grokking, complexity, fourier": ("threshold", "tolerance", "compressor", "complexity_samples",
+                                      "complexity_evaluations", "key_frequencies"),
+    "llc": ("llc_step_size", "llc_localization", "llc_nbeta", "llc_chains", "llc_draws", "llc_burnin",
+            "llc_batch_size"),
+    "Execution": ("workers", "scheduler", "threads", "device", "max_memory", "allow_global"),
 }
 
 

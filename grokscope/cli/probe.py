@@ -44,7 +44,7 @@ checkpoints). See docs/probe.md and docs/your-checkpoints.md.
 PANELS = {
     "What to store": ("steps", "layer", "force", "dtype", "storage", "batch_size"),
     "Another tool's series": ("model", "data", "out", "allow_global"),
-    "Execution": ("device", "workers", "scheduler", "threads", "quiet"),
+    "Execution": ("device", "workers", "scheduler", "threads", "max_memory", "quiet"),
 }
 
 
