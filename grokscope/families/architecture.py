@@ -44,3 +44,22 @@ def check_architecture(checkpoint, state: dict, reference) -> None:
     else:
         return
     raise GrokscopeError(f"{checkpoint.path}: another architecture than the series' ({detail}); skipped")
+
+
+def fitted_states(layout, series: Series, steps):
+    """(step, state, problems) of each step's checkpoint under the model's names, checked against
+    the series' architecture; a checkpoint that cannot be read or does not fit is (step, None,
+    [its problem]). What the families measured from the weights alone walk."""
+    from grokscope.families.problems import Problem
+    from grokscope.loading import load_state
+
+    checkpoints = {c.step: c for c in series.checkpoints}
+    reference = reference_shapes(layout, series)
+    for step in steps:
+        try:
+            state = layout.fit(load_state(checkpoints[step]))
+            check_architecture(checkpoints[step], state, reference)
+        except GrokscopeError as exc:
+            yield step, None, [Problem("error", str(exc), step=step)]
+            continue
+        yield step, state, []

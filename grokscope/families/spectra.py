@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from grokscope.discovery import Series
-from grokscope.errors import GrokscopeError
-from grokscope.families.architecture import check_architecture, reference_shapes
+from grokscope.families.architecture import fitted_states
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
 
@@ -23,18 +22,12 @@ def iter_spectrum_rows(series: Series, steps: list[int], options: MeasureOptions
     one "nan" problem per checkpoint, so the command reports it once with the steps it hit.
     """
     from grokscope.context import SeriesContext
-    from grokscope.loading import load_state
     from grokscope.measures.spectra import spectra, spectral_layers, spectrum_rows
 
     layout = SeriesContext.open(series).weight_layout()
-    checkpoints = {c.step: c for c in series.checkpoints}
-    reference = reference_shapes(layout, series)
-    for step in steps:
-        try:
-            state = layout.fit(load_state(checkpoints[step]))
-            check_architecture(checkpoints[step], state, reference)
-        except GrokscopeError as exc:
-            yield step, [], [Problem("error", str(exc), step=step)]
+    for step, state, problems in fitted_states(layout, series, steps):
+        if state is None:
+            yield step, [], problems
             continue
         fitted = spectra(spectral_layers(state, parameters=layout.groups))
         rows = [{"step": step, "split": None, **row} for row in spectrum_rows(fitted)]

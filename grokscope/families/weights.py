@@ -6,8 +6,7 @@ import math
 from typing import Iterator
 
 from grokscope.discovery import Series
-from grokscope.errors import GrokscopeError
-from grokscope.families.architecture import check_architecture, reference_shapes
+from grokscope.families.architecture import fitted_states
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
 
@@ -22,18 +21,12 @@ def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions |
     checkpoint's), is an "error" problem and has no rows.
     """
     from grokscope.context import SeriesContext
-    from grokscope.loading import load_state
     from grokscope.measures.weights import weight_measures
 
     layout = SeriesContext.open(series).weight_layout()
-    checkpoints = {c.step: c for c in series.checkpoints}
-    reference = reference_shapes(layout, series)
-    for step in steps:
-        try:
-            state = layout.fit(load_state(checkpoints[step]))
-            check_architecture(checkpoints[step], state, reference)
-        except GrokscopeError as exc:
-            yield step, [], [Problem("error", str(exc), step=step)]
+    for step, state, problems in fitted_states(layout, series, steps):
+        if state is None:
+            yield step, [], problems
             continue
         measured = weight_measures(state, parameters=layout.groups, pairs=layout.pairs)
         # Said like the other families' NaN (once per reason, with its steps), not left silent.
