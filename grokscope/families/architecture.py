@@ -46,7 +46,7 @@ def check_architecture(checkpoint, state: dict, reference) -> None:
     raise GrokscopeError(f"{checkpoint.path}: another architecture than the series' ({detail}); skipped")
 
 
-def fitted_states(layout, series: Series, steps):
+def fitted_states(layout, series: Series, steps, device="cpu"):
     """(step, state, problems) of each step's checkpoint under the model's names, checked against
     the series' architecture; a checkpoint that cannot be read or does not fit is (step, None,
     [its problem]). What the families measured from the weights alone walk."""
@@ -57,7 +57,7 @@ def fitted_states(layout, series: Series, steps):
     reference = reference_shapes(layout, series)
     for step in steps:
         try:
-            state = layout.fit(load_state(checkpoints[step]))
+            state = layout.fit(load_state(checkpoints[step], device=device))
             check_architecture(checkpoints[step], state, reference)
         except GrokscopeError as exc:
             yield step, None, [Problem("error", str(exc), step=step)]

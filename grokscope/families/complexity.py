@@ -5,11 +5,8 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
-import torch
-
 from grokscope.discovery import Series
-from grokscope.errors import GrokscopeError
-from grokscope.families.architecture import check_architecture, reference_shapes
+from grokscope.families.architecture import fitted_states
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
 
@@ -43,52 +40,28 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
     makes at most ``--complexity-evaluations`` new loss evaluations. Runs in a worker process
     with ``--workers``.
     """
-    from grokscope.context import SeriesContext
-    from grokscope.devices import resolve_device
-    from grokscope.features import inputs_on, output_logits
-    from grokscope.loading import load_state
+    from grokscope.families.objective import training_objective
     from grokscope.measures.complexity import model_error, model_loss, rate_distortion
     from grokscope.memory import allocation_message, is_allocation_failure, measure_footprint, memory_budget
     from grokscope.state_dicts import parameter_groups
 
-    if threads:
-        torch.set_num_threads(threads)
-    context = SeriesContext.open(series)
-    layout = context.weight_layout()
-    model = layout.model
-    if model is None:
-        context.layer_keys()  # raises: never probed, and how to probe
-    x, samples = context.data()
-    torch_device = resolve_device(device)
-    train = samples.split == 0
-    inputs = inputs_on(x[train], torch_device, torch.float32)  # (n, ...)
-    targets = torch.from_numpy(samples.labels[train]).to(torch_device)  # (n,)
-    model = model.to(torch_device).eval()
+    objective = training_objective(series, device, threads)
+    model, inputs, targets = objective.model, objective.inputs, objective.targets
+    layout = objective.layout
     names = [group[0] for group in parameter_groups(model)]  # buffers are not part of the description
-    if context.config is not None:
-        from grokscope.training import loss_fn
-
-        criterion = lambda logits, y: loss_fn(logits, y, context.config)  # noqa: E731
-    else:
-        criterion = torch.nn.functional.cross_entropy
-    readout = lambda output: output_logits(output, context.answer_position())  # noqa: E731
     footprint = measure_footprint(model, inputs)
     subsample = loss_subsample(len(targets), footprint.macs, options.complexity_samples)
     batch = footprint.batch_size(memory_budget(options.max_memory))
-    sampling = dict(readout=readout, subsample=subsample, seed=options.seed,
+    sampling = dict(readout=objective.readout, subsample=subsample, seed=options.seed,
                     batch_size=None if batch >= (subsample or len(targets)) else batch)
-    loss = model_loss(model, inputs, targets, criterion, **sampling)
+    loss = model_loss(model, inputs, targets, objective.criterion, **sampling)
     error = model_error(model, inputs, targets, **sampling)
     tied = [group for group in parameter_groups(model) if len(group) > 1]
     evaluations = options.complexity_evaluations or None
     checkpoints = {c.step: c for c in series.checkpoints}
-    reference = reference_shapes(layout, series)
-    for step in steps:
-        try:
-            state = layout.fit(load_state(checkpoints[step], device=torch_device))
-            check_architecture(checkpoints[step], state, reference)
-        except GrokscopeError as exc:
-            yield step, [], [Problem("error", str(exc), step=step)]
+    for step, state, problems in fitted_states(layout, series, steps, device=objective.device):
+        if state is None:
+            yield step, [], problems
             continue
         try:
             results = rate_distortion(state, loss, options.tolerance, compressor=options.compressor, error=error,

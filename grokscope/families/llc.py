@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
-import torch
-
 from grokscope.discovery import Series
 from grokscope.errors import GrokscopeError
-from grokscope.families.architecture import check_architecture, reference_shapes
+from grokscope.families.architecture import fitted_states
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
 
@@ -59,49 +57,23 @@ def iter_llc_rows(series: Series, steps: list[int], options: MeasureOptions, dev
     ``llc_step_size``, the step size used. A checkpoint with a diverged chain gets NaN ``llc``,
     ``llc_sd`` and chain values and a "nan" problem with the reason.
     """
-    from grokscope.context import SeriesContext
-    from grokscope.devices import resolve_device
-    from grokscope.features import inputs_on, output_logits
-    from grokscope.loading import load_state
+    from grokscope.families.objective import training_objective
     from grokscope.measures.llc import estimate_llc, llc_rows
 
-    if threads:
-        torch.set_num_threads(threads)
-    context = SeriesContext.open(series)
-    layout = context.weight_layout()
-    model = layout.model
-    if model is None:
-        context.layer_keys()  # raises: never probed, and how to probe
-    x, samples = context.data()
-    torch_device = resolve_device(device)
-    train = samples.split == 0
-    inputs = inputs_on(x[train], torch_device, torch.float32)  # (n, ...)
-    targets = torch.from_numpy(samples.labels[train]).to(torch_device)  # (n,)
-    model = model.to(torch_device).eval()
-    if context.config is not None:
-        from grokscope.training import loss_fn
-
-        criterion = lambda logits, y: loss_fn(logits, y, context.config)  # noqa: E731
-    else:
-        criterion = torch.nn.functional.cross_entropy
-    position = context.answer_position()
-    readout = lambda output: output_logits(output, position)  # noqa: E731
+    objective = training_objective(series, device, threads)
+    context, model, inputs, targets = objective.context, objective.model, objective.inputs, objective.targets
+    layout = objective.layout
     step_size = step_size_for(options, context.config)
     settings = sgld_settings(options, step_size)
     try:
         settings.validate(len(targets))
     except GrokscopeError as exc:
         raise GrokscopeError(f"{series.root}: {option_named(str(exc))}") from None
-    checkpoints = {c.step: c for c in series.checkpoints}
-    reference = reference_shapes(layout, series)
-    for step in steps:
-        try:
-            state = layout.fit(load_state(checkpoints[step], device=torch_device))
-            check_architecture(checkpoints[step], state, reference)
-        except GrokscopeError as exc:
-            yield step, [], [Problem("error", str(exc), step=step)]
+    for step, state, problems in fitted_states(layout, series, steps, device=objective.device):
+        if state is None:
+            yield step, [], problems
             continue
-        estimate = estimate_llc(model, state, criterion, inputs, targets, settings, readout=readout)
+        estimate = estimate_llc(model, state, objective.criterion, inputs, targets, settings, readout=objective.readout)
         rows = [{"step": step, "split": "train", **row} for row in llc_rows(estimate)]
         rows.append({"step": step, "split": "train", "metric": "llc_step_size", "layer": None, "chain": None,
                      "value": float(step_size)})
