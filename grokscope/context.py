@@ -226,11 +226,11 @@ class SeriesContext:
         if self.config is None:
             return user_extractor(self.model(), x, keys, device=device, batch_size=batch_size, dtype=dtype,
                                   penultimate=penultimate, samples=samples, max_memory=budget)
-        model = self.model().to(device=device, dtype=dtype)
+        model = self.model().to(device=device)  # the Extractor casts it to the dtype
         labels = torch.from_numpy(samples.labels).to(device)
         split = torch.from_numpy(samples.split).to(device)
         return Extractor(model, inputs_on(x, device, dtype), model.hidden_features, keys, penultimate, batch_size,
-                         labels=labels, split=split, max_memory=budget)
+                         labels=labels, split=split, max_memory=budget, dtype=dtype)
 
     def answer_position(self) -> int:
         """The token position whose output is read as the answer: the penultimate layer's chosen

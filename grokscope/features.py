@@ -26,6 +26,7 @@ from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.layers import LayerSpec, select_position, user_layer_keys
 from grokscope.loading import Checkpoint, load_state, load_state_and_digest
+from grokscope.precision import HALF_DTYPES, hold_matmul_weights_in, weights_dtype
 from grokscope.state_dicts import describe_mismatch, fit_state
 
 # All of a p = 97 task (9409 samples) in one batch, so nothing is copied; a width-4096 layer of
@@ -101,10 +102,10 @@ class Extractor:
     def __init__(self, model: nn.Module, x: torch.Tensor, capture: Callable, keys: list[str],
                  penultimate: str, batch_size: int = DEFAULT_BATCH_SIZE, *,
                  labels: torch.Tensor | None = None, split: torch.Tensor | None = None,
-                 max_memory: int | None = None):
+                 max_memory: int | None = None, dtype: torch.dtype = torch.float32):
         if batch_size < 1:
             raise GrokscopeError(f"--batch-size: must be positive, got {batch_size}")
-        self.model = model.eval()
+        self.model = model.to(dtype=weights_dtype(dtype)).eval()
         self.x = x  # (n, ...) on the device, in the compute dtype (integer inputs stay integer)
         self.capture = capture
         self.keys = list(keys)
@@ -116,6 +117,13 @@ class Extractor:
         self._batch: int | None = None  # the batch size, once the footprint is measured
         self.labels, self.split = labels, split
         self.positions: dict[str, str] = {}  # key -> position taken, known after the first pass
+        self.autocast = dtype if dtype in HALF_DTYPES else None  # mixed precision (weights_dtype)
+        if self.autocast is not None:
+            hold_matmul_weights_in(self.model, self.autocast)
+
+    def _run(self, batch: torch.Tensor):
+        with torch.autocast(self.x.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            return self.capture(batch)
 
     @property
     def n_samples(self) -> int:
@@ -138,7 +146,7 @@ class Extractor:
             if self.max_memory is not None and self.n_samples:
                 from grokscope.memory import measure_footprint
 
-                footprint = self._guarded(lambda: measure_footprint(self.capture, self.x))
+                footprint = self._guarded(lambda: measure_footprint(self._run, self.x))
                 self._batch = footprint.batch_size(self.max_memory, self.batch_size)
         return self._batch
 
@@ -168,11 +176,12 @@ class Extractor:
         size = self.samples_per_batch()
         for start in range(0, n, size):
             stop = min(start + size, n)
-            captured, output = self._guarded(lambda: self.capture(self.x[start:stop]))
+            captured, output = self._guarded(lambda: self._run(self.x[start:stop]))
             for key in self.keys:
                 if key not in captured:
                     raise GrokscopeError(f"layer {key!r} was not reached by the forward pass")
                 value, taken = select_position(captured[key], self.specs[key])  # (B, units)
+                value = value.to(weights_dtype(value.dtype))  # a half-precision product, kept as float32
                 self.positions[key] = taken
                 if start == 0 and stop == n:
                     # One module's output is often the next one's input: keep the matrices distinct.
@@ -251,7 +260,7 @@ def output_logits(output, position: int = -1) -> torch.Tensor | None:
 def inputs_on(x: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     # Integer inputs are token ids for an embedding; only real-valued inputs take the compute dtype.
-    return tensor.to(dtype) if tensor.is_floating_point() else tensor
+    return tensor.to(weights_dtype(dtype)) if tensor.is_floating_point() else tensor
 
 
 
@@ -270,7 +279,7 @@ def user_extractor(model: nn.Module, x: np.ndarray, layers: Iterable[str] | None
     """
     keys, penultimate = user_layer_keys(model, layers, penultimate)
     device = resolve_device(device)
-    model = model.to(device=device, dtype=dtype)
+    model = model.to(device=device)  # the Extractor casts it to the dtype
     modules = dict(model.named_modules())
     specs = {key: LayerSpec.parse(key) for key in keys}
 
@@ -302,7 +311,7 @@ def user_extractor(model: nn.Module, x: np.ndarray, layers: Iterable[str] | None
 
     labels, split = _label_tensors(samples, device)
     return Extractor(model, inputs_on(x, device, dtype), capture, keys, penultimate, batch_size,
-                     labels=labels, split=split, max_memory=max_memory)
+                     labels=labels, split=split, max_memory=max_memory, dtype=dtype)
 
 
 def _label_tensors(samples: Samples | None, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
