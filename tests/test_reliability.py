@@ -342,6 +342,8 @@ BAD_RESUMES = [
     ("history not Parquet", lambda r: (r / formats.run.HISTORY_FILE).write_text("step,loss\n"), 2,
      ["history.parquet", "not a readable Parquet"]),
     ("read-only run folder", read_only, 1, ["step-00000008.safetensors", "Permission denied"]),
+    ("read-only checkpoints folder", lambda r: (r / formats.run.CHECKPOINTS_DIR).chmod(0o555), 1,
+     ["checkpoints/step-00000008.safetensors", "Permission denied"]),
 ]
 # (case, command after "train", file-size limit in bytes, exit code, what the error line must name)
 BAD_NEW_RUNS = [
@@ -537,6 +539,17 @@ def test_bad_inputs_of_probe_measure_plot_report(forks, reference, probed, tmp_p
         else:
             assert new == set() and completed.stdout == ""
         assert temporaries(space) == [] and not list(space.rglob(".*.lock"))
+
+
+def test_a_full_disk_at_a_table_names_the_table_and_leaves_no_lock(forks, probed, tmp_path):
+    # A file-size limit that the lock file's holder line and the error line fit in, and no
+    # Parquet table does: its write fails as on a full disk.
+    run_dir = Path(shutil.copytree(probed, tmp_path / "add-p5"))
+    before = snapshot(tmp_path)
+    completed = forks.run("measure", run_dir, "--metric", "hsic", "-q", fsize=400)
+    assert_one_error_line(completed, 1, ["measures/hsic.parquet", "File too large"])
+    assert ".lock" not in completed.stderr
+    assert snapshot(tmp_path) == before and not list(tmp_path.rglob(".*.lock")) and temporaries(tmp_path) == []
 
 
 def test_a_read_only_run_is_measured_into_elsewhere(forks, probed, tmp_path):

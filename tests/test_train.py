@@ -118,6 +118,20 @@ def test_same_seed_gives_identical_checkpoints(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_rerun_of_a_finished_runs_settings_under_another_name_gives_that_run(tmp_path):
+    swept = invoke("train", *TINY, "--steps", "5", "--weight-decay", "0.1,2", "--out", str(tmp_path))
+    assert swept.exit_code == 0, swept.output
+    again = invoke("train", *TINY, "--steps", "5", "--weight-decay", "0.1", "--out", str(tmp_path))
+    assert again.exit_code == 0, again.output
+    assert again.stdout.split() == [str(tmp_path / "add-p7-wd0.1")]
+    assert "add-p7-wd0.1, which is finished" in again.stderr and "add-p7:" in again.stderr
+    assert not (tmp_path / "add-p7").exists()
+    # Another seed is another run, trained as asked.
+    other = invoke("train", *TINY, "--steps", "5", "--weight-decay", "0.1", "--seed", "1", "--out", str(tmp_path))
+    assert other.exit_code == 0 and other.stdout.split() == [str(tmp_path / "add-p7")]
+    assert "same settings" not in other.stderr
+
+
 class Interrupt(Exception):
     pass
 

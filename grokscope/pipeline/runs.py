@@ -67,13 +67,36 @@ def plan_run(run_dir: Path, config, resume: bool) -> str:
     return "done" if step >= config.schedule.steps else "resume"
 
 
+def find_twin(out: Path, run_dir: Path, config) -> tuple[Path, bool] | None:
+    """Another run in ``out`` with exactly ``config``'s resolved settings and seed under another
+    name (a sweep's ``add-p23-wd0.1`` for a lone ``--weight-decay 0.1``), and whether it is
+    finished; None when there is none. Run folders that cannot be read are not twins."""
+    wanted = {**config.to_dict(), "name": None}
+    for stored in sorted(Path(out).glob(f"*/{formats.run.RUN_FILE}")):
+        twin = stored.parent
+        if twin.name == run_dir.name:
+            continue
+        try:
+            if _config_differences({**_stored_config(twin), "name": None}, wanted):
+                continue
+        except (GrokscopeError, OSError, KeyError, TypeError):
+            continue
+        step = formats.run.resume_step(twin)
+        return twin, step is not None and step >= config.schedule.steps
+    return None
+
+
 def differences_from_stored(run_dir: Path, config) -> list[str]:
     """The settings of ``config`` that differ from the run.json in ``run_dir``, one line each."""
+    return _config_differences(_stored_config(run_dir), config.to_dict())
+
+
+def _stored_config(run_dir: Path) -> dict:
     stored = formats.run.read_run(run_dir).to_dict()
     if stored["task"].get("path"):
         # Older runs stored --data as typed; it was relative to where training ran.
         stored["task"]["path"] = os.path.abspath(stored["task"]["path"])
-    return _config_differences(stored, config.to_dict())
+    return stored
 
 
 def _config_differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:

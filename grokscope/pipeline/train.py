@@ -39,7 +39,8 @@ def train(*, out: Path = Path("runs"), name: str | None = None, task: ListOption
     import dataclasses
 
     from grokscope import execution, sweep
-    from grokscope.pipeline.runs import plan_run, prepare_out, run_folder, train_elsewhere, train_one, train_run
+    from grokscope.pipeline.runs import (find_twin, plan_run, prepare_out, run_folder, train_elsewhere, train_one,
+                                         train_run)
     from grokscope.pipeline.values import listed
 
     say = Recording(reporter)
@@ -78,6 +79,15 @@ def train(*, out: Path = Path("runs"), name: str | None = None, task: ListOption
             say.warn(executor.threads.warning)
         todo = []
         for run_dir, config, plan in zip(run_dirs, configs, plans):
+            twin = find_twin(run_dir.parent, run_dir, config) if plan == "new" else None
+            if twin is not None and twin[1]:
+                say.warn(f"{run_dir}: the same settings and seed as {twin[0]}, which is finished: that run is "
+                         "given instead (to train a second copy, choose another --out)")
+                say.result(twin[0])
+                continue
+            if twin is not None:
+                say.warn(f"{run_dir}: the same settings and seed as the unfinished {twin[0]}; training this one "
+                         f"from the start (--name {twin[0].name} --resume would continue that one)")
             if plan == "done":
                 say.info(f"{run_dir}: already complete, skipped")
                 if not executor.in_process:
