@@ -32,8 +32,8 @@ FEATURE_SETS = {
     "loss": early_synergy.LOSS_FEATURES,
     "synergy+loss": early_synergy.PEAK_FEATURES + early_synergy.LOSS_FEATURES,
 }
-RESULT_COLUMNS = ("k", "features", "runs", "positives", "leaked", "accuracy", "chance", "auc", "p_value",
-                  "auc_loo", "permutations")
+RESULT_COLUMNS = ("k", "features", "runs", "positives", "leaked", "accuracy", "chance", "auc", "auc_low",
+                  "auc_high", "p_value", "auc_loo", "permutations")
 
 
 def run_features(tables: Tables, ks, **options) -> tuple[pd.DataFrame, list[str]]:
@@ -57,9 +57,10 @@ def design(frame: pd.DataFrame, columns) -> np.ndarray:
     return x.to_numpy()
 
 
-def evaluate(features: pd.DataFrame, *, permutations: int = 200, seed: int = 0) -> pd.DataFrame:
+def evaluate(features: pd.DataFrame, *, permutations: int = 200, bootstraps: int = 2000,
+             seed: int = 0) -> pd.DataFrame:
     """Leave-one-out accuracy beside chance (the majority's share), leave-pair-out ROC AUC with its
-    permutation p-value, and the pooled leave-one-out AUC, of every feature set
+    permutation p-value and its bootstrap interval, and the pooled leave-one-out AUC, of every feature set
     (:data:`FEATURE_SETS`) at every k (:func:`grokscope.measures.early_synergy.leave_one_out`);
     columns :data:`RESULT_COLUMNS`."""
     results = []
@@ -69,11 +70,12 @@ def evaluate(features: pd.DataFrame, *, permutations: int = 200, seed: int = 0) 
             row = {"k": int(k), "features": name, "runs": len(group), "positives": int(labels.sum()),
                    "leaked": int(group["leaked"].sum()), "permutations": permutations}
             if len(set(labels)) < 2:
-                row.update(accuracy=math.nan, chance=1.0, auc=math.nan, p_value=math.nan, auc_loo=math.nan)
+                row.update(accuracy=math.nan, chance=1.0, auc=math.nan, auc_low=math.nan, auc_high=math.nan,
+                           p_value=math.nan, auc_loo=math.nan)
             else:
                 result = early_synergy.leave_one_out(design(group, columns), labels, permutations=permutations,
-                                                     seed=seed)
-                row.update(accuracy=result.accuracy, chance=result.chance, auc=result.auc, p_value=result.p_value,
-                           auc_loo=result.auc_loo)
+                                                     seed=seed, bootstraps=bootstraps)
+                row.update(accuracy=result.accuracy, chance=result.chance, auc=result.auc, auc_low=result.auc_low,
+                           auc_high=result.auc_high, p_value=result.p_value, auc_loo=result.auc_loo)
             results.append(row)
     return pd.DataFrame(results, columns=list(RESULT_COLUMNS))

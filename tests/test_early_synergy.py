@@ -234,3 +234,36 @@ def test_auc_is_the_brute_force_leave_pair_out_and_roc_auc_of_the_pooled_scores(
     # the pooled leave-one-out AUC is scikit-learn's ROC AUC of the held-out scores
     pooled = [fitted_score(np.arange(len(y)) != i, [i])[0] for i in range(len(y))]
     assert result.auc_loo == pytest.approx(roc_auc_score(y, pooled), abs=1e-12)
+
+
+def test_the_aucs_bootstrap_interval_is_the_spread_of_resampled_pairs():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(7)
+    y = np.array([1] * 9 + [0] * 10)
+    x = np.c_[y + rng.normal(scale=1.2, size=len(y)), rng.normal(size=len(y))]  # overlapping classes
+    result = leave_one_out(x, y, bootstraps=4000, seed=3)
+    assert result.auc_low < result.auc < result.auc_high and 0.0 <= result.auc_low and result.auc_high <= 1.0
+    # Independently: the leave-pair-out wins by hand, then resampling positives and negatives by loop.
+    positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    wins = np.zeros((len(positives), len(negatives)))
+    for a, i in enumerate(positives):
+        for b, j in enumerate(negatives):
+            train = np.ones(len(y), dtype=bool)
+            train[[i, j]] = False
+            mean, sd = x[train].mean(axis=0), x[train].std(axis=0)
+            model = LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000).fit((x[train] - mean) / sd, y[train])
+            s_i, s_j = model.decision_function((x[[i, j]] - mean) / sd)
+            wins[a, b] = 1.0 if s_i > s_j + 1e-9 else 0.5 if abs(s_i - s_j) <= 1e-9 else 0.0
+    assert result.auc == pytest.approx(wins.mean(), abs=1e-12)
+    draws = np.random.default_rng(11)
+    resampled = [wins[np.ix_(draws.integers(0, len(positives), len(positives)),
+                             draws.integers(0, len(negatives), len(negatives)))].mean() for _ in range(4000)]
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    # Two independent streams of 4000 draws: their percentiles agree to Monte Carlo error.
+    assert result.auc_low == pytest.approx(low, abs=0.03) and result.auc_high == pytest.approx(high, abs=0.03)
+    assert high - low > 0.1  # 19 runs: the interval is wide, not a point
+    # Separable features: every resample's AUC is 1.
+    separable = leave_one_out(np.c_[y * 5.0 + rng.normal(scale=0.1, size=len(y))], y, bootstraps=200)
+    assert separable.auc == separable.auc_low == separable.auc_high == 1.0
+    assert np.isnan(leave_one_out(x, y).auc_low)  # no bootstraps asked: no interval

@@ -61,15 +61,17 @@ def test_the_planted_early_peak_predicts_and_the_loss_does_not(sweep):
     result = invoke("predict", str(sweep), "--k", "300,1000", "--permutations", "40", "--format", "csv")
     assert result.exit_code == 0, result.output
     table = pd.read_csv(io.StringIO(result.stdout)).set_index(["k", "features"])
-    assert list(table.columns) == ["runs", "positives", "leaked", "accuracy", "chance", "auc", "p_value", "auc_loo",
-                                   "permutations"]
+    assert list(table.columns) == ["runs", "positives", "leaked", "accuracy", "chance", "auc", "auc_low", "auc_high",
+                                   "p_value", "auc_loo", "permutations"]
     early = table.loc[(300, "synergy")]
     assert early["runs"] == N_RUNS and early["positives"] == N_RUNS // 2 and early["leaked"] == 0
     assert early["auc"] == 1.0 and early["accuracy"] == 1.0 and early["chance"] == 0.5
+    assert early["auc_low"] == early["auc_high"] == 1.0  # every pair won: every resample too
     assert early["p_value"] <= 2 / 41
     # before generalisation the loss curves carry nothing: chance, and no significance
     loss = table.loc[(300, "loss")]
     assert loss["p_value"] > 0.05 and loss["auc"] < 0.85
+    assert loss["auc_low"] < loss["auc"] < loss["auc_high"]
     # at k = 1000 the window reaches the generalisers' step 800: the loss sees the outcome
     late = table.loc[(1000, "loss")]
     assert late["leaked"] == N_RUNS // 2 and late["auc"] == 1.0

@@ -30,7 +30,8 @@ Columns: k; features (synergy, loss, synergy+loss); runs and positives (runs wit
 leaked (runs whose window already reaches their generalisation step: for them it is no longer a
 prediction); accuracy (leave-one-out, logistic regression on standardised features) beside
 chance (always guessing the majority); auc (leave-pair-out ROC AUC: each positive-negative pair
-scored by the model fitted without both) and p_value (share of --permutations label shufflings
+scored by the model fitted without both), auc_low and auc_high (its 95% interval over --bootstraps
+stratified resamples of the runs, the fits kept), p_value (share of --permutations label shufflings
 whose auc is at least as high); auc_loo (ROC AUC of the pooled leave-one-out scores, which is
 biased low on small sweeps: about 0.4 for features of pure noise on 27 runs).
 """
@@ -46,7 +47,8 @@ def predict(
     delay: int = typer.Option(1000, "--delay", help="grokking: steps from memorisation to generalisation that count as grokking."),
     min_prominence: float = typer.Option(0.1, "--min-prominence", help="Bits a synergy peak must rise above its surroundings (and 2 tie spreads)."),
     permutations: int = typer.Option(200, "--permutations", help="Label shufflings for the AUC's p-value (0: none)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the label shufflings."),
+    bootstraps: int = typer.Option(2000, "--bootstraps", help="Resamples of the runs for the AUC's 95% interval, auc_low-auc_high (0: none)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the label shufflings and the resamples."),
     where: Optional[str] = typer.Option(None, "--where", help="Keep runs matching this pandas query, e.g. \"alpha == 1\"."),
     features: bool = typer.Option(False, "--features", help="Print the per-run features instead of the evaluation."),
     fmt: str = typer.Option("table", "--format", "-f", help="table (aligned, for reading), csv or json (one object per line)."),
@@ -66,8 +68,9 @@ def predict(
     ks = parse_values("--k", k, int)
     if any(value < 0 for value in ks):
         raise GrokscopeError(f"--k: must be >= 0, got {k!r}")
-    if permutations < 0:
-        raise GrokscopeError(f"--permutations: must be >= 0, got {permutations}")
+    for option, value in (("--permutations", permutations), ("--bootstraps", bootstraps)):
+        if value < 0:
+            raise GrokscopeError(f"{option}: must be >= 0, got {value}")
     if not 0.0 < threshold <= 1.0:
         raise GrokscopeError(f"--threshold: must lie in (0, 1], got {threshold}")
     if min_prominence < 0:
@@ -84,7 +87,7 @@ def predict(
         raise GrokscopeError(f"leave-one-out needs at least 3 runs, got {n_runs}")
     if frame.groupby("k")["label"].nunique().max() < 2:
         output.warn(f"every run has the same outcome ({outcome}): nothing to predict; accuracy and AUC are empty")
-    table = frame if features else evaluate(frame, permutations=permutations, seed=seed)
+    table = frame if features else evaluate(frame, permutations=permutations, bootstraps=bootstraps, seed=seed)
     if fmt == "table":
         output.result(render_table(table))
     else:

@@ -29,7 +29,8 @@ class Evaluation:
     class's share (the accuracy of always guessing it); ``auc``: leave-pair-out ROC AUC;
     ``auc_loo``: ROC AUC of the pooled leave-one-out scores (biased low on small samples);
     ``p_value``: share of label permutations whose ``auc`` reaches the observed one (+1
-    corrected; NaN without permutations); ``scores``: each run's leave-one-out logit.
+    corrected; NaN without permutations); ``auc_low``, ``auc_high``: the 95 % bootstrap interval
+    of ``auc`` (NaN without bootstraps); ``scores``: each run's leave-one-out logit.
     """
 
     accuracy: float
@@ -39,10 +40,12 @@ class Evaluation:
     p_value: float
     permutations: int
     scores: np.ndarray
+    auc_low: float = math.nan
+    auc_high: float = math.nan
 
 
 def leave_one_out(features, labels, *, permutations: int = 0, seed: int = 0, regularisation: float = 1.0,
-                  ) -> Evaluation:
+                  bootstraps: int = 0) -> Evaluation:
     r"""Leave-one-out accuracy and ROC AUC of a binary label from per-run features, with a
     label-permutation p-value.
 
@@ -68,7 +71,13 @@ def leave_one_out(features, labels, *, permutations: int = 0, seed: int = 0, reg
       4 features). The leave-pair-out AUC has no such bias; it is the one tested;
     * *p_value*: the labels are shuffled ``permutations`` times (seeded), the leave-pair-out AUC is
       recomputed on each, and :math:`p = (1 + \#\{\mathrm{AUC}_\pi \ge \mathrm{AUC}\}) / (1 + N)`:
-      the chance of so high an AUC if the features carried nothing about the label.
+      the chance of so high an AUC if the features carried nothing about the label;
+    * *auc_low*, *auc_high*: the 2.5 and 97.5 percentiles of the AUC over ``bootstraps``
+      stratified resamples of the runs (positives and negatives each drawn with replacement,
+      seeded), each the mean of the resampled pairs' wins :math:`[s_i > s_j] + \tfrac12 [s_i = s_j]`
+      from the leave-pair-out fits above. The fits are not redone per resample (a run drawn twice
+      would sit in its own training fold), so the interval is that of the AUC's pair sampling
+      given the fits, as for the AUC of fixed scores (Efron & Tibshirani 1993, ch. 13).
 
     A fold whose training runs are all of one class predicts that class (score :math:`\pm 30`).
 
@@ -80,9 +89,11 @@ def leave_one_out(features, labels, *, permutations: int = 0, seed: int = 0, reg
     permutations : int
         Label permutations for the p-value (0: none).
     seed : int
-        Seeds the permutations.
+        Seeds the permutations and the bootstrap.
     regularisation : float
         ``C``, the inverse L2 strength.
+    bootstraps : int
+        Resamples for the AUC's interval (0: none).
 
     Returns
     -------
@@ -108,6 +119,8 @@ def leave_one_out(features, labels, *, permutations: int = 0, seed: int = 0, reg
         raise GrokscopeError("features: must be finite")
     if permutations < 0:
         raise GrokscopeError(f"permutations: must be >= 0, got {permutations}")
+    if bootstraps < 0:
+        raise GrokscopeError(f"bootstraps: must be >= 0, got {bootstraps}")
     if not regularisation > 0:
         raise GrokscopeError(f"regularisation: must be positive, got {regularisation}")
     n = len(y)
@@ -115,7 +128,9 @@ def leave_one_out(features, labels, *, permutations: int = 0, seed: int = 0, reg
     scores = _fit_scores(x, np.broadcast_to(y, (n, n)), ~held_out, regularisation)[held_out]  # (n,)
     accuracy = float(np.mean((scores >= 0).astype(int) == y))
     chance = float(max(y.mean(), 1 - y.mean()))
-    auc = _leave_pair_out_auc(x, y[None, :], regularisation)[0]
+    wins = _pair_wins(x, y, regularisation)  # (positives, negatives)
+    auc = float(wins.mean()) if wins.size else math.nan
+    low, high = _bootstrap_interval(wins, bootstraps, seed) if wins.size and bootstraps else (math.nan, math.nan)
     p_value = math.nan
     if permutations and not math.isnan(auc):
         rng = np.random.default_rng(seed)
@@ -124,7 +139,35 @@ def leave_one_out(features, labels, *, permutations: int = 0, seed: int = 0, reg
         null = np.concatenate([_leave_pair_out_auc(x, shuffled[i:i + chunk], regularisation)
                                for i in range(0, permutations, chunk)])
         p_value = float((1 + np.sum(null >= auc - 1e-12)) / (1 + permutations))
-    return Evaluation(accuracy, chance, auc, _auc(y, scores), p_value, permutations, scores)
+    return Evaluation(accuracy, chance, auc, _auc(y, scores), p_value, permutations, scores, low, high)
+
+
+def _pair_wins(x: np.ndarray, y: np.ndarray, regularisation: float) -> np.ndarray:
+    """(positives, negatives): 1, 1/2 or 0 as the positive run outscores, ties or loses to the
+    negative one under the fit without both."""
+    positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    if not len(positives) or not len(negatives):
+        return np.zeros((len(positives), len(negatives)))
+    i, j = np.repeat(positives, len(negatives)), np.tile(negatives, len(positives))  # (pairs,)
+    train = np.ones((len(i), len(y)), dtype=bool)
+    train[np.arange(len(i)), i] = False
+    train[np.arange(len(i)), j] = False
+    scores = _fit_scores(x, np.broadcast_to(y, train.shape), train, regularisation)  # (pairs, n)
+    rows = np.arange(len(i))
+    wins = (scores[rows, i] > scores[rows, j]) + 0.5 * (scores[rows, i] == scores[rows, j])
+    return wins.reshape(len(positives), len(negatives))
+
+
+def _bootstrap_interval(wins: np.ndarray, bootstraps: int, seed: int) -> tuple[float, float]:
+    """The 95 % percentile interval of the mean of ``wins`` over stratified resamples of its rows
+    (positives) and columns (negatives)."""
+    rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the permutations'
+    n_pos, n_neg = wins.shape
+    rows = rng.multinomial(n_pos, np.full(n_pos, 1.0 / n_pos), size=bootstraps)  # (B, n+): times drawn
+    columns = rng.multinomial(n_neg, np.full(n_neg, 1.0 / n_neg), size=bootstraps)  # (B, n-)
+    aucs = np.einsum("bi,ij,bj->b", rows, wins, columns) / (n_pos * n_neg)  # (B,)
+    low, high = np.percentile(aucs, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def _leave_pair_out_auc(x: np.ndarray, labels: np.ndarray, regularisation: float) -> np.ndarray:
