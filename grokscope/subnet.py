@@ -271,6 +271,7 @@ def train_subnets(run: Path, at: list[str], *, inverse: bool = False, out: Path 
     :mod:`grokscope.subnet_controls`) as a run of its own beside ``run`` (or in ``out``); returns
     the run folders (a :class:`~grokscope.pipeline.reporter.Written`)."""
     from grokscope.devices import resolve_device
+    from grokscope.execution import task_threads
     from grokscope.pipeline.reporter import Recording
     from grokscope.pipeline.runs import plan_run, prepare_out, run_folder, train_one
     from grokscope.subnet_controls import CONTROLS, control_configs
@@ -316,10 +317,13 @@ def train_subnets(run: Path, at: list[str], *, inverse: bool = False, out: Path 
     folder = prepare_out(out if out is not None else Path(run).parent)
     run_dirs = [run_folder(folder, config.name) for config in configs]
     plans = [plan_run(run_dir, config, resume) for run_dir, config in zip(run_dirs, configs)]
+    # As train chooses them for one run (torch's default, a thread per core, spun on a busy
+    # machine: a sub-network took 4x the CPU of its parent's training); results do not depend on it.
+    threads = task_threads(1).per_task
     for run_dir, config, plan in zip(run_dirs, configs, plans):
         if plan == "done":
             say.info(f"{run_dir}: already complete, skipped")
         else:
-            train_one(run_dir, config, plan, torch_device, say)
+            train_one(run_dir, config, plan, torch_device, say, threads)
         say.result(run_dir)
     return say.written
