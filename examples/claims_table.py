@@ -31,14 +31,14 @@ SETTING = ["weight_decay", "alpha", "fix_norm"]
 EVENTS = [
     ("003: the most synergistic step", "synergy", None, None, "peak"),
     ("003: the most redundant step", "redundancy", None, None, "peak"),
-    ("000/001: test RNC1's steepest fall", "rnc1", "test", None, "steepest"),
+    ("000/001: test RNC1's steepest change", "rnc1", "test", None, "steepest"),
     ("000/001: test RNC1's change point", "rnc1", "test", None, "change_point"),
-    ("000/001: test accuracy's steepest rise", "accuracy", "test", None, "steepest"),
+    ("000/001: test accuracy's steepest change", "accuracy", "test", None, "steepest"),
     ("IB: nHSIC(X; T) change point (compression)", "nhsic_x", "test", None, "change_point"),
     ("IB: nHSIC(Y; T) change point", "nhsic_y", "test", None, "change_point"),
     ("002: complexity's peak (tolerance 0.1)", "complexity", None, "tolerance=0.1", "peak"),
-    ("Nanda: restricted loss's steepest fall (test)", "restricted_loss", "test", None, "steepest"),
-    ("Nanda: test loss's steepest fall", "loss", "test", None, "steepest"),
+    ("Nanda: restricted loss's steepest change (test)", "restricted_loss", "test", None, "steepest"),
+    ("Nanda: test loss's steepest change", "loss", "test", None, "steepest"),
 ]
 METRICS = "synergy,redundancy,rnc1,accuracy,nhsic_x,nhsic_y,complexity,restricted_loss,loss"
 
@@ -85,7 +85,23 @@ def sweep_table(report: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def events_table(lead_lag: pd.DataFrame, report: pd.DataFrame) -> str:
+def direction(per_run: pd.DataFrame, setting, measure, split, variant, event) -> str:
+    """' (rise)' or ' (fall)' when every seed's slope at a steepest change has that sign; for a
+    change point, the bend: ' (bends down)' or ' (bends up)'."""
+    rows = per_run[(per_run["measure"] == measure) & (per_run["event"] == event)
+                   & (per_run[SETTING] == setting[SETTING]).all(axis=1)]
+    rows = rows[rows["split"].isna()] if split is None else rows[rows["split"] == split]
+    rows = rows[rows["variant"].isna()] if variant is None else rows[rows["variant"] == variant]
+    slopes = rows["slope"].dropna()
+    if slopes.empty or not ((slopes > 0).all() or (slopes < 0).all()):
+        return ""
+    up = bool((slopes > 0).all())
+    if event == "change_point":
+        return " (bends up)" if up else " (bends down)"
+    return " (rise)" if up else " (fall)"
+
+
+def events_table(lead_lag: pd.DataFrame, report: pd.DataFrame, per_run: pd.DataFrame) -> str:
     settings = [g.iloc[0] for _, g in report.groupby(SETTING, sort=True) if g["generalization_step"].notna().any()]
     header = "| claim: event | " + " | ".join(setting_name(s) for s in settings) + " |"
     lines = [header, "| --- |" + " --- |" * len(settings)]
@@ -107,7 +123,8 @@ def events_table(lead_lag: pd.DataFrame, report: pd.DataFrame) -> str:
                 cells.append("-")
                 continue
             row = match.iloc[0]
-            cells.append(interval(row["log_ratio"], row["log_ratio_low"], row["log_ratio_high"], int(row["seeds"])))
+            cells.append(interval(row["log_ratio"], row["log_ratio_low"], row["log_ratio_high"], int(row["seeds"]))
+                         + (direction(per_run, s, measure, split, variant, event) if event != "peak" else ""))
         lines.append(f"| {claim} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -146,8 +163,9 @@ def main() -> None:
     report = pd.read_csv(out / "report.csv")
     lead_lag = pd.read_csv(io.StringIO(grokscope("onsets", str(runs), "--over-seeds", "--metric", METRICS, "-f", "csv")))
     print("## The sweep\n\n" + sweep_table(report) + "\n")
+    per_run = pd.read_csv(io.StringIO(grokscope("onsets", str(runs), "--metric", METRICS, "-f", "csv")))
     print("## Events relative to generalisation: log10(t_event / t_gen), mean over seeds [95 % bootstrap]\n\n"
-          + events_table(lead_lag, report) + "\n")
+          + events_table(lead_lag, report, per_run) + "\n")
     if (out / "predict.csv").is_file():
         print("## The early-synergy predictor\n\n" + predict_table(pd.read_csv(out / "predict.csv")) + "\n")
     if (out / "subnets").is_dir():
