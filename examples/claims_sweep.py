@@ -41,17 +41,22 @@ Rerunning resumes: finished runs and measured checkpoints are skipped; rerun wit
 sweep smaller (--p, --width, --train-fraction, --steps, --seeds, --weight-decays, --alphas,
 --families, --bins) are for checking the script on a laptop; the claims need the defaults.
 
-Compute. The full sweep has not been run yet (no CPU for it in the session that wrote this); its
-cost belongs in docs/claims.md with its results. The script was checked end to end on a 2-run
-miniature, every stage:
+Compute. The full sweep (27 runs, 3 seeds; docs/claims.md has its results and the exact
+commands) took on the project's shared 2-core CPU machine, at load 3-6: train 48 CPU min (40 min
+wall, 2 workers); measure, every family of the default --families on all 27 x 68 checkpoints, 39
+CPU min (1.3 CPU s per checkpoint; run as 4 processes over the runs, 51 min wall); subnet with 2-3
+random controls per parent, 13 runs, 51 CPU min (some of it two spinning threads, since fixed);
+predict, onsets and figures 5 CPU min. About 2.4 CPU hours in all; the script's default --draws 10
+adds about 5 CPU min per control and parent. docs/claims.md's tables come from
+examples/claims_table.py OUT.
+
+A 2-run miniature checks every stage in minutes:
 
     python examples/claims_sweep.py mini --p 31 --width 128 --train-fraction 0.8 --steps 800 \
         --seeds 0 --weight-decays 2 --alphas 8 --families o-info,grokking,collapse,hsic,weights,fourier \
         --bins 4 --subnet-rule min --draws 2 --jobs 2
 
-(both runs generalise; predict is skipped, leave-one-out needs 3 runs): 108 s CPU in all (train
-23, measure 23, subnet 12, onsets and report 16, figures 31) and 6.7 min of wall time on the
-project's shared 2-core machine under load from other jobs, so not a clean timing.
+(both runs generalise; predict is skipped, leave-one-out needs 3 runs): 108 s CPU in all.
 """
 
 from __future__ import annotations
