@@ -399,8 +399,9 @@ def test_weight_noise_is_drawn_per_step_from_the_seed(tmp_path):
 
     args = ["--p", "7", "--width", "16", "--steps", "10", "--save-every", "10", "--save-log", "0", "-q"]
     for name, extra in (("a", ["--weight-noise", "0.05"]), ("b", ["--weight-noise", "0.05"]), ("c", [])):
-        assert invoke("train", *args, *extra, "--name", name, "--out", tmp_path).exit_code == 0
-    a, b, c = (formats.run.load_checkpoint(formats.run.checkpoint_path(tmp_path / n, 10)) for n in "abc")
+        # Each in its own --out: in one folder, b (a's settings and seed) would be given a itself.
+        assert invoke("train", *args, *extra, "--name", name, "--out", tmp_path / name).exit_code == 0
+    a, b, c = (formats.run.load_checkpoint(formats.run.checkpoint_path(tmp_path / n / n, 10)) for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same noise
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the noise changed the gradients
 
