@@ -45,8 +45,8 @@ Compute. The full sweep (27 runs, 3 seeds; docs/claims.md has its results and th
 commands) took on the project's shared 2-core CPU machine, at load 3-6: train 48 CPU min (40 min
 wall, 2 workers); measure, every family of the default --families on all 27 x 68 checkpoints, 39
 CPU min (1.3 CPU s per checkpoint; run as 4 processes over the runs, 51 min wall); subnet with 2-3
-random controls per parent, 13 runs, 51 CPU min (some of it two spinning threads, since fixed);
-predict, onsets and figures 5 CPU min. About 2.4 CPU hours in all; the script's default --draws 10
+random controls per parent, 13 runs, 45 CPU min (some of it two spinning threads, since fixed);
+predict, onsets and figures 6 CPU min. About 2.3 CPU hours in all; the script's default --draws 10
 adds about 5 CPU min per control and parent. docs/claims.md's tables come from
 examples/claims_table.py OUT.
 
