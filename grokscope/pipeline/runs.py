@@ -79,9 +79,9 @@ def find_twin(out: Path, run_dir: Path, config) -> tuple[Path, bool] | None:
         try:
             if _config_differences({**_stored_config(twin), "name": None}, wanted):
                 continue
+            step = formats.run.resume_step(twin)
         except (GrokscopeError, OSError, KeyError, TypeError):
             continue
-        step = formats.run.resume_step(twin)
         return twin, step is not None and step >= config.schedule.steps
     return None
 
