@@ -148,10 +148,7 @@ def _pair_wins(x: np.ndarray, y: np.ndarray, regularisation: float) -> np.ndarra
     positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     if not len(positives) or not len(negatives):
         return np.zeros((len(positives), len(negatives)))
-    i, j = np.repeat(positives, len(negatives)), np.tile(negatives, len(positives))  # (pairs,)
-    train = np.ones((len(i), len(y)), dtype=bool)
-    train[np.arange(len(i)), i] = False
-    train[np.arange(len(i)), j] = False
+    train, i, j = _pair_folds(y)
     scores = _fit_scores(x, np.broadcast_to(y, train.shape), train, regularisation)  # (pairs, n)
     rows = np.arange(len(i))
     wins = (scores[rows, i] > scores[rows, j]) + 0.5 * (scores[rows, i] == scores[rows, j])
@@ -175,13 +172,9 @@ def _leave_pair_out_auc(x: np.ndarray, labels: np.ndarray, regularisation: float
     n = x.shape[0]
     folds, fold_labels, owners = [], [], []
     for row, y in enumerate(labels):
-        positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-        if not len(positives) or not len(negatives):
+        if not (y == 1).any() or not (y == 0).any():
             continue
-        i, j = np.repeat(positives, len(negatives)), np.tile(negatives, len(positives))  # (pairs,)
-        train = np.ones((len(i), n), dtype=bool)
-        train[np.arange(len(i)), i] = False
-        train[np.arange(len(i)), j] = False
+        train, i, j = _pair_folds(y)
         folds.append((train, i, j))
         fold_labels.append(np.broadcast_to(y, (len(i), n)))
         owners.append(np.full(len(i), row))
@@ -197,6 +190,17 @@ def _leave_pair_out_auc(x: np.ndarray, labels: np.ndarray, regularisation: float
     owner = np.concatenate(owners)
     aucs[np.unique(owner)] = np.bincount(owner, weights=wins)[np.unique(owner)] / np.bincount(owner)[np.unique(owner)]
     return aucs
+
+
+def _pair_folds(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fold per (positive, negative) pair of ``y``: which runs it trains on (pairs, n), and
+    the pair's positive and negative run (pairs,), positives outer."""
+    positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    i, j = np.repeat(positives, len(negatives)), np.tile(negatives, len(positives))  # (pairs,)
+    train = np.ones((len(i), len(y)), dtype=bool)
+    train[np.arange(len(i)), i] = False
+    train[np.arange(len(i)), j] = False
+    return train, i, j
 
 
 def _fit_scores(x: np.ndarray, y: np.ndarray, train: np.ndarray, regularisation: float,
