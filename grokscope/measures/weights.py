@@ -112,8 +112,21 @@ def _spectral_rows(name: str, matrix: torch.Tensor) -> list[dict]:
     if not torch.isfinite(matrix).all() or not matrix.any():
         summary = dict.fromkeys(("spectral_entropy", "effective_rank", "stable_rank"), math.nan)
     else:
-        summary = spectral_summary(torch.linalg.svdvals(matrix))  # (min(rows, cols),)
+        summary = spectral_summary(_singular_values(matrix))  # (min(rows, cols),)
     return [_row(metric, name, value) for metric, value in summary.items()]
+
+
+def _singular_values(matrix: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.svdvals`` on one thread: on the CPU its last bits differ between 1 and 2
+    threads, and a measure table must not depend on ``--threads``."""
+    if matrix.device.type != "cpu":
+        return torch.linalg.svdvals(matrix)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.svdvals(matrix)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def spectral_summary(singular_values: torch.Tensor) -> dict[str, float]:
