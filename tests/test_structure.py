@@ -101,7 +101,7 @@ def test_the_numerics_import_only_numerics():
 
 # The floors of docs/development.md's map, ground up: a room imports its own floor or below.
 FLOORS = [
-    ("errors", "version", "measures", "reproducibility", "worker_signals", "precision"),
+    ("errors", "version", "measures", "reproducibility", "worker_signals", "precision", "interrupts"),
     ("config", "formats", "devices", "sweep", "dask_cluster"),
     ("checkpoint_contents", "loading", "discovery", "scanning", "stored_steps", "tasks", "model", "masking",
      "subnet_controls", "layers", "state_dicts", "execution", "memory"),

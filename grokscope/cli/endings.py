@@ -14,6 +14,7 @@ import warnings
 import typer
 
 from grokscope.cli.output import Output
+from grokscope import interrupts
 from grokscope.errors import GrokscopeError, GrokscopeWarning, describe_os_error
 
 INTERRUPTED = "interrupted; files already written are complete, the rest were not written"
@@ -113,8 +114,9 @@ def run(app) -> None:
 
 
 def _on_interrupt(signum, frame):
-    """Ctrl-C: a KeyboardInterrupt where the process is (so an atomic write removes its temporary),
-    and a timer that ends the process should Python lose the exception on its way up."""
+    """Ctrl-C: a KeyboardInterrupt where the process is, or at the next line of grokscope's code
+    where it must not start (inside an import or torch), so an atomic write removes its
+    temporary; and a timer that ends the process should Python lose the exception on its way up."""
     global _interrupted
     if not _interrupted:
         _interrupted = True
@@ -123,7 +125,7 @@ def _on_interrupt(signum, frame):
         timer = threading.Timer(INTERRUPT_GRACE_SECONDS, _exit_now, args=(130, True))
         timer.daemon = True
         timer.start()
-    raise KeyboardInterrupt
+    interrupts.interrupt(frame)
 
 
 def _exit_now(code: int, lost: bool = False) -> None:
