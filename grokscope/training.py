@@ -22,6 +22,7 @@ from grokscope import formats
 from grokscope.config import RunConfig
 from grokscope.errors import GrokscopeError
 from grokscope.measures.complexity import spectral_entropy_penalty
+from grokscope.measures.thread_independent import fixed_order_sum
 from grokscope.model import build_model
 from grokscope.tasks import Dataset, load_task
 
@@ -307,20 +308,7 @@ def first_step_reaching(history: pd.DataFrame, column: str, threshold: float = 0
     return int(reached.iloc[0]) if len(reached) else None
 
 
-# Summed in rows of this many entries, then the row sums likewise: torch splits one long sum
-# among its threads (so its rounding follows the thread count), but sums each row of a matrix
-# in one thread in a fixed order.
-_SUM_ROW = 1024
-
-
-def _sum_in_fixed_order(values: torch.Tensor) -> torch.Tensor:
-    flat = values.reshape(-1)
-    while flat.numel() > _SUM_ROW:
-        flat = torch.nn.functional.pad(flat, (0, -flat.numel() % _SUM_ROW)).view(-1, _SUM_ROW).sum(dim=1)
-    return flat.sum()
-
-
 def global_norm(params) -> torch.Tensor:
     """The L2 norm over every parameter entry, the same bits on any thread count (it sets the
     scale of --fix-norm's update, so it is part of the trajectory)."""
-    return torch.sqrt(_sum_in_fixed_order(torch.cat([p.detach().reshape(-1) ** 2 for p in params])))
+    return torch.sqrt(fixed_order_sum(torch.cat([p.detach().reshape(-1) ** 2 for p in params])))

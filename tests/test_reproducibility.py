@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,27 @@ def test_training_and_probing_give_the_same_bytes_on_one_or_two_threads_and_besi
     assert any(name.startswith("features/step-") for name in one)
     assert "history.parquet" in one
     assert one == two == busy
+
+
+# Every family; LLC with short chains (its own seeded SGLD is what is compared, not its accuracy).
+EVERY_FAMILY = ["--metric", "collapse,hsic,oinfo,weights,spectra,complexity,fourier,grokking,llc",
+                "--llc-chains", "2", "--llc-draws", "20", "--llc-burnin", "5", "-q"]
+
+
+def test_every_measure_table_is_the_same_bytes_on_one_or_two_threads(tmp_path):
+    """Width 250 on 9,409 samples: feature sums of 2.4M entries, 250 x 250 covariances and
+    weights, where torch's one-number sums and MKL's factorisations follow the thread count
+    unless grokscope.measures.thread_independent fixes them."""
+    grokscope("train", *SMALL_RUN, "--threads", "2", "--out", str(tmp_path / "runs"))
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    grokscope("probe", str(run_dir), "--threads", "2")
+    tables = {}
+    for threads in (1, 2):
+        copy = shutil.copytree(run_dir, tmp_path / f"threads-{threads}")
+        grokscope("measure", str(copy), *EVERY_FAMILY, "--threads", str(threads))
+        tables[threads] = {p.name: p.read_bytes() for p in sorted((copy / "measures").glob("*.parquet"))}
+    assert len(tables[1]) == 9
+    assert tables[1] == tables[2]
 
 
 @pytest.mark.skipif(not mkl_has_a_strict_mode(), reason="torch without MKL: no mode to switch off")

@@ -23,6 +23,7 @@ from grokscope.errors import GrokscopeError
 from grokscope.measures.copula import _gram
 from grokscope.measures.entropy import COLLINEARITY_TOLERANCE
 from grokscope.measures.inputs import _as_tensor, _check_samples_matrix
+from grokscope.measures.thread_independent import on_one_thread
 
 
 def independent_columns(x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +48,7 @@ def independent_columns(x: torch.Tensor) -> torch.Tensor:
     norms = (centred ** 2).sum(dim=0)  # (n,)
     if n < centred.shape[0]:  # may be full rank: one factorisation of the Gram matrix tells
         gram = _gram(centred.T)  # (n, n)
-        chol, info = torch.linalg.cholesky_ex(gram)
+        chol, info = on_one_thread(torch.linalg.cholesky_ex, gram)
         if info == 0 and bool((torch.diagonal(chol) ** 2 > COLLINEARITY_TOLERANCE * norms).all()):
             return torch.ones(n, dtype=torch.bool, device=x.device)
     return _kept_in_order(centred, norms)

@@ -16,6 +16,7 @@ import torch
 
 from grokscope.errors import GrokscopeError
 from grokscope.measures.weights import shared_entries, spectral_summary
+from grokscope.measures.thread_independent import on_one_thread
 
 COMPRESSORS = ("bz2", "lzma")
 #: Bin sizes 2^(j/16): 4.4% apart, finer than the cliffs of the loss in the bin size.
@@ -179,7 +180,7 @@ class CoarseGraining:
             largest = max(largest, float(value.abs().max()) if value.numel() else 0.0)
             if value.ndim != 2 or not self.finite:
                 continue
-            u, s, vh = torch.linalg.svd(value, full_matrices=False)  # (m, r) (r,) (r, n)
+            u, s, vh = on_one_thread(torch.linalg.svd, value, full_matrices=False)  # (m, r) (r,) (r, n)
             rank = truncation_rank(s, 1.0, rtol=max(value.shape) * torch.finfo(torch.float64).eps)
             self.matrices[name] = _Matrix(u, s, vh, rank, torch.cumsum(s[:rank], 0))
             if len(s):

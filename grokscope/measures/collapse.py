@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from grokscope.errors import GrokscopeError
+from grokscope.measures.thread_independent import fixed_order_mean, fixed_order_sum, on_one_thread
 
 #: Keys of :func:`collapse_measures` without and with output weights, in table order.
 COLLAPSE_KEYS = (
@@ -127,14 +128,14 @@ def _finite_stats(h, y) -> _ClassStats | None:
 
 
 def _within_var(s: _ClassStats) -> torch.Tensor:
-    return s.residuals.pow(2).sum() / s.h.shape[0]
+    return fixed_order_sum(s.residuals.pow(2)) / s.h.shape[0]
 
 
 def _between_var(s: _ClassStats) -> torch.Tensor:
     # Weighted by class size (as the authors' code does), so that within + between equals the
     # total variance (1/N) sum_i ||h_i - mu_G||^2 exactly.
     weights = s.counts / s.counts.sum()  # (K,)
-    return (weights * s.centred_means.pow(2).sum(dim=1)).sum()
+    return fixed_order_sum(weights * s.centred_means.pow(2).sum(dim=1))
 
 
 def _feature_norms(s: _ClassStats) -> torch.Tensor:
@@ -145,16 +146,17 @@ def _nc1_papyan(s: _ClassStats) -> torch.Tensor:
     # S_B = Mc^T Mc / K with Mc the (K, d) centred means, so from Mc = U diag(s) V^T,
     # S_B^+ = V diag(K / s^2) V^T over the non-zero singular values, and
     # tr(S_W S_B^+) / K = (1/N) sum_j ||R v_j||^2 / s_j^2 with R the (N, d) residuals.
-    _, sing, vh = torch.linalg.svd(s.centred_means, full_matrices=False)  # (r,), (r, d)
+    _, sing, vh = on_one_thread(torch.linalg.svd, s.centred_means, full_matrices=False)  # (r,), (r, d)
     tolerance = sing.max() * max(s.centred_means.shape) * torch.finfo(sing.dtype).eps
     keep = sing > tolerance
     projected = s.residuals @ vh[keep].T  # (N, r')
-    return (projected.pow(2).sum(dim=0) / sing[keep].pow(2)).sum() / s.h.shape[0]
+    return fixed_order_sum(projected.pow(2).sum(dim=0) / sing[keep].pow(2)) / s.h.shape[0]
 
 
 def _nc2_equinorm(s: _ClassStats) -> torch.Tensor:
     norms = torch.linalg.vector_norm(s.centred_means, dim=1)  # (K,)
-    return norms.std(correction=0) / norms.mean()
+    mean = fixed_order_mean(norms)
+    return fixed_order_mean((norms - mean).pow(2)).sqrt() / mean
 
 
 def _nc2_equiangularity(s: _ClassStats) -> torch.Tensor:
@@ -162,7 +164,7 @@ def _nc2_equiangularity(s: _ClassStats) -> torch.Tensor:
     unit = s.centred_means / torch.linalg.vector_norm(s.centred_means, dim=1, keepdim=True)  # (K, d)
     cosines = unit @ unit.T  # (K, K)
     off_diagonal = ~torch.eye(k, dtype=torch.bool, device=cosines.device)
-    return (cosines[off_diagonal] + 1.0 / (k - 1)).abs().mean()
+    return fixed_order_mean((cosines[off_diagonal] + 1.0 / (k - 1)).abs())
 
 
 def _nc2_cond(s: _ClassStats) -> torch.Tensor:
@@ -171,14 +173,18 @@ def _nc2_cond(s: _ClassStats) -> torch.Tensor:
     k, d = s.means.shape
     if k > d:
         return torch.tensor(math.inf, dtype=s.means.dtype)
-    sing = torch.linalg.svdvals(s.means)  # (K,)
+    sing = on_one_thread(torch.linalg.svdvals, s.means)  # (K,)
     return sing.max() / sing.min()
 
 
 def _nc3(s: _ClassStats, w: torch.Tensor) -> torch.Tensor:
     w_present = w[s.classes]  # (K, d)
     m = s.centred_means
-    return (w_present / torch.linalg.norm(w_present) - m / torch.linalg.norm(m)).pow(2).sum()
+    return fixed_order_sum((w_present / _frobenius(w_present) - m / _frobenius(m)).pow(2))
+
+
+def _frobenius(matrix: torch.Tensor) -> torch.Tensor:
+    return fixed_order_sum(matrix.pow(2)).sqrt()
 
 
 def _nc4(s: _ClassStats, w: torch.Tensor) -> torch.Tensor:
@@ -186,7 +192,7 @@ def _nc4(s: _ClassStats, w: torch.Tensor) -> torch.Tensor:
     # argmin_c ||h - mu_c||^2 = argmin_c (||mu_c||^2 - 2 h . mu_c): ||h||^2 is the same for all c.
     scores = s.means.pow(2).sum(dim=1) - 2.0 * s.h @ s.means.T  # (N, K)
     nearest_centre = s.classes[scores.argmin(dim=1)]  # (N,) as label values
-    return (network == nearest_centre).to(s.h.dtype).mean()
+    return fixed_order_mean((network == nearest_centre).to(s.h.dtype))
 
 
 # --- public functions --------------------------------------------------------------------------
@@ -259,7 +265,7 @@ def rnc1(h, y) -> float:
     stats = _finite_stats(h, y)
     if stats is None:
         return math.nan
-    return float(_within_var(stats) / _feature_norms(stats).mean().pow(2))
+    return float(_within_var(stats) / fixed_order_mean(_feature_norms(stats)).pow(2))
 
 
 @torch.no_grad()
@@ -378,7 +384,7 @@ def collapse_measures(h, y, w=None) -> dict[str, float]:
         "within_var": within,
         "between_var": between,
         "nc1": within / between,
-        "rnc1": within / norms.mean().pow(2),
+        "rnc1": within / fixed_order_mean(norms).pow(2),
         "rnc1_sup": within / norms.max().pow(2),
         "nc1_papyan": _nc1_papyan(stats),
         "nc2_equinorm": _nc2_equinorm(stats),

@@ -13,6 +13,7 @@ from numbers import Integral
 import torch
 
 from grokscope.errors import GrokscopeError
+from grokscope.measures.thread_independent import on_one_thread
 
 #: delta of the generalisation bound (a 95% bound).
 DEFAULT_DELTA = 0.05
@@ -56,7 +57,7 @@ def spectral_entropy_penalty(matrices: Sequence[torch.Tensor], eps: float = 1e-1
     """
     terms = []
     for matrix in matrices:
-        sing = torch.linalg.svdvals(matrix)  # (min(rows, cols),)
+        sing = on_one_thread(torch.linalg.svdvals, matrix)  # (min(rows, cols),)
         total = sing.sum()
         if not bool(total > 0):
             continue

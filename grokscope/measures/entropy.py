@@ -18,6 +18,7 @@ import torch
 
 from grokscope.errors import GrokscopeError
 from grokscope.measures.inputs import _as_tensor, _check_units, _unit_scale
+from grokscope.measures.thread_independent import on_one_thread
 
 #: A variable whose residual variance, given the variables before it, is below this fraction of
 #: its variance is taken as a linear combination of them (a singular covariance).
@@ -87,7 +88,7 @@ def gaussian_entropy(cov, n_samples: int, *, bias_correction: bool = True, units
     k = c.shape[-1]
     if n_samples <= k:
         raise GrokscopeError(f"n_samples: must exceed the dimension ({k}), got {n_samples}")
-    chol, info = torch.linalg.cholesky_ex(c)
+    chol, info = on_one_thread(torch.linalg.cholesky_ex, c)
     if bool((info != 0).any()):
         raise GrokscopeError("cov: not positive definite (duplicated or constant variables?)")
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
@@ -105,7 +106,7 @@ def _check_positive_definite(cov: torch.Tensor, ridge: float) -> torch.Tensor:
     m = cov.shape[0]
     if ridge > 0:
         cov = cov + ridge * torch.eye(m, dtype=cov.dtype, device=cov.device)
-    chol, info = torch.linalg.cholesky_ex(cov)
+    chol, info = on_one_thread(torch.linalg.cholesky_ex, cov)
     residual = torch.diagonal(chol) ** 2 / torch.diagonal(cov)  # (m,) 1 - R^2 on earlier columns
     bad = (info != 0) or bool((~(residual > COLLINEARITY_TOLERANCE)).any())
     if not bad:

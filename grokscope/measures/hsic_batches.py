@@ -23,6 +23,7 @@ from numbers import Integral, Real
 import torch
 
 from grokscope.errors import GrokscopeError
+from grokscope.measures.thread_independent import fixed_order_sum
 
 KERNELS = ("gaussian", "linear")
 BANDWIDTHS = ("fixed", "median")
@@ -296,5 +297,6 @@ def walk_minibatches(orders: torch.Tensor, batch_size: int | None, variables: li
 def pass_means(values: list[torch.Tensor], n_orders: int, passes: int) -> torch.Tensor:
     """``(passes,)``: each pass's mean over its batches, from per-batch ``values`` (one tensor per
     group of :func:`batch_groups` over ``n_orders`` distinct orders, repeated if fewer than passes)."""
-    per_order = torch.cat([v.reshape(n_orders, -1) for v in values], dim=1).mean(dim=1)  # (P,)
+    per_batch = torch.cat([v.reshape(n_orders, -1) for v in values], dim=1)  # (P, batches)
+    per_order = fixed_order_sum(per_batch, keep=1) / per_batch.shape[1]  # (P,)
     return per_order.expand(passes) if n_orders < passes else per_order

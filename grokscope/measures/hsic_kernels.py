@@ -12,6 +12,7 @@ import torch
 
 from grokscope.errors import GrokscopeError
 from grokscope.measures.hsic_batches import Variable
+from grokscope.measures.thread_independent import fixed_order_sum, on_one_thread
 
 
 def _two_width_squared(sq_dist: torch.Tensor, d: int, sigma: float, bandwidth: str) -> torch.Tensor:
@@ -82,13 +83,13 @@ def nocco_operator(centred: torch.Tensor, eps: float) -> torch.Tensor:
     ridge = centred.shape[-1] * eps
     shifted = centred.clone()
     shifted.diagonal(dim1=-2, dim2=-1).add_(ridge)
-    factor, info = torch.linalg.cholesky_ex(shifted)  # (C, m, m)
+    factor, info = on_one_thread(torch.linalg.cholesky_ex, shifted)  # (C, m, m)
     if bool((info != 0).any()):
         raise GrokscopeError(
             f"eps: {eps:g} is too small for these kernels (the regularised kernel matrix is not "
             "numerically positive definite); use a larger eps"
         )
-    operator = torch.cholesky_inverse(factor).mul_(-ridge)
+    operator = on_one_thread(torch.cholesky_inverse, factor).mul_(-ridge)
     operator.diagonal(dim1=-2, dim2=-1).add_(1.0)
     return operator  # (C, m, m), symmetric
 
@@ -96,4 +97,4 @@ def nocco_operator(centred: torch.Tensor, eps: float) -> torch.Tensor:
 def trace_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     r""":math:`\operatorname{tr}(A B)` per batch, ``(C,)``, for symmetric ``(C, m, m)`` matrices:
     :math:`\sum_{ij} A_{ij} B_{ij}`."""
-    return (a * b).sum(dim=(1, 2))
+    return fixed_order_sum(a * b, keep=1)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from grokscope.measures.entropy import _oinfo_bias
+from grokscope.measures.thread_independent import on_one_thread
 
 
 def _pad_sets(sets: Sequence[Sequence[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +58,7 @@ def _oinfo_of_blocks(sub: torch.Tensor, sizes: torch.Tensor, n_samples: int,
     """O-information (nats) of each covariance block of ``sub`` (B, s, s), ``sizes`` (B,)
     variables each (the rest an identity padding); the formula of :func:`_direct_values`."""
     b, s = sub.shape[:2]
-    chol = torch.linalg.cholesky(sub)  # (B, s, s)
+    chol = on_one_thread(torch.linalg.cholesky, sub)  # (B, s, s)
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (B,)
     precision_diag = _precision_diagonal(chol)  # (B, s)
     log_var = torch.log(torch.diagonal(sub, dim1=-2, dim2=-1))  # (B, s)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from grokscope.measures.weights import _as_parameters
+from grokscope.measures.thread_independent import on_one_thread
 
 MIN_EVALS = 8
 MAX_EVALS = 15000
@@ -161,11 +162,11 @@ def _eigenvalues(tensor: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
     WeightWatcher scales it), with its larger side N, smaller side M and kernel positions rf."""
     if tensor.ndim == 2:
         n_side, m_side, positions = max(tensor.shape), min(tensor.shape), 1
-        singular = torch.linalg.svdvals(tensor)
+        singular = on_one_thread(torch.linalg.svdvals, tensor)
         return singular.pow(2), n_side, m_side, positions
     out_channels, in_channels, kh, kw = tensor.shape
     slices = tensor.permute(2, 3, 0, 1).reshape(kh * kw, out_channels, in_channels)  # (rf, out, in)
-    singular = torch.linalg.svdvals(slices * math.sqrt(0.5))  # conv2d_norm
+    singular = on_one_thread(torch.linalg.svdvals, slices * math.sqrt(0.5))  # conv2d_norm
     return singular.pow(2).flatten(), max(out_channels, in_channels), min(out_channels, in_channels), kh * kw
 
 

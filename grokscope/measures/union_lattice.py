@@ -44,6 +44,7 @@ import torch
 from grokscope.errors import GrokscopeError
 from grokscope.measures.entropy import _oinfo_bias
 from grokscope.measures.lattice import _all_multiplets
+from grokscope.measures.thread_independent import on_one_thread
 
 #: Children of one node are grown together in blocks of consecutive groups holding at most this
 #: many variables (a group larger than it is a block of its own): one product, one factorisation
@@ -90,8 +91,8 @@ class _Walk:
         n = self.starts[-1]
         order = torch.cat(members).to(self.device)  # variables grouped, in walk order
         sub = cov[order][:, order]  # (n, n)
-        chol = torch.linalg.cholesky(sub)
-        self.precision = torch.cholesky_inverse(chol)  # (n, n)
+        chol = on_one_thread(torch.linalg.cholesky, sub)
+        self.precision = on_one_thread(torch.cholesky_inverse, chol)  # (n, n)
         self.logdet_cov = float(2.0 * torch.log(torch.diagonal(chol)).sum())
         del chol
         log_var = torch.log(torch.diagonal(sub))
@@ -191,7 +192,7 @@ class _Walk:
             theta = torch.addmm(theta, w, w[first_row:first_row + hi - lo].T, alpha=-1.0)
         # the children's Schur complements, block-diagonal: its factor is theirs, side by side
         pivots = theta[first_row:first_row + hi - lo].masked_fill(off_diagonal, 0.0)  # (b, b)
-        factor, info = torch.linalg.cholesky_ex(pivots)
+        factor, info = on_one_thread(torch.linalg.cholesky_ex, pivots)
         self.failures.append(info)  # checked once at the end: no wait for each
         columns = torch.linalg.solve_triangular(factor.mT, theta, upper=True, left=False)  # (r, b)
         child_conditional = torch.addmm(conditional.unsqueeze(1), columns.square(), one_hot,

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import torch
 
 from grokscope.errors import GrokscopeError
+from grokscope.measures.thread_independent import fixed_order_sum, on_one_thread
 
 
 # Entries that models keep in their state dicts but that are not trained weights: attention masks
@@ -112,21 +113,8 @@ def _spectral_rows(name: str, matrix: torch.Tensor) -> list[dict]:
     if not torch.isfinite(matrix).all() or not matrix.any():
         summary = dict.fromkeys(("spectral_entropy", "effective_rank", "stable_rank"), math.nan)
     else:
-        summary = spectral_summary(_singular_values(matrix))  # (min(rows, cols),)
+        summary = spectral_summary(on_one_thread(torch.linalg.svdvals, matrix))  # (min(rows, cols),)
     return [_row(metric, name, value) for metric, value in summary.items()]
-
-
-def _singular_values(matrix: torch.Tensor) -> torch.Tensor:
-    """``torch.linalg.svdvals`` on one thread: on the CPU its last bits differ between 1 and 2
-    threads, and a measure table must not depend on ``--threads``."""
-    if matrix.device.type != "cpu":
-        return torch.linalg.svdvals(matrix)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return torch.linalg.svdvals(matrix)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def spectral_summary(singular_values: torch.Tensor) -> dict[str, float]:
@@ -150,7 +138,7 @@ def spectral_summary(singular_values: torch.Tensor) -> dict[str, float]:
 
 def _balancedness(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     # first: (h, in), second: (out, h); both Gram matrices are (h, h).
-    return torch.linalg.matrix_norm(second.T @ second - first @ first.T)
+    return fixed_order_sum((second.T @ second - first @ first.T).pow(2)).sqrt()
 
 
 @torch.no_grad()
@@ -219,7 +207,7 @@ def weight_measures(state: Mapping, parameters=None, pairs=None) -> list[dict]:
         ``state`` is not a mapping or has no floating-point entries.
     """
     chosen = _as_parameters(state, parameters)
-    squared = [p.pow(2).sum() for p in chosen.values()]
+    squared = [fixed_order_sum(p.pow(2)) for p in chosen.values()]
     rows = [_row("weight_norm", None, math.sqrt(sum(float(s) for s in squared)))]
     rows += [_row("param_norm", name, s.sqrt()) for name, s in zip(chosen, squared)]
     for name, tensor in chosen.items():
