@@ -100,7 +100,7 @@ def measure(
     compressor: str = typer.Option("bz2", "--compressor", help="complexity: bz2 (the authors') or lzma."),
     complexity_samples: Optional[int] = typer.Option(None, "--complexity-samples", help="complexity: training samples the loss is evaluated on, seeded by --seed; 0 all (default: all where one evaluation costs <= 2^35 multiply-adds, else a subsample that does)."),
     complexity_evaluations: int = typer.Option(64, "--complexity-evaluations", help="complexity: most new loss evaluations per tolerance (0: no bound); where they run out the size is the best point evaluated."),
-    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Memory a forward pass's activations may take, e.g. 512M (default: a quarter of the available memory, at most 512M)."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Memory a forward pass's activations may take, e.g. 512M (default: a quarter of the available memory, at most 512M; on the CPU at most 256M, which runs faster)."),
     key_frequencies: Optional[str] = typer.Option(None, "--key-frequencies", help="fourier: the key frequencies, e.g. 14,35,41 (default: read off each run's last checkpoint)."),
     llc_step_size: Optional[float] = typer.Option(None, "--llc-step-size", help="llc: SGLD step size epsilon (default by model: mlp 1e-3, transformer 1e-5)."),
     llc_localization: float = typer.Option(100.0, "--llc-localization", help="llc: localisation strength gamma."),

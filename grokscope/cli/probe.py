@@ -58,7 +58,7 @@ def probe(
     force: bool = typer.Option(False, "--force", help="Recompute features that are already stored (and accept a new --model or --data)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(16384, "--batch-size", help="Samples per forward pass, at most (fewer where --max-memory says so)."),
-    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Memory a forward pass's activations may take, e.g. 512M or 2G (default: a quarter of the available memory, at most 512M); the model runs on batches that fit."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Memory a forward pass's activations may take, e.g. 512M or 2G (default: a quarter of the available memory, at most 512M; on the CPU at most 256M, which runs faster); the model runs on batches that fit."),
     dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32, float64, float16, bfloat16. Half precision runs mixed (float32 weights, matrix products in half precision as torch.autocast does; on CPUs with bfloat16 units about 2x faster) and rounds activations into ties that rank-based estimators suffer from. Files are float32 either way (see --storage)."),
     storage: str = typer.Option("float32", "--storage", help="Dtype of the stored features: float32 (the format's default) or float16 (half the disk; rounds activations into ties). measure needs no stored features: it computes them in memory."),
     allow_global: Optional[List[str]] = typer.Option(None, "--allow-global", help="Let pickled checkpoints hold this class (module.Name, repeatable; e.g. argparse.Namespace in Lightning hyperparameters). Only for files you trust."),
