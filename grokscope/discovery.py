@@ -246,7 +246,8 @@ def series_at_home(home: Path) -> Series:
         record = formats.features.read_probe_record(record_path)
         root = Path(os.path.normpath(record_path.parent / record["series"]))
         if not root.exists():
-            raise GrokscopeError(f"{record_path}: names series {root}, which no longer exists")
+            raise GrokscopeError(f"{record_path}: names the series {record['series']!r}, relative to its folder: "
+                                 f"{root.absolute()}, which does not exist (moved, or the home copied elsewhere)")
         if root.is_file():
             return file_series(root, home)
         return folder_series(root, home)

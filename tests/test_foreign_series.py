@@ -445,6 +445,22 @@ def test_weights_need_no_model_and_no_data(loops, tmp_path):
     assert result.exit_code == 2 and "never probed" in result.stderr and "grokscope probe" in result.stderr
 
 
+def test_a_home_whose_series_moved_names_the_recorded_path(loops, tmp_path):
+    series = tmp_path / "series"
+    series.mkdir()
+    for path in (loops / "plain").glob("step_*.pt"):
+        (series / path.name).write_bytes(path.read_bytes())
+    home = tmp_path / "home"
+    probed = invoke("probe", series, "--model", loops / "nets.py:mlp", "--data", loops / "onehot.npz",
+                    "--steps", "0", "--out", home, "-q")
+    assert probed.exit_code == 0, probed.output
+    series.rename(tmp_path / "elsewhere")
+    result = invoke("measure", home, "--metric", "collapse")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "probe.json" in line and "'../../series'" in line and str(series) in line and "does not exist" in line
+
+
 def test_changed_data_is_refused_by_name(loops, tmp_path):
     series = tmp_path / "series"
     series.mkdir()
