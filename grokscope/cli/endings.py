@@ -94,9 +94,11 @@ def run(app) -> None:
     """Run ``app`` as the process's command: Ctrl-C turned into one line and exit code 130 at any instant."""
     global _owns_process
     _owns_process = True
-    # Commands get KeyboardInterrupt, so an interrupted write removes its temporary file.
-    signal.signal(signal.SIGINT, _on_interrupt)
     try:
+        # Commands get KeyboardInterrupt, so an interrupted write removes its temporary file. Inside
+        # the try: a Ctrl-C already waiting is raised within this very call (its return value's
+        # conversion is Python code), and must end as any other.
+        signal.signal(signal.SIGINT, _on_interrupt)
         app(prog_name="grokscope")
     except SystemExit as exc:
         # Typer turns an interrupt outside a command (while parsing options) into a silent 130.
