@@ -183,6 +183,38 @@ def test_stale_rows_are_recomputed_and_unchanged_ones_kept(probed, trained, tmp_
     assert set(mine["source_sha256"]) == {sha256(checkpoint(run, 20))}
 
 
+CHECKPOINT_FAMILIES = ["weights", "spectra", "fourier", "complexity", "llc"]
+
+
+def test_checkpoint_family_rows_of_a_rewritten_checkpoint_are_recomputed(trained, tmp_path):
+    """The families that read the checkpoint itself record its digest too: a checkpoint
+    rewritten since is measured again, the others' rows are kept."""
+    run = Path(shutil.copytree(trained[0], tmp_path / "run"))
+    options = ["--metric", ",".join(CHECKPOINT_FAMILIES), "--complexity-evaluations", "5",
+               "--llc-chains", "2", "--llc-draws", "5", "--llc-burnin", "0", "--llc-batch-size", "8", "-q"]
+    assert invoke("measure", run, *options).exit_code == 0
+    for family in CHECKPOINT_FAMILIES:
+        path = formats.tables.measures_path(run, family)
+        table = pd.read_parquet(path)
+        for step, rows in table.groupby("step"):
+            assert set(rows["source_sha256"]) == {sha256(checkpoint(run, step))}, family
+        table.loc[table.step == 10, "value"] = -123.0  # kept by a later measure, or recomputed
+        table.to_parquet(path, index=False)
+    rewrite_checkpoint(run, trained[1])
+    assert invoke("measure", run, *options).exit_code == 0
+    fresh = Path(shutil.copytree(run, tmp_path / "fresh", ignore=shutil.ignore_patterns("measures")))
+    assert invoke("measure", fresh, *options).exit_code == 0
+    for family in CHECKPOINT_FAMILIES:
+        table = pd.read_parquet(formats.tables.measures_path(run, family))
+        assert (table.loc[table.step == 10, "value"] == -123.0).all(), family
+        scratch = pd.read_parquet(formats.tables.measures_path(fresh, family))
+        mine, theirs = (t[t.step == 20].drop(columns="run").sort_values(
+            [c for c in ("metric", "layer", "split", "chain", "frequency", "tolerance") if c in t]).reset_index(drop=True)
+            for t in (table, scratch))
+        pd.testing.assert_frame_equal(mine, theirs, obj=family)
+        assert set(mine["source_sha256"]) == {sha256(checkpoint(run, 20))}
+
+
 def test_stale_rows_whose_features_are_refused_are_dropped(probed):
     run, other = probed
     assert invoke("measure", run, "--metric", "collapse").exit_code == 0

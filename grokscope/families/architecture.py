@@ -47,19 +47,22 @@ def check_architecture(checkpoint, state: dict, reference) -> None:
 
 
 def fitted_states(layout, series: Series, steps, device="cpu"):
-    """(step, state, problems) of each step's checkpoint under the model's names, checked against
-    the series' architecture; a checkpoint that cannot be read or does not fit is (step, None,
-    [its problem]). What the families measured from the weights alone walk."""
+    """(step, state, problems, digest) of each step's checkpoint under the model's names, checked
+    against the series' architecture, with the checkpoint's digest (its rows' ``source_sha256``);
+    a checkpoint that cannot be read or does not fit is (step, None, [its problem], None). What
+    the families measured from the weights alone walk."""
     from grokscope.families.problems import Problem
-    from grokscope.loading import load_state
+    from grokscope.loading import checkpoint_digest, load_state
 
     checkpoints = {c.step: c for c in series.checkpoints}
     reference = reference_shapes(layout, series)
     for step in steps:
         try:
+            # Hashed before it is read: a checkpoint rewritten in between is stale next time.
+            digest = checkpoint_digest(checkpoints[step])
             state = layout.fit(load_state(checkpoints[step], device=device))
             check_architecture(checkpoints[step], state, reference)
         except GrokscopeError as exc:
-            yield step, None, [Problem("error", str(exc), step=step)]
+            yield step, None, [Problem("error", str(exc), step=step)], None
             continue
-        yield step, state, []
+        yield step, state, [], digest

@@ -9,6 +9,7 @@ from grokscope.discovery import Series
 from grokscope.families.architecture import fitted_states
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
+from grokscope.fingerprints import SOURCE_COLUMN
 
 # The forward cost of one loss evaluation that the default subsample keeps within: 2^35
 # multiply-accumulates (about a CPU-second). The default MLP's whole training set costs 1/125 of
@@ -59,7 +60,7 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
     tied = [group for group in parameter_groups(model) if len(group) > 1]
     evaluations = options.complexity_evaluations or None
     checkpoints = {c.step: c for c in series.checkpoints}
-    for step, state, problems in fitted_states(layout, series, steps, device=objective.device):
+    for step, state, problems, digest in fitted_states(layout, series, steps, device=objective.device):
         if state is None:
             yield step, [], problems
             continue
@@ -80,7 +81,8 @@ def iter_complexity_rows(series: Series, steps: list[int], options: MeasureOptio
             found.append(Problem("warning", f"the search ran out of its {evaluations} loss evaluations: the size is "
                                             "the best point evaluated, an upper bound (--complexity-evaluations)",
                                  "complexity"))  # said once for every step where it happens
-        yield step, [{"step": step, **row} for row in complexity_result_rows(results, len(targets))], found
+        yield step, [{"step": step, **row, SOURCE_COLUMN: digest}
+                     for row in complexity_result_rows(results, len(targets))], found
 
 
 def complexity_result_rows(results, n_train: int) -> list[dict]:

@@ -13,6 +13,7 @@ from grokscope.discovery import Series
 from grokscope.errors import GrokscopeError
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
+from grokscope.fingerprints import SOURCE_COLUMN
 
 FOURIER_SIGNS = {"add": 1, "sub": -1}
 
@@ -54,7 +55,7 @@ def iter_fourier_rows(series: Series, steps: list[int], options: MeasureOptions,
     from grokscope.context import SeriesContext
     from grokscope.devices import resolve_device
     from grokscope.features import DEFAULT_BATCH_SIZE
-    from grokscope.loading import load_state
+    from grokscope.loading import checkpoint_digest, load_state
     from grokscope.measures import fourier
 
     if threads:
@@ -95,6 +96,7 @@ def iter_fourier_rows(series: Series, steps: list[int], options: MeasureOptions,
     for step in steps:
         found, setup = setup, []
         try:
+            digest = checkpoint_digest(checkpoints[step])  # before the read, as fitted_states does
             state = load_state(checkpoints[step], torch_device)
             model.load_state_dict(state)
         except (GrokscopeError, KeyError, RuntimeError) as exc:
@@ -120,7 +122,7 @@ def iter_fourier_rows(series: Series, steps: list[int], options: MeasureOptions,
                     for metric in ("restricted_loss", "excluded_loss") for s in ("train", "test")]
             if not torch.isfinite(logits).all():
                 found.append(Problem("nan", "logits are not finite (diverged?)", "fourier", step))
-        yield step, [{"step": step, **row} for row in new], found
+        yield step, [{"step": step, **row, SOURCE_COLUMN: digest} for row in new], found
 
 
 # Families measured checkpoint by checkpoint from the weights, never from features (complexity

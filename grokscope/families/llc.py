@@ -10,6 +10,7 @@ from grokscope.errors import GrokscopeError
 from grokscope.families.architecture import fitted_states
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
+from grokscope.fingerprints import SOURCE_COLUMN
 
 # --llc-step-size by model kind when it is not given. The MLP's 1e-3 is the calibration of
 # grokscope.measures.llc (docs/llc.md). A grokscope transformer's chains leave the checkpoint at
@@ -69,7 +70,7 @@ def iter_llc_rows(series: Series, steps: list[int], options: MeasureOptions, dev
         settings.validate(len(targets))
     except GrokscopeError as exc:
         raise GrokscopeError(f"{series.root}: {option_named(str(exc))}") from None
-    for step, state, problems in fitted_states(layout, series, steps, device=objective.device):
+    for step, state, problems, digest in fitted_states(layout, series, steps, device=objective.device):
         if state is None:
             yield step, [], problems
             continue
@@ -77,6 +78,7 @@ def iter_llc_rows(series: Series, steps: list[int], options: MeasureOptions, dev
         rows = [{"step": step, "split": "train", **row} for row in llc_rows(estimate)]
         rows.append({"step": step, "split": "train", "metric": "llc_step_size", "layer": None, "chain": None,
                      "value": float(step_size)})
+        rows = [{**row, SOURCE_COLUMN: digest} for row in rows]
         found = []
         if math.isnan(estimate.llc):
             reason = estimate.reason or "not finite"

@@ -8,6 +8,7 @@ from grokscope.discovery import Series
 from grokscope.families.architecture import fitted_states
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
+from grokscope.fingerprints import SOURCE_COLUMN
 
 
 def iter_spectrum_rows(series: Series, steps: list[int], options: MeasureOptions | None = None,
@@ -25,12 +26,12 @@ def iter_spectrum_rows(series: Series, steps: list[int], options: MeasureOptions
     from grokscope.measures.spectra import spectra, spectral_layers, spectrum_rows
 
     layout = SeriesContext.open(series).weight_layout()
-    for step, state, problems in fitted_states(layout, series, steps):
+    for step, state, problems, digest in fitted_states(layout, series, steps):
         if state is None:
             yield step, [], problems
             continue
         fitted = spectra(spectral_layers(state, parameters=layout.groups))
-        rows = [{"step": step, "split": None, **row} for row in spectrum_rows(fitted)]
+        rows = [{"step": step, "split": None, **row, SOURCE_COLUMN: digest} for row in spectrum_rows(fitted)]
         reasons = sorted({f"{s.name}: {s.reason}" for s in fitted if s.reason is not None})
         found = [Problem("nan", f"alpha has no fit ({reason})", "spectra", step) for reason in reasons]
         if not fitted:

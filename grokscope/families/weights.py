@@ -9,6 +9,7 @@ from grokscope.discovery import Series
 from grokscope.families.architecture import fitted_states
 from grokscope.families.options import MeasureOptions
 from grokscope.families.problems import Problem
+from grokscope.fingerprints import SOURCE_COLUMN
 
 
 def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions | None = None, device: str = "cpu",
@@ -24,7 +25,7 @@ def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions |
     from grokscope.measures.weights import weight_measures
 
     layout = SeriesContext.open(series).weight_layout()
-    for step, state, problems in fitted_states(layout, series, steps):
+    for step, state, problems, digest in fitted_states(layout, series, steps):
         if state is None:
             yield step, [], problems
             continue
@@ -32,7 +33,7 @@ def iter_weight_rows(series: Series, steps: list[int], options: MeasureOptions |
         # Said like the other families' NaN (once per reason, with its steps), not left silent.
         diverged = any(not math.isfinite(row["value"]) for row in measured)
         found = [Problem("nan", "weights not finite (diverged?)", "weights", step)] if diverged else []
-        yield step, [{"step": step, "split": None, **row} for row in measured], found
+        yield step, [{"step": step, "split": None, **row, SOURCE_COLUMN: digest} for row in measured], found
 
 
 def weight_rows(series: Series, steps: list[int]) -> tuple[list[dict], list[Problem]]:

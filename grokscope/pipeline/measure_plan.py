@@ -71,7 +71,7 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
     existing: dict[str, pd.DataFrame] = {}
     todo: dict[str, list[int]] = {}
     stale: dict[str, set[int]] = {}
-    sources: dict[tuple, set] = {}
+    sources: dict[tuple, str | None] = {}
     chosen: dict[str, list[int]] = {}
     for family in families:
         path = formats.tables.measures_path(series.home, family)
@@ -87,8 +87,8 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
         if series.selected is not None:
             available = [s for s in available if s in series.selected]
         done = set(existing[family]["step"]) if len(existing[family]) and not force else set()
-        if family in FEATURE_FAMILIES and done:
-            stale[family] = stale_steps(existing[family], series, sources)
+        if done:
+            stale[family] = stale_steps(existing[family], series, sources, with_features=family in FEATURE_FAMILIES)
             existing[family] = existing[family][~existing[family]["step"].isin(stale[family])]
             done -= stale[family]
         chosen[family] = select(available)
@@ -96,12 +96,13 @@ def plan_series(series: Series, families: Iterable[str], options: MeasureOptions
     return SeriesPlan(series, context.columns, existing, todo, chosen, stale)
 
 
-def stale_steps(table: pd.DataFrame, series: Series, sources: dict[tuple, set]) -> set[int]:
-    """Steps whose rows were measured from features of another checkpoint than the step's
-    checkpoint now (one read and hash of it) or than the one its features file records now (a
-    header read). ``sources`` caches these per step across families. Rows without a digest
-    (older tables), and steps where neither can be told (a checkpoint gone or no longer
-    readable, no features file), are kept."""
+def stale_steps(table: pd.DataFrame, series: Series, sources: dict[tuple, str | None],
+                with_features: bool = True) -> set[int]:
+    """Steps whose rows were measured from another checkpoint than the step's checkpoint now
+    (one read and hash of it) or, ``with_features`` (a feature family's rows), than the one its
+    features file records now (a header read). ``sources`` caches the checkpoints' digests
+    across families. Rows without a digest (older tables), and steps where neither can be told
+    (a checkpoint gone or no longer readable, no features file), are kept."""
     if SOURCE_COLUMN not in table:
         return set()
     recorded = table.dropna(subset=[SOURCE_COLUMN]).groupby("step")[SOURCE_COLUMN].first()
@@ -109,19 +110,15 @@ def stale_steps(table: pd.DataFrame, series: Series, sources: dict[tuple, set]) 
     stale = set()
     for step, digest in recorded.items():
         step = int(step)
-        if (step, digest) not in sources:
-            sources[step, digest] = _current_sources(series.home, checkpoints.get(step), step, digest)
-        if sources[step, digest] - {digest}:
+        try:
+            if (step, digest) not in sources:
+                sources[step, digest] = current_digest(checkpoints.get(step), digest)
+            found = {sources[step, digest]}
+            path = formats.features.features_path(series.home, step)
+            if with_features and path.is_file():
+                found.add(recorded_source(path))
+        except GrokscopeError:  # unreadable now: measuring the step says so
+            continue
+        if found - {None, digest}:
             stale.add(step)
     return stale
-
-
-def _current_sources(home, checkpoint, step: int, digest: str) -> set:
-    path = formats.features.features_path(home, step)
-    try:
-        found = {current_digest(checkpoint, digest)}
-        if path.is_file():
-            found.add(recorded_source(path))
-    except GrokscopeError:  # unreadable now: measuring the step says so
-        return set()
-    return found - {None}
