@@ -432,11 +432,16 @@ def test_refused_pickle_names_the_global_and_the_opt_in(loops, tmp_path):
     assert measured.exit_code == 0, measured.output
 
 
-def test_weights_need_no_model_and_no_data(loops, tmp_path):
-    copy = tmp_path / "unprobed"
-    copy.mkdir()
+def plain_series_copy(loops: Path, folder: Path) -> Path:
+    """``folder`` holding a copy of the plain loop's checkpoints (step_*.pt), to change freely."""
+    folder.mkdir()
     for path in (loops / "plain").glob("step_*.pt"):
-        (copy / path.name).write_bytes(path.read_bytes())
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+def test_weights_need_no_model_and_no_data(loops, tmp_path):
+    copy = plain_series_copy(loops, tmp_path / "unprobed")
     result = invoke("measure", copy, "--metric", "weights", "-q")
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(result.stdout.strip())
@@ -446,10 +451,7 @@ def test_weights_need_no_model_and_no_data(loops, tmp_path):
 
 
 def test_a_home_whose_series_moved_names_the_recorded_path(loops, tmp_path):
-    series = tmp_path / "series"
-    series.mkdir()
-    for path in (loops / "plain").glob("step_*.pt"):
-        (series / path.name).write_bytes(path.read_bytes())
+    series = plain_series_copy(loops, tmp_path / "series")
     home = tmp_path / "home"
     probed = invoke("probe", series, "--model", loops / "nets.py:mlp", "--data", loops / "onehot.npz",
                     "--steps", "0", "--out", home, "-q")
@@ -462,10 +464,7 @@ def test_a_home_whose_series_moved_names_the_recorded_path(loops, tmp_path):
 
 
 def test_changed_data_is_refused_by_name(loops, tmp_path):
-    series = tmp_path / "series"
-    series.mkdir()
-    for path in (loops / "plain").glob("step_*.pt"):
-        (series / path.name).write_bytes(path.read_bytes())
+    series = plain_series_copy(loops, tmp_path / "series")
     data = tmp_path / "data.npz"
     data.write_bytes((loops / "onehot.npz").read_bytes())
     assert invoke("probe", series, "--model", loops / "nets.py:mlp", "--data", data, "--steps", "0", "-q").exit_code == 0
