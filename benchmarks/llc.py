@@ -44,7 +44,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # devinterp's per-chain progress bar
 import numpy as np
 import torch
 
-from grokscope import store
+from grokscope import formats
 from grokscope.context import open_series
 from grokscope.measures.llc import SGLDSettings, estimate_llc
 from grokscope.model import build_model
@@ -114,7 +114,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     logging.disable(logging.WARNING)
 
-    config = store.read_run(args.run)
+    config = formats.run.read_run(args.run)
     dataset = open_series(args.run).dataset()
     train = dataset.split == 0
     # devinterp's DataLoader drops the last partial batch and replays its first epoch, so a chain
@@ -135,13 +135,13 @@ def main() -> None:
                             draws=args.draws, burnin=0, batch_size=args.batch_size, seed=args.seed)
     nbeta = settings.resolved_nbeta(len(y))
 
-    checkpoints = dict(store.list_checkpoints(args.run))
+    checkpoints = dict(formats.run.list_checkpoints(args.run))
     all_steps = sorted(checkpoints)
     if args.steps:
         steps = [int(s) for s in args.steps.split(",")]
     else:
         steps = sorted({all_steps[round(i * (len(all_steps) - 1) / 5)] for i in range(6)})
-    history = store.read_history(args.run)
+    history = formats.run.read_history(args.run)
     memorised = first_step_reaching(history, "train_acc")
     generalised = first_step_reaching(history, "test_acc")
 
@@ -158,14 +158,14 @@ def main() -> None:
     dataset_for_devinterp = index_dataset(len(y))
     # One short run of each side first: the one-time costs of a process (vmap's first call,
     # devinterp's imports) belong to neither side's checkpoints.
-    warm_state = store.load_checkpoint(checkpoints[steps[0]])
+    warm_state = formats.run.load_checkpoint(checkpoints[steps[0]])
     warm = SGLDSettings(step_size=settings.step_size, localization=settings.localization, chains=2, draws=2,
                         burnin=0, batch_size=settings.batch_size)
     grokscope_side(model, warm_state, criterion, x, y, warm)
     devinterp_side(model, warm_state, per_sample, x, y, dataset_for_devinterp, warm, nbeta)
     rows = []
     for i, step in enumerate(steps):
-        state = store.load_checkpoint(checkpoints[step])
+        state = formats.run.load_checkpoint(checkpoints[step])
         # A seed per checkpoint: with one seed every checkpoint would replay the same batches and
         # noise, and the checkpoints' differences would not be independent.
         # devinterp seeds chain c with seed + c: checkpoints 1000 apart share none.

@@ -475,16 +475,17 @@ def print_claims(runs: list[str]) -> None:
 
 
 def print_samples(run_dir: str, steps: list[int], bias_correction: bool = True) -> None:
-    from grokscope.features import iter_run_features, load_samples
+    from grokscope.context import iter_features, open_series
 
-    samples = load_samples(run_dir)
+    context = open_series(run_dir)
+    samples = context.samples()
     train = torch.from_numpy(samples.split == 0)
     print(f"(6) {run_dir}: synergy / redundancy in bits on random subsets of its samples, 10 Ward bins "
           f"of the training split; random = mean of 10 random tie orders (± their sd); "
           f"bias correction {'on' if bias_correction else 'off'}")
     print(f"  {'step':>5s} {'samples':>8s} {'synergy, average':>17s} {'synergy, random':>17s} "
           f"{'redundancy, average':>20s} {'redundancy, random':>20s}")
-    for item in iter_run_features(run_dir, steps):
+    for item in iter_features(context, steps):
         features = item.layers[item.penultimate].to(torch.float64)
         alive = features[train].amax(0) != features[train].amin(0)  # as oinfo_search drops
         features = features[:, alive]

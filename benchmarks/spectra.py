@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from grokscope import store
+from grokscope import formats
 from grokscope.context import open_series
 from grokscope.measures.spectra import spectra, spectral_layers
 from grokscope.model import build_model
@@ -65,16 +65,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
 
-    config = store.read_run(args.run)
+    config = formats.run.read_run(args.run)
     dataset = open_series(args.run).dataset()
     model = build_model(dataset.input_dim, dataset.n_classes, config.model, config.seed)
-    checkpoints = store.list_checkpoints(args.run)[:: args.every]
+    checkpoints = formats.run.list_checkpoints(args.run)[:: args.every]
 
     worst = {name: 0.0 for name, _ in COMPARED}
     seconds = {"weightwatcher": [], "grokscope": []}
     compared = only_ww = only_grok = failures = 0
     for i, (step, path) in enumerate(checkpoints):
-        state = store.load_checkpoint(path)
+        state = formats.run.load_checkpoint(path)
         if i % 2:
             grok_s, grok = grokscope_side(state)
             ww_s, ww = weightwatcher_side(model, state)
