@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from grokscope.reproducibility import reproducible_mode
+
 ROOT = Path(__file__).resolve().parents[1]
 # Big enough that MKL splits the weight gradient's reduction (3,763 samples) among 2 threads.
 SMALL_RUN = ["--p", "97", "--width", "250", "--steps", "30", "--save-every", "10", "--save-log", "0",
@@ -88,15 +90,35 @@ def test_every_measure_table_is_the_same_bytes_on_one_or_two_threads(tmp_path):
     assert tables[1] == tables[2]
 
 
-@pytest.mark.skipif(not mkl_has_a_strict_mode(), reason="torch without MKL: no mode to switch off")
+@pytest.mark.skipif(not mkl_has_a_strict_mode() or reproducible_mode() is None,
+                    reason="torch without MKL, or a processor whose MKL sums in one order by default")
 def test_without_the_strict_mode_the_same_run_differs_between_one_and_two_threads(tmp_path):
-    """The test above checks something: a non-strict MKL mode (the user's own, kept) splits the sums."""
+    """The tests above check something: on Intel a non-strict MKL mode (the user's own, kept)
+    splits the training's sums."""
     env = {"MKL_CBWR": "AUTO"}
     grokscope("train", *SMALL_RUN, "--threads", "1", "--out", str(tmp_path / "one"), env=env)
     grokscope("train", *SMALL_RUN, "--threads", "2", "--out", str(tmp_path / "two"), env=env)
     one, two = (file_bytes(next((tmp_path / n).iterdir())) for n in ("one", "two"))
     assert one.keys() == two.keys()
     assert one["checkpoints/step-00000030.safetensors"] != two["checkpoints/step-00000030.safetensors"]
+
+
+@pytest.mark.skipif(not mkl_has_a_strict_mode() or reproducible_mode() is not None,
+                    reason="torch without MKL, or a processor whose MKL needs its strict mode")
+def test_with_a_conditional_mode_on_amd_the_measure_tables_differ_between_one_and_two_threads(tmp_path):
+    """The tests above check something: on AMD, MKL's strict mode (the user's own, kept) splits the
+    float64 sums of O-information's covariances by thread; its default, which grokscope keeps there,
+    does not."""
+    grokscope("train", *SMALL_RUN, "--threads", "2", "--out", str(tmp_path / "runs"))
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    grokscope("probe", str(run_dir), "--threads", "2")
+    tables = {}
+    for threads in (1, 2):
+        copy = shutil.copytree(run_dir, tmp_path / f"threads-{threads}")
+        grokscope("measure", str(copy), "--metric", "oinfo", "--threads", str(threads), "-q",
+                  env={"MKL_CBWR": "AUTO,STRICT"})
+        tables[threads] = (copy / "measures" / "oinfo.parquet").read_bytes()
+    assert tables[1] != tables[2]
 
 
 def test_the_transformer_trains_to_the_same_bytes_on_one_or_two_threads(tmp_path):
@@ -111,7 +133,7 @@ def test_run_json_records_the_mode_and_a_rerun_with_other_threads_resumes_it(tmp
     grokscope("train", *SMALL_RUN, "--threads", "1", "--out", str(tmp_path))
     (run_dir,) = tmp_path.iterdir()
     numerics = json.loads((run_dir / "run.json").read_text())["numerics"]
-    assert numerics["mkl_cbwr"] == "AUTO,STRICT"
+    assert numerics["mkl_cbwr"] == reproducible_mode()
     assert numerics["mkl_reproducible"] in (True, None)
     # The numerics are not settings: --resume with another thread count is the same run.
     grokscope("train", *SMALL_RUN, "--threads", "2", "--resume", "--out", str(tmp_path))
@@ -128,6 +150,20 @@ def test_a_process_whose_torch_computed_first_is_told(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env={**environment, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    if mkl_has_a_strict_mode():
+    if mkl_has_a_strict_mode() and reproducible_mode() is not None:
         assert "torch computed before grokscope" in done.stderr
         assert done.stderr.count("may depend on the thread count") == 1
+    else:  # MKL's default is the mode (AMD): torch computing first changes nothing, and nothing is said
+        assert "thread count" not in done.stderr
+
+
+def test_a_users_conditional_mode_on_amd_is_told_to_be_unset(tmp_path):
+    if not mkl_has_a_strict_mode() or reproducible_mode() is not None:
+        pytest.skip("torch without MKL, or a processor whose MKL needs its strict mode")
+    script = f"import grokscope; grokscope.train(out={str(tmp_path)!r}, p=[5], steps=[2], save_every=1, save_log=0)\n"
+    environment = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    done = subprocess.run([sys.executable, "-c", script],
+                          env={**environment, "PYTHONPATH": str(ROOT), "MKL_CBWR": "AUTO,STRICT"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("unset MKL_CBWR") == 1
