@@ -46,6 +46,7 @@ import torch
 
 from grokscope import formats
 from grokscope.context import open_series
+from grokscope.families.llc import chain_route
 from grokscope.measures.llc import SGLDSettings, estimate_llc
 from grokscope.model import build_model
 from grokscope.training import first_step_reaching, loss_fn
@@ -53,7 +54,8 @@ from grokscope.training import first_step_reaching, loss_fn
 
 def grokscope_side(model, state, criterion, x, y, settings: SGLDSettings) -> dict:
     started = time.perf_counter()
-    estimate = estimate_llc(model, state, criterion, x, y, settings)
+    chain_forward, inputs = chain_route(model, x)  # as measure --metric llc runs it
+    estimate = estimate_llc(model, state, criterion, inputs, y, settings, chain_forward=chain_forward)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "chains": estimate.chain_llc, "reference": estimate.reference_loss,
             "reason": estimate.reason}

@@ -46,6 +46,19 @@ def sgld_settings(options: MeasureOptions, step_size: float):
                         batch_size=options.llc_batch_size, seed=options.seed)
 
 
+def chain_route(model, inputs):
+    """(chain_forward, inputs) for :func:`grokscope.measures.llc.estimate_llc`: a grokscope MLP
+    runs its chains through :meth:`~grokscope.model.MLP.chain_forward` (its first layer a lookup
+    on one-hot inputs, which then go as the positions of their ones); any other model through
+    ``vmap`` (None)."""
+    from grokscope.model import MLP, one_hot_columns
+
+    if not isinstance(model, MLP):
+        return None, inputs
+    columns = one_hot_columns(inputs)
+    return model.chain_forward, inputs if columns is None else columns
+
+
 def iter_llc_rows(series: Series, steps: list[int], options: MeasureOptions, device: str = "cpu",
                   threads: int | None = None) -> Iterator[tuple[int, list[dict], list[Problem]]]:
     """(step, rows, problems) of the LLC family (Lau et al. 2023), checkpoint by checkpoint.
@@ -62,7 +75,8 @@ def iter_llc_rows(series: Series, steps: list[int], options: MeasureOptions, dev
     from grokscope.measures.llc import estimate_llc, llc_rows
 
     objective = training_objective(series, device, threads)
-    context, model, inputs, targets = objective.context, objective.model, objective.inputs, objective.targets
+    context, model, targets = objective.context, objective.model, objective.targets
+    chain_forward, inputs = chain_route(model, objective.inputs)
     layout = objective.layout
     step_size = step_size_for(options, context.config)
     settings = sgld_settings(options, step_size)
@@ -74,7 +88,8 @@ def iter_llc_rows(series: Series, steps: list[int], options: MeasureOptions, dev
         if state is None:
             yield step, [], problems
             continue
-        estimate = estimate_llc(model, state, objective.criterion, inputs, targets, settings, readout=objective.readout)
+        estimate = estimate_llc(model, state, objective.criterion, inputs, targets, settings, readout=objective.readout,
+                                chain_forward=chain_forward)
         rows = [{"step": step, "split": "train", **row} for row in llc_rows(estimate)]
         rows.append({"step": step, "split": "train", "metric": "llc_step_size", "layer": None, "chain": None,
                      "value": float(step_size)})

@@ -75,6 +75,7 @@ import torch
 from torch import nn
 
 from grokscope.errors import GrokscopeError
+from grokscope.measures.sgld_noise import NoiseStream, compute_threads, draws_ahead
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ def _full_loss(loss_at: Callable, params: dict, inputs: torch.Tensor, targets: t
 
 def estimate_llc(model: nn.Module, parameters: Mapping, loss_fn: Callable, inputs: torch.Tensor,
                  targets: torch.Tensor, settings: SGLDSettings = SGLDSettings(), *,
-                 readout: Callable | None = None) -> LLCEstimate:
+                 readout: Callable | None = None, chain_forward: Callable | None = None) -> LLCEstimate:
     r"""The local learning coefficient at the checkpoint ``parameters`` by localised SGLD.
 
     .. math::
@@ -228,6 +229,12 @@ def estimate_llc(model: nn.Module, parameters: Mapping, loss_fn: Callable, input
         Step size, localisation, :math:`n\beta`, chains, draws, burn-in, batch size, seed.
     readout : callable, optional
         Applied to the model's output before ``loss_fn`` (e.g. logits at the answer position).
+    chain_forward : callable, optional
+        ``chain_forward(params, x) -> output``: the model on every chain at once, ``params``
+        mapping each parameter name to its (chains, ...) values and ``x`` (chains, batch, ...)
+        holding each chain's minibatch of ``inputs`` (which are then what it takes: e.g. the
+        column indices of one-hot inputs, :meth:`grokscope.model.MLP.chain_forward`). Default:
+        ``torch.func.vmap`` of ``functional_call`` of ``model``.
 
     Returns
     -------
@@ -237,7 +244,9 @@ def estimate_llc(model: nn.Module, parameters: Mapping, loss_fn: Callable, input
         same call gives the same values, whatever the thread count: a CPU generator seeded
         ``seed`` draws the batches (chain after chain, one ``randperm`` per epoch) and a
         generator on the device seeded ``seed + 1`` the noise (each step, one ``randn`` of
-        shape (chains, d), the parameters flattened and concatenated in the model's order).
+        shape (chains, d), the parameters flattened and concatenated in the model's order). On
+        the CPU with two threads or more, one of them draws the next step's noise while the
+        others compute (:mod:`grokscope.measures.sgld_noise`): the same draws.
 
     Raises
     ------
@@ -262,44 +271,65 @@ def estimate_llc(model: nn.Module, parameters: Mapping, loss_fn: Callable, input
         output = functional_call(model, (params, buffers), (x,))
         return loss_fn(readout(output) if readout is not None else output, y)
 
+    if chain_forward is None:
+        chain_losses = vmap(loss_at, in_dims=(0, 0, 0))  # (chains, ...) -> (chains,)
+    else:
+        losses_of = vmap(lambda output, y: loss_fn(readout(output) if readout is not None else output, y))
+
+        def chain_losses(params, x, y):
+            return losses_of(chain_forward(params, x), y)
+
+        def loss_at(params, x, y):  # noqa: F811 (one chain of the chain forward)
+            return chain_losses({k: v[None] for k, v in params.items()}, x[None], y[None])[0]
+
     with torch.no_grad():
         reference = _full_loss(loss_at, center, inputs, targets)
 
-    chain_losses = vmap(loss_at, in_dims=(0, 0, 0))
     chains, steps = settings.chains, settings.burnin + settings.draws
     index_generator = torch.Generator().manual_seed(settings.seed)
     batches = _batch_indices(n, settings.batch_size, chains, steps, index_generator).to(device)
     noise_generator = torch.Generator(device=device).manual_seed(settings.seed + 1)
-    # Every chain's parameters in one (chains, d) tensor, viewed per parameter: one noise draw and
-    # one update for all of them.
-    shapes = {k: v.shape for k, v in center.items()}
-    sizes = [v.numel() for v in center.values()]
-    flat_center = torch.cat([v.reshape(-1) for v in center.values()])  # (d,)
+    # Every chain's parameters in one (chains, d) tensor: one noise draw and one update for all of
+    # them; each parameter is a view of it, and its own leaf, so that its gradient comes back as
+    # it is (a leaf of the whole tensor would gather the gradients into a (chains, d) copy).
+    names = list(center)
+    shapes = [center[k].shape for k in names]
+    sizes = [center[k].numel() for k in names]
+    flat_center = torch.cat([center[k].reshape(-1) for k in names])  # (d,)
     flat = flat_center.repeat(chains, 1)  # (chains, d)
-
-    def views(tensor):
-        return {k: piece.view(chains, *shape) for (k, shape), piece in zip(shapes.items(), tensor.split(sizes, dim=1))}
 
     losses = torch.empty(chains, steps, dtype=torch.float64, device=device)
     half, noise_sd, gamma = settings.step_size / 2, math.sqrt(settings.step_size), settings.localization
-    noise, drift = torch.empty_like(flat), torch.empty_like(flat)  # reused: no (chains, d) allocations per step
+    drift = torch.empty_like(flat)  # reused: no (chains, d) allocations per step
     bound = divergence_bound(reference, nbeta, n_parameters)
     gone = torch.zeros(chains, dtype=torch.bool, device=device)
-    for t in range(steps):
-        if bool(gone.all()):  # every chain has diverged: the rest of the trace is NaN, not computed
-            losses[:, t:] = math.nan
-            break
-        idx = batches[t]  # (chains, batch_size)
-        leaf = flat.detach().requires_grad_(True)
-        loss = chain_losses(views(leaf), inputs[idx], targets[idx])  # (chains,)
-        # The chains are independent: the gradient of their sum is each chain's own gradient.
-        (grad,) = torch.autograd.grad(loss.sum(), leaf)  # (chains, d)
-        losses[:, t] = loss.detach()
-        gone |= ~(losses[:, t] <= bound)  # NaN fails the comparison too
-        with torch.no_grad():
-            torch.randn(flat.shape, generator=noise_generator, out=noise)
-            torch.sub(flat, flat_center, out=drift).mul_(gamma).add_(grad, alpha=nbeta)
-            flat.add_(drift, alpha=-half).add_(noise, alpha=noise_sd)
+    ahead, threads = draws_ahead(device), torch.get_num_threads()
+    if ahead:
+        torch.set_num_threads(compute_threads())
+    try:
+        with NoiseStream(tuple(flat.shape), noise_generator, dtype=flat.dtype, device=device,
+                         ahead=ahead) as noise_stream:
+            for t in range(steps):
+                if bool(gone.all()):  # every chain has diverged: the rest of the trace is NaN, not computed
+                    losses[:, t:] = math.nan
+                    break
+                idx = batches[t]  # (chains, batch_size)
+                leaves = [piece.view(chains, *shape).requires_grad_(True)
+                          for piece, shape in zip(flat.detach().split(sizes, dim=1), shapes)]
+                loss = chain_losses(dict(zip(names, leaves)), inputs[idx], targets[idx])  # (chains,)
+                # The chains are independent: the gradient of their sum is each chain's own gradient.
+                # A parameter the loss does not reach has gradient zero.
+                grads = torch.autograd.grad(loss.sum(), leaves, materialize_grads=True)  # (chains, *shape) each
+                losses[:, t] = loss.detach()
+                gone |= ~(losses[:, t] <= bound)  # NaN fails the comparison too
+                with torch.no_grad():
+                    noise = noise_stream.next()  # (chains, d)
+                    torch.sub(flat, flat_center, out=drift).mul_(gamma)
+                    for piece, grad in zip(drift.split(sizes, dim=1), grads):
+                        piece.view(grad.shape).add_(grad, alpha=nbeta)
+                    flat.add_(drift, alpha=-half).add_(noise, alpha=noise_sd)
+    finally:
+        torch.set_num_threads(threads)
     return _summarise(losses.cpu().numpy(), settings.burnin, reference, nbeta, n_parameters)
 
 
