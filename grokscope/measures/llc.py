@@ -44,9 +44,11 @@ step 0 is at :math:`w^*`. Where grokscope differs:
 - the spread is the sample standard deviation (devinterp's ``llc_std`` divides by the number of
   chains).
 
-The chains run together: every chain's parameters live in one (chains, d) tensor, one
-``torch.func.vmap`` of ``functional_call`` evaluates every chain's loss on its own minibatch and
-one backward pass gives every chain's gradient.
+The chains run together: every chain's parameters live in one (chains, d) tensor, one batched
+forward pass evaluates every chain's loss on its own minibatch (``torch.func.vmap`` of
+``functional_call``, or a model's own ``chain_forward``: grokscope's MLP looks its first layer up
+on one-hot inputs) and one backward pass gives every chain's gradient. With two CPU threads or
+more, the next step's noise is drawn on one of them meanwhile (:mod:`~grokscope.measures.sgld_noise`).
 
 **Divergence.** A chain has diverged when the loss of any of its steps (burn-in included) is
 not finite or exceeds
