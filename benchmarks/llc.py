@@ -24,6 +24,7 @@ creating its zarr store, its reference loss), grokscope's its reference loss.
     .venv/bin/python -m grokscope train --steps 2000 --out /tmp/llcrun
     .venv/bin/python benchmarks/llc.py --run /tmp/llcrun/add-p97
     .venv/bin/python benchmarks/llc.py --run /tmp/llcrun/add-p97 --steps 0,40,400 --chains 8 --draws 1000
+    .venv/bin/python benchmarks/llc.py --run /tmp/llcrun/add-p97 --routes   # grokscope's vmap route against its MLP route
 """
 
 from __future__ import annotations
@@ -94,6 +95,30 @@ def devinterp_side(model, state, per_sample_loss, x, y, dataset, settings: SGLDS
     return {"seconds": seconds, "chains": chains, "reference": reference, "reason": None}
 
 
+def print_routes(model, states: dict, criterion, x, y, settings: SGLDSettings) -> None:
+    """grokscope's two routes for its MLP side by side: vmap of functional_call on the dense
+    inputs, and MLP.chain_forward on the one-hot inputs' columns (what measure runs)."""
+    chain_forward, columns = chain_route(model, x)
+    routes = {"vmap": lambda state: estimate_llc(model, state, criterion, x, y, settings),
+              "mlp": lambda state: estimate_llc(model, state, criterion, columns, y, settings,
+                                                chain_forward=chain_forward)}
+    warm = dataclasses.replace(settings, chains=2, draws=2)
+    first = next(iter(states.values()))
+    estimate_llc(model, first, criterion, x, y, warm)
+    estimate_llc(model, first, criterion, columns, y, warm, chain_forward=chain_forward)
+    print(f"{'step':>6s} | {'s vmap':>7s} {'s mlp':>7s} {'ratio':>6s} | max relative difference of the chains' LLC")
+    for i, (step, state) in enumerate(states.items()):
+        order = list(routes) if i % 2 == 0 else list(routes)[::-1]
+        seconds, chains = {}, {}
+        for name in order:
+            started = time.perf_counter()
+            chains[name] = routes[name](state).chain_llc
+            seconds[name] = time.perf_counter() - started
+        difference = float(np.max(np.abs(chains["mlp"] - chains["vmap"]) / np.abs(chains["vmap"])))
+        print(f"{step:6d} | {seconds['vmap']:7.2f} {seconds['mlp']:7.2f} {seconds['vmap'] / seconds['mlp']:6.2f} | "
+              f"{difference:.1e}")
+
+
 def standard_error(chains: np.ndarray) -> float:
     return float(np.std(chains, ddof=1) / math.sqrt(len(chains))) if len(chains) > 1 else math.nan
 
@@ -111,6 +136,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--routes", action="store_true",
+                        help="time grokscope's vmap route against its MLP route instead of devinterp")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -155,6 +182,10 @@ def main() -> None:
     print()
     header = (f"{'step':>6s} | {'grokscope':>16s} {'devinterp':>16s} {'z':>6s} | {'L* grok':>9s} {'L* devi':>9s} | "
               f"{'s grok':>7s} {'s devi':>7s} {'ratio':>6s}")
+    if args.routes:
+        print_routes(model, {step: formats.run.load_checkpoint(checkpoints[step]) for step in steps}, criterion, x, y,
+                     settings)
+        return
     print(header)
     print("-" * len(header))
     dataset_for_devinterp = index_dataset(len(y))

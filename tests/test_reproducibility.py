@@ -74,18 +74,25 @@ EVERY_FAMILY = ["--metric", "collapse,hsic,oinfo,weights,spectra,complexity,four
                 "--llc-chains", "2", "--llc-draws", "20", "--llc-burnin", "5", "-q"]
 
 
-def test_every_measure_table_is_the_same_bytes_on_one_or_two_threads(tmp_path):
-    """Width 250 on 9,409 samples: feature sums of 2.4M entries, 250 x 250 covariances and
-    weights, where torch's one-number sums and MKL's factorisations follow the thread count
-    unless grokscope.measures.thread_independent fixes them."""
+def measure_tables_on_one_and_two_threads(tmp_path: Path, *measure_args: str, env: dict | None = None) -> dict:
+    """{threads: {table name: bytes}} of one trained and probed run measured with ``measure_args``
+    on a copy of it per thread count."""
     grokscope("train", *SMALL_RUN, "--threads", "2", "--out", str(tmp_path / "runs"))
     (run_dir,) = (tmp_path / "runs").iterdir()
     grokscope("probe", str(run_dir), "--threads", "2")
     tables = {}
     for threads in (1, 2):
         copy = shutil.copytree(run_dir, tmp_path / f"threads-{threads}")
-        grokscope("measure", str(copy), *EVERY_FAMILY, "--threads", str(threads))
+        grokscope("measure", str(copy), *measure_args, "--threads", str(threads), env=env)
         tables[threads] = {p.name: p.read_bytes() for p in sorted((copy / "measures").glob("*.parquet"))}
+    return tables
+
+
+def test_every_measure_table_is_the_same_bytes_on_one_or_two_threads(tmp_path):
+    """Width 250 on 9,409 samples: feature sums of 2.4M entries, 250 x 250 covariances and
+    weights, where torch's one-number sums and MKL's factorisations follow the thread count
+    unless grokscope.measures.thread_independent fixes them."""
+    tables = measure_tables_on_one_and_two_threads(tmp_path, *EVERY_FAMILY)
     assert len(tables[1]) == 9
     assert tables[1] == tables[2]
 
@@ -109,16 +116,9 @@ def test_with_a_conditional_mode_on_amd_the_measure_tables_differ_between_one_an
     """The tests above check something: on AMD, MKL's strict mode (the user's own, kept) splits the
     float64 sums of O-information's covariances by thread; its default, which grokscope keeps there,
     does not."""
-    grokscope("train", *SMALL_RUN, "--threads", "2", "--out", str(tmp_path / "runs"))
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    grokscope("probe", str(run_dir), "--threads", "2")
-    tables = {}
-    for threads in (1, 2):
-        copy = shutil.copytree(run_dir, tmp_path / f"threads-{threads}")
-        grokscope("measure", str(copy), "--metric", "oinfo", "--threads", str(threads), "-q",
-                  env={"MKL_CBWR": "AUTO,STRICT"})
-        tables[threads] = (copy / "measures" / "oinfo.parquet").read_bytes()
-    assert tables[1] != tables[2]
+    tables = measure_tables_on_one_and_two_threads(tmp_path, "--metric", "oinfo", "-q",
+                                                   env={"MKL_CBWR": "AUTO,STRICT"})
+    assert tables[1]["oinfo.parquet"] != tables[2]["oinfo.parquet"]
 
 
 def test_the_transformer_trains_to_the_same_bytes_on_one_or_two_threads(tmp_path):
